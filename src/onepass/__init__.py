@@ -1,0 +1,61 @@
+"""onepass: train machine-learning models on streams of any length, in one pass and fixed memory.
+
+>>> import numpy as np, onepass
+>>> X = np.vstack([np.zeros((50, 2)), np.full((50, 2), 10.0)]).astype(np.float32)
+>>> state = onepass.kmeans.init({"k": 2, "extra_center_factor": 4}, n_features=2)
+>>> state = onepass.kmeans.update(state, onepass.Batch(onepass.as_tensor(X)))
+>>> model = onepass.kmeans.finalize(state)
+>>> sorted(model.meta["cluster_sizes"])
+[50.0, 50.0]
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+import numpy as _np
+import torch as _torch
+
+from .algorithms import ALGORITHMS, get as get_algorithm
+from .algorithms import kmeans
+from .algorithms.base import Model
+from .data import Batch, Stream
+from .errors import (DataError, IncompatibleStateError, Interrupted, OnepassError, StateFileError,
+                     UsageError)
+from .state import State
+from .train import TrainResult, train
+
+
+def as_tensor(x) -> _torch.Tensor:
+    """A float32 tensor of shape (n, d) from an array-like."""
+    return _torch.as_tensor(_np.asarray(x, dtype=_np.float32))
+
+
+def load_state(path) -> State:
+    """Read and verify a state file or a run folder's state."""
+    return State.load(path)
+
+
+def load_model(path) -> Model:
+    """Read and verify a model file or a run folder's model."""
+    return Model.load(path)
+
+
+def merge(a: State, b: State) -> State:
+    """Merge two states of the same algorithm and configuration trained on disjoint data."""
+    if a.algorithm != b.algorithm:
+        raise IncompatibleStateError(f"cannot merge a {a.algorithm} state with a {b.algorithm} state")
+    return get_algorithm(a.algorithm).merge(a, b)
+
+
+def __getattr__(name: str):
+    # The scikit-learn estimator imports scikit-learn, so it loads only when asked for.
+    if name == "KMeans":
+        from .sklearn import KMeans
+        return KMeans
+    raise AttributeError(f"module 'onepass' has no attribute {name!r}")
+
+
+__all__ = ["ALGORITHMS", "Batch", "DataError", "IncompatibleStateError", "Interrupted", "KMeans", "Model",
+           "OnepassError", "State", "StateFileError", "Stream", "TrainResult", "UsageError", "as_tensor",
+           "get_algorithm", "kmeans", "load_model", "load_state", "merge", "train"]

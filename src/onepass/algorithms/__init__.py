@@ -1,0 +1,17 @@
+"""The algorithms, by name. Each is a module following the protocol in `base`."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from ..errors import UsageError
+from . import kmeans
+
+ALGORITHMS: dict[str, ModuleType] = {kmeans.NAME: kmeans}
+
+
+def get(name: str) -> ModuleType:
+    try:
+        return ALGORITHMS[name.replace("-", "_").lower()]
+    except KeyError:
+        raise UsageError(f"unknown algorithm {name!r}; available: {', '.join(sorted(ALGORITHMS))}") from None

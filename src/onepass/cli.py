@@ -1,0 +1,276 @@
+"""The command line: `onepass train | finalize | predict | inspect | datasets`.
+
+Exit codes: 0 done, 2 bad usage, 3 bad data, 4 interrupted (checkpoint written; `--resume` continues),
+5 a damaged, foreign or incompatible state or model file, 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__, algorithms, datasets
+from ._files import read_file
+from .algorithms.base import Model
+from .data.batches import Stream
+from .errors import OnepassError, UsageError
+from .hyperparameters import load_json
+from .state import MODEL_FILE, STATE_FILE, State
+from .train import train
+
+
+def _label(value: str | None):
+    return None if value in (None, "none") else value
+
+
+def _header(value: str) -> bool | None:
+    return {"auto": None, "true": True, "false": False}[value]
+
+
+def _add_data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-format", choices=("csv", "parquet", "npy"), help="detected from file names if omitted")
+    p.add_argument("--label-column", default=None,
+                   help="none (default for unsupervised), first, last, an index or a column name")
+    p.add_argument("--csv-header", choices=("auto", "true", "false"), default="auto",
+                   help="whether CSV files start with a header line (default: detect)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="onepass", description="One-pass training on streams of any length.")
+    parser.add_argument("--version", action="version", version=f"onepass {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train an algorithm on a source",
+                       description="Train ALGO on SRC into the run folder DIR. Hyperparameters use SageMaker's "
+                                   "names with - for _ (e.g. --k 10 --extra-center-factor 4).",
+                       epilog="hyperparameters of kmeans:\n" + algorithms.get("kmeans").HYPERPARAMETERS.doc(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    t.add_argument("algorithm", help=f"one of: {', '.join(sorted(algorithms.ALGORITHMS))}")
+    t.add_argument("--data", required=True, help="a file, glob, folder, or - for standard input")
+    t.add_argument("--out", required=True, help="the run folder: state, model and metrics")
+    t.add_argument("--validation", help="a source to evaluate on at the end of every epoch")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--mini-batch-size", type=int)
+    t.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    t.add_argument("--threads", type=int, help="CPU threads for compute (default: torch's choice)")
+    t.add_argument("--seed", type=int, help="random seed (default 0)")
+    t.add_argument("--checkpoint-every", type=int, metavar="N", help="write a checkpoint every N records")
+    t.add_argument("--checkpoint-seconds", type=float, default=600.0, metavar="T",
+                   help="write a checkpoint every T seconds (default 600; 0 disables)")
+    t.add_argument("--resume", action="store_true", help="continue DIR's checkpoint at the exact next record")
+    t.add_argument("--init-from", metavar="DIR", help="continue an earlier state on new data")
+    t.add_argument("--overwrite", action="store_true", help="start over in a DIR that holds a state")
+    t.add_argument("--hyperparameters", metavar="FILE.json", help="a SageMaker hyperparameter JSON file")
+    t.add_argument("--quiet", action="store_true", help="no progress line")
+    _add_data_options(t)
+
+    f = sub.add_parser("finalize", help="another model from a state, without reading data")
+    f.add_argument("state", help="a run folder or a state file")
+    f.add_argument("--out", help="where to write the model (default: DIR/model.safetensors)")
+    f.add_argument("--k-range", metavar="A:B", help="kmeans: report the cost for each k in A..B (elbow)")
+    f.add_argument("--plot", metavar="FILE.png", help="kmeans: draw the cost against k (needs matplotlib)")
+
+    p = sub.add_parser("predict", help="apply a model to a source")
+    p.add_argument("model", help="a run folder or a model file")
+    p.add_argument("--data", required=True)
+    p.add_argument("--output", default="-", help="output file (default: standard output)")
+    p.add_argument("--format", choices=("json", "jsonl", "csv"), default="jsonl")
+    p.add_argument("--mini-batch-size", type=int, default=10000)
+    _add_data_options(p)
+
+    i = sub.add_parser("inspect", help="show what a state or model file holds")
+    i.add_argument("file", help="a state or model file, or a run folder")
+
+    d = sub.add_parser("datasets", help="write a shipped data set or a generated stream as CSV")
+    d.add_argument("name", choices=datasets.NAMES)
+    d.add_argument("--out", default="-", help="a CSV file, or - for standard output")
+    d.add_argument("--n", type=int, default=1_000_000, help="blobs: records")
+    d.add_argument("--d", type=int, default=50, help="blobs: features")
+    d.add_argument("--k", type=int, default=10, help="blobs: clusters")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--no-label", action="store_true", help="leave the label column out")
+    return parser
+
+
+def _extra_options(extra: list[str], command: str) -> dict[str, Any]:
+    """`--name value` and `--name=value` pairs that argparse did not know: hyperparameters or choices."""
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(extra):
+        tok = extra[i]
+        if not tok.startswith("--") or tok == "--":
+            raise UsageError(f"{command}: unexpected argument {tok!r}")
+        if "=" in tok:
+            name, value = tok[2:].split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(extra) or extra[i + 1].startswith("--"):
+                raise UsageError(f"{command}: option {tok} needs a value")
+            name, value = tok[2:], extra[i + 1]
+            i += 2
+        out[name.replace("-", "_")] = value
+    return out
+
+
+def cmd_train(args, extra: list[str]) -> int:
+    hp: dict[str, Any] = {}
+    if args.hyperparameters:
+        hp.update({k.replace("-", "_"): v for k, v in load_json(args.hyperparameters).items()})
+    hp.update(_extra_options(extra, "train"))
+    result = train(args.algorithm, args.data, args.out, hyperparameters=hp, validation=args.validation,
+                   epochs=args.epochs, mini_batch_size=args.mini_batch_size, device=args.device,
+                   threads=args.threads, seed=args.seed, checkpoint_every=args.checkpoint_every,
+                   checkpoint_seconds=args.checkpoint_seconds or None, resume=args.resume,
+                   init_from=args.init_from, overwrite=args.overwrite, data_format=args.data_format,
+                   label_column=_label(args.label_column), header=_header(args.csv_header),
+                   progress=_progress(args.quiet))
+    st, model = result.state, result.model
+    print(f"trained {st.algorithm} on {st.meta['records_seen']:,} records of {st.meta['n_features']} features"
+          + (f" ({len(st.meta['lineage'])} earlier run(s) continued)" if st.meta.get("lineage") else ""))
+    _print_model(st.algorithm, model)
+    for k, v in result.metrics.items():
+        print(f"  {k}: {_fmt(v)}")
+    print(f"state:   {result.state_path}")
+    print(f"model:   {result.model_path}")
+    print(f"metrics: {result.out / 'metrics.jsonl'}")
+    return 0
+
+
+def _progress(quiet: bool):
+    from .progress import Progress
+    return Progress(enabled=False) if quiet else None
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:,.6g}" if isinstance(v, float) else str(v)
+
+
+def _print_model(algorithm: str, model: Model) -> None:
+    m = model.meta
+    if algorithm == "kmeans":
+        print(f"model: k={m['k']}  cost (sum of squared distances) {m['cost']:,.6g}  msd {m['msd']:,.6g}")
+        sizes = [int(round(s)) for s in m["cluster_sizes"]]
+        print("  cluster sizes: " + ", ".join(f"{s:,}" for s in sizes))
+
+
+def cmd_finalize(args, extra: list[str]) -> int:
+    state = State.load(args.state)
+    algo = algorithms.get(state.algorithm)
+    choice = _extra_options(extra, "finalize")
+    model = algo.finalize(state, **choice)
+    out = Path(args.out) if args.out else (Path(args.state) if Path(args.state).is_dir()
+                                           else Path(args.state).parent) / MODEL_FILE
+    model.save(out)
+    _print_model(state.algorithm, model)
+    if state.algorithm == "kmeans" and (args.k_range or args.plot):
+        ks = _k_range(args.k_range, model.meta["k"], state.meta["n_active"])
+        costs = algo.costs(state, ks, **{k: v for k, v in choice.items() if k != "k"})
+        print("  k  cost")
+        for k, c in costs.items():
+            print(f"{k:3d}  {c:,.6g}")
+        if args.plot:
+            from .plots import elbow
+            print(f"plot:  {elbow(costs, args.plot, chosen=model.meta['k'])}")
+    print(f"model: {out}")
+    return 0
+
+
+def _k_range(text: str | None, k: int, most: int) -> list[int]:
+    if not text:
+        return list(range(1, min(most, 2 * k) + 1))
+    try:
+        a, b = (int(v) for v in text.split(":"))
+    except ValueError:
+        raise UsageError(f"--k-range {text!r}: expected A:B, e.g. 2:20") from None
+    if not 1 <= a <= b <= most:
+        raise UsageError(f"--k-range {text}: expected 1 <= A <= B <= {most} (the summary's size)")
+    return list(range(a, b + 1))
+
+
+def cmd_predict(args, extra: list[str]) -> int:
+    if extra:
+        raise UsageError(f"predict: unexpected arguments {' '.join(extra)}")
+    model = Model.load(args.model)
+    stream = Stream(args.data, data_format=args.data_format, label_column=_label(args.label_column),
+                    header=_header(args.csv_header))
+    n_features = model.meta.get("n_features")
+    out = sys.stdout if args.output == "-" else open(args.output, "w")
+    try:
+        first = True
+        if args.format == "json":
+            out.write('{"predictions":[')
+        for batch in stream.batches(args.mini_batch_size):
+            if n_features is not None and batch.x.shape[1] != n_features:
+                raise UsageError(f"{stream.name}: has {batch.x.shape[1]} features, the model expects {n_features}"
+                                 " (a label column to leave out? see --label-column)")
+            pred = model.predict(batch.x)
+            names = list(pred)
+            cols = [pred[n].cpu().numpy().tolist() for n in names]
+            if args.format == "csv":
+                np.savetxt(out, np.column_stack([pred[n].cpu().numpy() for n in names]), delimiter=",", fmt="%.9g")
+                continue
+            for row in zip(*cols):
+                text = json.dumps(dict(zip(names, row)))
+                if args.format == "jsonl":
+                    out.write(text + "\n")
+                else:
+                    out.write(("" if first else ",") + text)
+                first = False
+        if args.format == "json":
+            out.write("]}\n")
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    return 0
+
+
+def cmd_inspect(args, extra: list[str]) -> int:
+    path = Path(args.file)
+    files = [p for p in (path / STATE_FILE, path / MODEL_FILE) if p.exists()] if path.is_dir() else [path]
+    if not files:
+        raise UsageError(f"{path} holds neither {STATE_FILE} nor {MODEL_FILE}")
+    report = {}
+    for p in files:
+        header, tensors = read_file(p)
+        report[str(p)] = {**{k: v for k, v in header.items()},
+                          "checksum_ok": True,
+                          "tensors": {n: {"dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape)}
+                                      for n, t in sorted(tensors.items())}}
+    print(json.dumps(report if len(report) > 1 else next(iter(report.values())), indent=2))
+    return 0
+
+
+def cmd_datasets(args, extra: list[str]) -> int:
+    out = datasets.export(args.name, args.out, n=args.n, d=args.d, k=args.k, seed=args.seed,
+                          label=not args.no_label)
+    if out != "-":
+        print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "finalize": cmd_finalize, "predict": cmd_predict, "inspect": cmd_inspect,
+            "datasets": cmd_datasets}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    try:
+        return COMMANDS[args.command](args, extra)
+    except OnepassError as e:
+        print(f"onepass {args.command}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"onepass {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""Fixed-size mini-batches from any source, read ahead in a background thread, with exact resume positions.
+
+A batch's `position` says where the record after it lies (input, restart offset, records to skip), so a
+checkpoint taken after any batch resumes at the exact next record, and the batches that follow are the same
+ones an uninterrupted run would have seen: batching depends only on the sequence of records.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from ..errors import DataError, UsageError
+from . import csv, npy, parquet
+from .chunks import Chunk
+from .sources import Input, detect_format, resolve
+
+READERS = {"csv": csv.read, "parquet": parquet.read, "npy": npy.read}
+
+
+@dataclass
+class Batch:
+    """One mini-batch: features (n, d) float32, optional labels (n,), and where the stream stands after it."""
+
+    x: torch.Tensor
+    y: torch.Tensor | None = None
+    position: dict[str, Any] = field(default_factory=dict)
+    fraction: float | None = None  # share of the epoch read, when the size is known
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+
+class Stream:
+    """A data source opened for reading: `Stream("data/*.csv").batches(5000)`.
+
+    source:       a path, glob, folder, ``-`` (stdin), or a list of those.
+    data_format:  ``csv``, ``parquet`` or ``npy``; detected from the file names when None.
+    label_column: None for unsupervised data; ``first``, ``last``, an index or a column name otherwise.
+    header:       CSV only: True, False, or None to detect a header line.
+    """
+
+    def __init__(self, source, data_format: str | None = None, label_column: str | int | None = None,
+                 header: bool | None = None):
+        self.source = source
+        self.inputs: list[Input] = resolve(source)
+        self.format = detect_format(self.inputs, data_format)
+        self.label_column = label_column
+        self.header = header
+
+    @property
+    def name(self) -> str:
+        return str(self.source) if not isinstance(self.source, (list, tuple)) else ",".join(map(str, self.source))
+
+    @property
+    def seekable(self) -> bool:
+        return all(i.seekable for i in self.inputs)
+
+    @property
+    def total_bytes(self) -> int | None:
+        sizes = [i.size for i in self.inputs]
+        return None if None in sizes or not self.seekable else sum(sizes)
+
+    def chunks(self, start: dict[str, Any] | None = None) -> Iterator[Chunk]:
+        read = READERS[self.format]
+        first = 0 if not start else int(start["file"])
+        if start and first < len(self.inputs) and start.get("path") not in (None, self.inputs[first].path):
+            raise UsageError(f"the source changed since the checkpoint: input {first} was {start['path']!r}, "
+                             f"now {self.inputs[first].path!r}; resume needs the same inputs")
+        for i in range(first, len(self.inputs)):
+            at = start if (start and i == first) else None
+            yield from read(self.inputs[i], i, label=self.label_column, header=self.header,
+                            start=int(at["offset"]) if at else 0, line=int(at.get("line", 1)) if at else 1)
+
+    def batches(self, batch_size: int, start: dict[str, Any] | None = None,
+                prefetch: int = 2) -> Iterator[Batch]:
+        """Batches of exactly `batch_size` records (the last may be smaller), from `start` when given."""
+        if batch_size < 1:
+            raise UsageError(f"--mini-batch-size must be at least 1, got {batch_size}")
+        it = self._rebatch(batch_size, start)
+        return _prefetch(it, prefetch) if prefetch > 0 else it
+
+    def _rebatch(self, batch_size: int, start: dict[str, Any] | None) -> Iterator[Batch]:
+        skip = int(start.get("skip", 0)) if start else 0
+        records = int(start.get("records", 0)) if start else 0
+        sizes = [i.size or 0 for i in self.inputs]
+        total = self.total_bytes
+        xs: list[np.ndarray] = []
+        ys: list[np.ndarray] = []
+        have, dim = 0, None
+        for ch in self.chunks(start):
+            if dim is None:
+                dim = ch.x.shape[1]
+            elif ch.x.shape[1] != dim:
+                raise DataError(f"has {ch.x.shape[1]} feature columns where earlier data had {dim}",
+                                source=self.inputs[ch.file].path, reason="wrong field count")
+            s = min(skip, len(ch))
+            skip -= s
+            while s < len(ch):
+                take = min(batch_size - have, len(ch) - s)
+                xs.append(ch.x[s:s + take])
+                if ch.y is not None:
+                    ys.append(ch.y[s:s + take])
+                s, have = s + take, have + take
+                if have == batch_size:
+                    records += have
+                    yield self._batch(xs, ys, ch, s, records, sizes, total)
+                    xs, ys, have = [], [], 0
+        if have:
+            records += have
+            yield self._batch(xs, ys, ch, len(ch), records, sizes, total)
+
+    def _batch(self, xs, ys, ch: Chunk, s: int, records: int, sizes, total) -> Batch:
+        x = torch.from_numpy(xs[0] if len(xs) == 1 else np.concatenate(xs))
+        y = (torch.from_numpy(ys[0] if len(ys) == 1 else np.concatenate(ys))) if ys else None
+        position = {"file": ch.file, "path": self.inputs[ch.file].path, "offset": ch.offset,
+                    "skip": ch.base + s, "line": ch.line + s, "records": records}
+        fraction = (sum(sizes[:ch.file]) + ch.fraction * sizes[ch.file]) / total if total else None
+        return Batch(x, y, position, fraction)
+
+
+_END = object()
+
+
+def _prefetch(it: Iterator[Batch], depth: int) -> Iterator[Batch]:
+    """Run `it` in a daemon thread, `depth` batches ahead; errors surface in the consumer, in order."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def work():
+        try:
+            for item in it:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        pass
+                if stop.is_set():
+                    return
+            q.put(_END)
+        except BaseException as e:  # handed to the consumer, which re-raises it
+            q.put(e)
+
+    t = threading.Thread(target=work, name="onepass-reader", daemon=True)
+    t.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()

@@ -1,0 +1,38 @@
+"""NumPy ``.npy`` files, memory-mapped and read in row slices (never loaded whole, never unpickled)."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+
+from ..errors import DataError
+from .chunks import Chunk, check_finite, resolve_label
+from .sources import Input
+
+SLICE_BYTES = 1 << 24
+
+
+def read(inp: Input, file_index: int, *, label: str | int | None = None, header: bool | None = None,
+         start: int = 0, line: int = 0, block_size: int | None = None) -> Iterator[Chunk]:
+    """Yield chunks from row `start` on; a chunk's offset is its first row."""
+    try:
+        arr = np.load(inp.path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise DataError(f"not a readable .npy file ({e})", source=inp.path, reason="bad npy") from None
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2 or arr.dtype.kind not in "biuf":
+        raise DataError(f"expected a 2-D numeric array, found shape {arr.shape} of {arr.dtype}",
+                        source=inp.path, reason="bad npy")
+    if arr.shape[0] == 0:
+        raise DataError("file is empty: no records", source=inp.path, reason="empty")
+    y_col = resolve_label(label, [str(i) for i in range(arr.shape[1])], inp.path)
+    x_cols = [i for i in range(arr.shape[1]) if i != y_col]
+    step = max(1, SLICE_BYTES // max(1, arr.shape[1] * arr.itemsize))
+    for r in range(start, arr.shape[0], step):
+        block = np.asarray(arr[r:r + step])
+        x = np.ascontiguousarray(block[:, x_cols] if y_col is not None else block, dtype=np.float32)
+        y = block[:, y_col].astype(np.float32) if y_col is not None else None
+        check_finite(x, inp.path, r)
+        yield Chunk(x, y, file_index, r, 0, r, min(1.0, (r + step) / arr.shape[0]))

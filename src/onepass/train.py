@@ -1,0 +1,264 @@
+"""The trainer: drives any algorithm over a stream, with epochs, validation, checkpoints, resume and progress.
+
+    result = train("kmeans", "data/*.csv", "runs/km", hyperparameters={"k": 10})
+
+A run folder holds `state.safetensors` (the checkpoint: written every N records, every T seconds, at the end of
+each epoch and on SIGINT/SIGTERM), `model.safetensors` (written only once training has finished) and
+`metrics.jsonl`. A checkpoint records the stream position, so `resume=True` continues at the exact next record
+and gives the same state, bit for bit on the CPU, as a run that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import algorithms
+from .algorithms.base import Model
+from .data.batches import Stream
+from .errors import IncompatibleStateError, Interrupted, UsageError
+from .progress import Metrics, Progress
+from .state import MODEL_FILE, STATE_FILE, State
+
+METRICS_FILE = "metrics.jsonl"
+RUN_KEYS = ("mini_batch_size", "seed", "data_format", "label_column")
+
+
+@dataclass
+class TrainResult:
+    state: State
+    model: Model
+    out: Path
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def state_path(self) -> Path:
+        return self.out / STATE_FILE
+
+    @property
+    def model_path(self) -> Path:
+        return self.out / MODEL_FILE
+
+
+def resolve_device(device: str | None) -> torch.device:
+    device = (device or "auto").lower()
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available here (use --device cpu or auto)")
+    if device.split(":")[0] not in ("cpu", "cuda"):
+        raise UsageError(f"--device {device!r}: valid values: auto, cpu, cuda, cuda:N")
+    return torch.device(device)
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM set a flag; the loop checkpoints at the next batch boundary and stops."""
+
+    def __init__(self):
+        self.signal: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.signal = signum
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, Any] | None = None,
+          validation=None, epochs: int | None = None, mini_batch_size: int | None = None,
+          device: str | None = "auto", threads: int | None = None, seed: int | None = None,
+          checkpoint_every: int | None = None, checkpoint_seconds: float | None = 600.0,
+          resume: bool = False, init_from: str | Path | None = None, overwrite: bool = False,
+          data_format: str | None = None, label_column: str | int | None = None, header: bool | None = None,
+          progress: Progress | None = None, on_event=None) -> TrainResult:
+    """Train `algorithm` on `data` into the run folder `out`. See the module docstring."""
+    algo = algorithms.get(algorithm)
+    out = Path(out)
+    if threads:
+        torch.set_num_threads(int(threads))
+    dev = resolve_device(device)
+    given = dict(hyperparameters or {})
+    if epochs is not None:
+        given["epochs"] = epochs
+    if mini_batch_size is not None:
+        given["mini_batch_size"] = mini_batch_size
+    if resume and init_from:
+        raise UsageError("--resume and --init-from exclude each other: resume continues this run, "
+                         "--init-from starts a new run from an earlier state")
+
+    state_path = out / STATE_FILE
+    state: State | None = None
+    position: dict[str, Any] | None = None
+    run = {"mini_batch_size": None, "seed": seed, "data_format": data_format, "label_column": label_column}
+    if resume:
+        if not state_path.exists():
+            raise UsageError(f"--resume: {out} holds no checkpoint ({STATE_FILE}); start without --resume")
+        state = State.load(state_path).to(dev)
+        _check_same_algorithm(state, algo, state_path)
+        hp = _resumed_hyperparameters(algo, state, given)
+        saved = state.meta.get("run", {})
+        # What was not given again is taken from the checkpoint; what was given must match it.
+        run = {k: (saved.get(k) if v is None else v) for k, v in run.items()}
+        _check_same_run(saved, {**run, "mini_batch_size": hp["mini_batch_size"]})
+        data_format, label_column = run["data_format"], run["label_column"]
+        position = state.meta.get("position")
+    elif init_from:
+        state = State.load(init_from).to(dev)
+        _check_same_algorithm(state, algo, init_from)
+        hp = _continued_hyperparameters(algo, state, given)
+        state.hyperparameters.update(hp)
+        state.meta["lineage"] = state.meta.get("lineage", []) + [
+            {"init_from": str(init_from), "records_seen": state.meta.get("records_seen")}]
+        state.meta["complete"] = False
+    else:
+        hp = algo.HYPERPARAMETERS.parse(given)
+        if state_path.exists() and not overwrite:
+            raise UsageError(f"{out} already holds a training state; use --resume to continue it, "
+                             f"--init-from {out} to continue it on new data, or --overwrite to start over")
+        for name in (STATE_FILE, MODEL_FILE, METRICS_FILE):
+            (out / name).unlink(missing_ok=True)
+    run["mini_batch_size"] = hp["mini_batch_size"]
+    run["seed"] = seed = int(run["seed"] if run["seed"] is not None else
+                             (state.meta.get("seed", 0) if state is not None else 0))
+    epochs = hp["epochs"]
+
+    stream = Stream(data, data_format=data_format, label_column=label_column, header=header)
+    if epochs > 1 and not stream.seekable:
+        raise UsageError(f"--epochs {epochs} needs a source that can be read again; {stream.name} "
+                         "can be read once (standard input, a pipe or a compressed stream)")
+    val_stream = Stream(validation, data_format=data_format, label_column=label_column,
+                        header=header) if validation is not None else None
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MODEL_FILE).unlink(missing_ok=True)  # a model appears only once this run has finished
+    metrics = Metrics(out / METRICS_FILE)
+    progress = progress or Progress()
+    start_epoch = 0
+    if position and position.get("complete"):
+        start_epoch = epochs
+    elif position:
+        start_epoch = int(position.get("epoch", 0))
+        if position.get("file") is None:
+            position = None
+    if resume and position and not stream.seekable:
+        metrics.log("warning", message=f"{stream.name} cannot seek: the records before the checkpoint "
+                    "cannot be skipped exactly, training continues with the data that arrives now")
+        position = None
+    metrics.log("start", algorithm=algo.NAME, data=stream.name, hyperparameters=hp, device=str(dev),
+                resume=resume, init_from=str(init_from) if init_from else None, epoch=start_epoch)
+
+    last_ckpt_records = state.meta.get("records_seen", 0) if state else 0
+    last_ckpt_time = time.monotonic()
+    val_metrics: dict[str, float] = {}
+
+    def checkpoint(reason: str) -> None:
+        nonlocal last_ckpt_records, last_ckpt_time
+        if state is None:
+            return
+        state.meta["run"] = run
+        state.save(state_path)
+        last_ckpt_records, last_ckpt_time = state.meta["records_seen"], time.monotonic()
+        metrics.log("checkpoint", reason=reason, records_seen=state.meta["records_seen"],
+                    position=state.meta.get("position"))
+
+    try:
+        with _StopFlag() as stop:
+            for epoch in range(start_epoch, epochs):
+                for batch in stream.batches(hp["mini_batch_size"], start=position):
+                    if state is None:
+                        state = algo.init(hp, batch.x.shape[1], seed, dev)
+                    state = algo.update(state, batch)
+                    state.meta["position"] = {"epoch": epoch, **batch.position}
+                    progress.update(state.meta["records_seen"], batch.fraction, epoch, epochs)
+                    if stop.signal is not None:
+                        checkpoint(f"signal {signal.Signals(stop.signal).name}")
+                        raise Interrupted(f"stopped by {signal.Signals(stop.signal).name} after "
+                                          f"{state.meta['records_seen']:,} records; checkpoint in {state_path}; "
+                                          "continue with --resume")
+                    if (checkpoint_every and state.meta["records_seen"] - last_ckpt_records >= checkpoint_every) or (
+                            checkpoint_seconds and time.monotonic() - last_ckpt_time >= checkpoint_seconds):
+                        checkpoint("periodic")
+                position = None
+                if state is None:
+                    raise UsageError(f"{stream.name}: no records to train on")
+                state.meta["position"] = {"epoch": epoch + 1, "file": None, "records": 0}
+                if val_stream is not None:
+                    val_metrics = evaluate(algo.finalize(state), val_stream, hp, algo)
+                    metrics.log("validation", epoch=epoch + 1, **val_metrics)
+                metrics.log("epoch", epoch=epoch + 1, **algo.describe(state))
+                checkpoint("epoch end")
+    finally:
+        progress.close()
+    if state is None:
+        raise UsageError(f"{stream.name}: no records to train on")
+    state.meta["position"] = {"epoch": epochs, "file": None, "records": 0, "complete": True}
+    state.meta["complete"] = True
+    checkpoint("finished")
+    model = algo.finalize(state)
+    model.save(out / MODEL_FILE)
+    summary = {**algo.describe(state), **{f"validation:{k}": v for k, v in val_metrics.items()}}
+    metrics.log("finished", model=str(out / MODEL_FILE), model_meta=model.meta, **summary)
+    return TrainResult(state, model, out, summary)
+
+
+def evaluate(model: Model, stream: Stream, hp: dict[str, Any], algo) -> dict[str, float]:
+    """Metrics of `model` over a whole stream, with SageMaker's names (for k-means: msd, ssd)."""
+    sums: dict[str, float] = {}
+    for batch in stream.batches(hp["mini_batch_size"]):
+        for k, v in algo.evaluate(model, batch).items():
+            sums[k] = sums.get(k, 0.0) + v
+    out = {}
+    wanted = hp.get("eval_metrics", ["msd"])
+    if "ssd" in sums and "count" in sums:
+        if "msd" in wanted:
+            out["msd"] = sums["ssd"] / sums["count"] if sums["count"] else float("nan")
+        if "ssd" in wanted:
+            out["ssd"] = sums["ssd"]
+    return out
+
+
+def _check_same_algorithm(state: State, algo, where) -> None:
+    if state.algorithm != algo.NAME:
+        raise IncompatibleStateError(f"{where} holds a {state.algorithm} state, not {algo.NAME}")
+
+
+def _resumed_hyperparameters(algo, state: State, given: dict[str, Any]) -> dict[str, Any]:
+    """Resume uses the checkpoint's hyperparameters; a different value given now is an error."""
+    hp = algo.HYPERPARAMETERS.parse({}, base=state.hyperparameters)
+    asked = algo.HYPERPARAMETERS.parse(given, base=hp)
+    diff = {k: (hp[k], asked[k]) for k in hp if hp[k] != asked[k] and k != "epochs"}
+    if diff:
+        raise IncompatibleStateError("--resume continues the checkpoint's run, which differs in " + ", ".join(
+            f"{k} (checkpoint {a!r}, asked {b!r})" for k, (a, b) in diff.items()))
+    return asked
+
+
+def _continued_hyperparameters(algo, state: State, given: dict[str, Any]) -> dict[str, Any]:
+    """--init-from keeps the state's structure; settings that do not change it may be given anew."""
+    base = algo.HYPERPARAMETERS.parse({}, base=state.hyperparameters)
+    hp = algo.HYPERPARAMETERS.parse(given, base=base)
+    fixed = [k for k in getattr(algo, "STRUCTURAL", ()) if hp[k] != base[k]]
+    if fixed:
+        raise IncompatibleStateError("--init-from cannot change " + ", ".join(
+            f"{k} (state {base[k]!r}, asked {hp[k]!r})" for k in fixed) + ": they fix the state's shape")
+    return hp
+
+
+def _check_same_run(saved: dict[str, Any], now: dict[str, Any]) -> None:
+    diff = [k for k in RUN_KEYS if k in saved and saved[k] != now.get(k)]
+    if diff:
+        raise IncompatibleStateError("--resume needs the same run settings as the checkpoint; differs in " +
+                                     ", ".join(f"{k} (checkpoint {saved[k]!r}, now {now.get(k)!r})" for k in diff))
