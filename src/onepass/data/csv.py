@@ -23,7 +23,7 @@ from ..errors import DataError
 from .chunks import Chunk, check_finite, resolve_label
 from .sources import Input
 
-BLOCK_SIZE = 1 << 24  # 16 MiB: large enough for pyarrow's threads, small enough to keep memory flat
+BLOCK_SIZE = 1 << 22  # 4 MiB: big enough for pyarrow's threads, small enough that peak memory stays flat
 
 
 def _open(inp: Input) -> BinaryIO:
@@ -93,7 +93,7 @@ def _chunks(f, inp, name, file_index, offset, line, carry, ncols, x_cols, y_col,
             has_header) -> Iterator[Chunk]:
     """Blocks of whole lines; `offset` is always the byte offset of `carry`'s first byte in the file."""
     column_names = [f"c{i}" for i in range(ncols)]
-    read_opts = pacsv.ReadOptions(column_names=column_names, use_threads=True, block_size=1 << 22)
+    read_opts = pacsv.ReadOptions(column_names=column_names, use_threads=True, block_size=1 << 20)
     parse_opts = pacsv.ParseOptions(delimiter=delimiter)
     convert_opts = pacsv.ConvertOptions(column_types={c: pa.float32() for c in column_names},
                                         strings_can_be_null=False, quoted_strings_can_be_null=False)

@@ -1,0 +1,180 @@
+"""Conformance checks every algorithm must pass: the promises of DESIGN.md, written once.
+
+Like scikit-learn's `check_estimator`, they ship with the library so that a new algorithm (or a user's own)
+is held to the same contract:
+
+>>> from onepass.testing import CASES, check_all
+>>> check_all(CASES["kmeans"], n=4000)  # doctest: +SKIP
+
+Each check raises AssertionError with a message saying which promise broke.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from . import _files, algorithms
+from .algorithms.base import Model
+from .data.batches import Batch
+from .errors import IncompatibleStateError, StateFileError
+from .state import State
+
+
+@dataclass
+class Case:
+    """How to exercise one algorithm.
+
+    make_data:       (n, seed) -> float32 array of n records (features, then the label if supervised).
+    quality:         (model, data) -> a loss on data, lower is better.
+    merge_tolerance: relative loss increase allowed for merge(half, half) over the whole; 0 means exact.
+    """
+
+    algorithm: str
+    hyperparameters: dict[str, Any]
+    make_data: Callable[[int, int], np.ndarray]
+    quality: Callable[[Model, np.ndarray], float]
+    merge_tolerance: float
+    batch_size: int = 500
+    choices: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def algo(self):
+        return algorithms.get(self.algorithm)
+
+
+def batches(data: np.ndarray, size: int):
+    for s in range(0, len(data), size):
+        yield Batch(torch.tensor(data[s:s + size]))
+
+
+def fit(case: Case, data: np.ndarray, state: State | None = None, seed: int = 0) -> State:
+    algo = case.algo
+    for b in batches(data, case.batch_size):
+        if state is None:
+            state = algo.init(case.hyperparameters, b.x.shape[1], seed)
+        state = algo.update(state, b)
+    return state
+
+
+def assert_states_equal(a: State, b: State, what: str) -> None:
+    assert a.algorithm == b.algorithm, f"{what}: algorithms differ"
+    assert a.tensors.keys() == b.tensors.keys(), f"{what}: tensor names differ"
+    for k in a.tensors:
+        assert torch.equal(a.tensors[k].cpu(), b.tensors[k].cpu()), f"{what}: tensor {k!r} differs"
+    ma = {k: v for k, v in a.meta.items() if k not in ("position", "run")}
+    mb = {k: v for k, v in b.meta.items() if k not in ("position", "run")}
+    assert ma == mb, f"{what}: metadata differs: {ma} vs {mb}"
+
+
+def check_resume_equals_uninterrupted(case: Case, n: int = 4000) -> None:
+    """Save after any batch, load, continue: the same state, bit for bit, as never stopping."""
+    data = case.make_data(n, 1)
+    whole = fit(case, data)
+    cut = (n // case.batch_size // 2) * case.batch_size
+    with tempfile.TemporaryDirectory() as tmp:
+        first = fit(case, data[:cut])
+        first.save(Path(tmp) / "s.safetensors")
+        resumed = fit(case, data[cut:], state=State.load(Path(tmp) / "s.safetensors"))
+    assert_states_equal(whole, resumed, "resume after a checkpoint")
+
+
+def check_merge_matches_whole(case: Case, n: int = 4000) -> None:
+    """merge(state of first half, state of second half) is as good as the state of the whole."""
+    data = case.make_data(n, 2)
+    whole = case.algo.finalize(fit(case, data))
+    half = n // 2
+    merged_state = case.algo.merge(fit(case, data[:half], seed=1), fit(case, data[half:], seed=2))
+    assert merged_state.meta["records_seen"] == n, "merge lost count of records"
+    merged = case.algo.finalize(merged_state)
+    q_whole, q_merged = case.quality(whole, data), case.quality(merged, data)
+    if case.merge_tolerance == 0:
+        assert q_merged == q_whole, f"merge should be exact: {q_merged} vs {q_whole}"
+    else:
+        assert q_merged <= q_whole * (1 + case.merge_tolerance), (
+            f"merge of halves loses {q_merged / q_whole - 1:.2%} > {case.merge_tolerance:.0%}")
+
+
+def check_merge_refuses_incompatible(case: Case, other_hyperparameters: dict[str, Any]) -> None:
+    data = case.make_data(1000, 3)
+    a = fit(case, data)
+    b = case.algo.init({**case.hyperparameters, **other_hyperparameters}, data.shape[1], 0)
+    try:
+        case.algo.merge(a, b)
+    except IncompatibleStateError:
+        return
+    raise AssertionError(f"merge with {other_hyperparameters} should be refused")
+
+
+def check_finalize_repeatable(case: Case, n: int = 3000) -> None:
+    """finalize gives the same model twice and leaves the state untouched, for every choice."""
+    state = fit(case, case.make_data(n, 4))
+    before = state.copy()
+    for choice in [{}] + case.choices:
+        m1, m2 = case.algo.finalize(state, **choice), case.algo.finalize(state, **choice)
+        for k in m1.tensors:
+            assert torch.equal(m1.tensors[k], m2.tensors[k]), f"finalize({choice}) is not repeatable ({k})"
+    assert_states_equal(before, state, "finalize changed the state")
+
+
+def check_state_file_roundtrip_and_damage(case: Case) -> None:
+    """A saved state loads identically; a damaged, truncated or foreign file is refused whole."""
+    state = fit(case, case.make_data(1000, 5))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "s.safetensors"
+        state.save(path)
+        assert_states_equal(state, State.load(path), "save/load")
+        blob = path.read_bytes()
+        damaged = {
+            "truncated": blob[: len(blob) // 2],
+            "flipped byte": blob[:-10] + bytes([blob[-10] ^ 0xFF]) + blob[-9:],
+            "empty": b"",
+            "random": np.random.default_rng(0).bytes(4096),
+        }
+        for what, bad in damaged.items():
+            p = Path(tmp) / f"{what}.safetensors"
+            p.write_bytes(bad)
+            try:
+                State.load(p)
+            except StateFileError:
+                continue
+            raise AssertionError(f"a {what} state file was loaded")
+        _files.write_file(Path(tmp) / "newer.safetensors", {"kind": "state", "format_version": 99}, {})
+        try:
+            State.load(Path(tmp) / "newer.safetensors")
+        except StateFileError as e:
+            assert "newer" in str(e), str(e)
+        else:
+            raise AssertionError("a state from a newer format version was loaded")
+
+
+def check_all(case: Case, n: int = 4000) -> None:
+    check_resume_equals_uninterrupted(case, n)
+    check_merge_matches_whole(case, n)
+    check_finalize_repeatable(case, n)
+    check_state_file_roundtrip_and_damage(case)
+
+
+# ------------------------------------------------------------------------------------- the cases
+
+def gaussian_mixture(n: int, seed: int, d: int = 8, k: int = 6) -> np.ndarray:
+    rng = np.random.default_rng(1000 + d * 10 + k)  # the same centres for every seed: one distribution
+    centers = rng.normal(scale=6.0, size=(k, d))
+    rng = np.random.default_rng(seed)
+    return (centers[rng.integers(0, k, n)] + rng.standard_normal((n, d))).astype(np.float32)
+
+
+def kmeans_cost(model: Model, data: np.ndarray) -> float:
+    d = model.predict(torch.tensor(data))["distance_to_cluster"].double()
+    return float((d * d).sum())
+
+
+CASES: dict[str, Case] = {
+    "kmeans": Case("kmeans", {"k": 6}, gaussian_mixture, kmeans_cost, merge_tolerance=0.02,
+                   choices=[{"k": 3}, {"k": 12, "local_lloyd_num_trials": 3}]),
+}

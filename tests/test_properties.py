@@ -1,0 +1,122 @@
+"""The promises of DESIGN.md, checked the same way for every algorithm (onepass.testing.CASES)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from onepass import State, load_model
+from onepass import testing as T
+
+from conftest import run_cli, write_csv
+
+ALGOS = sorted(T.CASES)
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_resume_from_checkpoint_equals_uninterrupted(algo):
+    T.check_resume_equals_uninterrupted(T.CASES[algo])
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_merge_of_halves_matches_whole(algo):
+    T.check_merge_matches_whole(T.CASES[algo])
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_finalize_is_repeatable_and_keeps_state(algo):
+    T.check_finalize_repeatable(T.CASES[algo])
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_damaged_state_files_are_refused(algo):
+    T.check_state_file_roundtrip_and_damage(T.CASES[algo])
+
+
+def _hp_args(case: T.Case) -> list[str]:
+    return [a for k, v in case.hyperparameters.items() for a in (f"--{k.replace('_', '-')}", str(v))]
+
+
+def _train_args(case, data, out, *extra):
+    return ["train", case.algorithm, "--data", str(data), "--out", str(out), "--mini-batch-size", "200",
+            "--threads", "1", "--seed", "7", "--quiet", *_hp_args(case), *extra]
+
+
+def _wait_for_checkpoint(out, proc, timeout=60.0):
+    metrics = out / "metrics.jsonl"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        if metrics.exists() and any(json.loads(line)["event"] == "checkpoint"
+                                    for line in metrics.read_text().splitlines() if line.strip()):
+            return True
+        time.sleep(0.005)
+    return False
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+def test_run_killed_and_resumed_equals_uninterrupted_run(algo, how, tmp_path):
+    """A CLI run killed mid-stream (kill -9, or SIGTERM) and resumed gives the same state, bit for bit."""
+    case = T.CASES[algo]
+    data = write_csv(tmp_path / "train.csv", case.make_data(120_000, 11))
+    run_cli(*_train_args(case, data, tmp_path / "whole"), check=True)
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "onepass",
+                             *_train_args(case, data, out, "--checkpoint-every", "5000")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert _wait_for_checkpoint(out, proc), "the run finished before it could be interrupted"
+    proc.send_signal(getattr(signal, how))
+    proc.communicate(timeout=60)
+    if how == "SIGKILL":
+        assert proc.returncode == -signal.SIGKILL
+    else:
+        assert proc.returncode == 4, "SIGTERM should checkpoint and exit with the 'interrupted' code"
+    assert not (out / "model.safetensors").exists(), "an interrupted run must not leave a finished model"
+    seen = State.load(out).meta["records_seen"]
+    assert 0 < seen < 120_000
+
+    resumed = run_cli(*_train_args(case, data, out, "--resume"), check=True)
+    assert "120,000 records" in resumed.stdout
+    T.assert_states_equal(State.load(tmp_path / "whole"), State.load(out), f"resume after {how}")
+    whole_model, resumed_model = load_model(tmp_path / "whole"), load_model(out)
+    for k in whole_model.tensors:
+        assert np.array_equal(whole_model.tensors[k].numpy(), resumed_model.tensors[k].numpy())
+
+
+PEAK_RSS = """
+import resource, subprocess, sys
+subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"""
+
+
+def _peak_rss_kib(algo: str, n: int, tmp_path) -> int:
+    case = T.CASES[algo]
+    gen = subprocess.Popen([sys.executable, "-m", "onepass", "datasets", "blobs", "--n", str(n), "--d", "20",
+                            "--no-label"], stdout=subprocess.PIPE)
+    out = subprocess.run([sys.executable, "-c", PEAK_RSS, sys.executable, "-m", "onepass", "train", algo,
+                          "--data", "-", "--out", str(tmp_path / f"run{n}"), "--quiet", "--threads", "1",
+                          *_hp_args(case)], stdin=gen.stdout, capture_output=True, text=True, check=True)
+    gen.stdout.close()
+    assert gen.wait() == 0
+    assert State.load(tmp_path / f"run{n}").meta["records_seen"] == n
+    return int(out.stdout.strip())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", ALGOS)
+def test_peak_memory_does_not_grow_with_the_stream(algo, tmp_path):
+    """10^5 and 10^6 records through a pipe: peak RSS within 10 %."""
+    small = _peak_rss_kib(algo, 100_000, tmp_path)
+    large = _peak_rss_kib(algo, 1_000_000, tmp_path)
+    assert large <= small * 1.10, f"peak RSS grew from {small / 1024:.0f} MiB to {large / 1024:.0f} MiB"
