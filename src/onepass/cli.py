@@ -41,11 +41,13 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="onepass", description="One-pass training on streams of any length.")
+    # No abbreviations: `--k` must reach the algorithm, not be read as `--k-range`.
+    parser = argparse.ArgumentParser(prog="onepass", description="One-pass training on streams of any length.",
+                                     allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"onepass {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train an algorithm on a source",
+    t = sub.add_parser("train", allow_abbrev=False, help="train an algorithm on a source",
                        description="Train ALGO on SRC into the run folder DIR. Hyperparameters use SageMaker's "
                                    "names with - for _ (e.g. --k 10 --extra-center-factor 4).",
                        epilog="hyperparameters of kmeans:\n" + algorithms.get("kmeans").HYPERPARAMETERS.doc(),
@@ -69,13 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress line")
     _add_data_options(t)
 
-    f = sub.add_parser("finalize", help="another model from a state, without reading data")
+    f = sub.add_parser("finalize", allow_abbrev=False, help="another model from a state, without reading data")
     f.add_argument("state", help="a run folder or a state file")
     f.add_argument("--out", help="where to write the model (default: DIR/model.safetensors)")
     f.add_argument("--k-range", metavar="A:B", help="kmeans: report the cost for each k in A..B (elbow)")
     f.add_argument("--plot", metavar="FILE.png", help="kmeans: draw the cost against k (needs matplotlib)")
 
-    p = sub.add_parser("predict", help="apply a model to a source")
+    p = sub.add_parser("predict", allow_abbrev=False, help="apply a model to a source")
     p.add_argument("model", help="a run folder or a model file")
     p.add_argument("--data", required=True)
     p.add_argument("--output", default="-", help="output file (default: standard output)")
@@ -83,10 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mini-batch-size", type=int, default=10000)
     _add_data_options(p)
 
-    i = sub.add_parser("inspect", help="show what a state or model file holds")
+    i = sub.add_parser("inspect", allow_abbrev=False, help="show what a state or model file holds")
     i.add_argument("file", help="a state or model file, or a run folder")
 
-    d = sub.add_parser("datasets", help="write a shipped data set or a generated stream as CSV")
+    d = sub.add_parser("datasets", allow_abbrev=False, help="write a shipped data set or a generated stream as CSV")
     d.add_argument("name", choices=datasets.NAMES)
     d.add_argument("--out", default="-", help="a CSV file, or - for standard output")
     d.add_argument("--n", type=int, default=1_000_000, help="blobs: records")

@@ -73,6 +73,8 @@ def export(name: str, out: str, n: int = 1_000_000, d: int = 50, k: int = 10, se
     """Write data set `name` as CSV to `out` (``-`` for standard output). The label, if any, is last."""
     if name not in NAMES:
         raise UsageError(f"unknown data set {name!r}; available: {', '.join(NAMES)}")
+    if out != "-":
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
     f = sys.stdout.buffer if out == "-" else open(out, "wb")
     try:
         if name == "blobs":

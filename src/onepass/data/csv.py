@@ -2,7 +2,8 @@
 
 Reading our own blocks (rather than pyarrow's streaming reader) gives every block a byte offset and a line number,
 so that training resumes at the exact record after a crash and every error names its line. Parsing is pyarrow's;
-only when it refuses a block does a slow line-by-line pass look for the exact line and reason.
+only when it refuses a block, or a value in it is missing or not finite, does a slow line-by-line pass look for the
+exact line and reason. Line numbers count ``\\n`` characters, as editors and ``wc -l`` do.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import csv as _pycsv
 import gzip
 import io
 import lzma
+import re
 import sys
+import zlib
 from typing import BinaryIO, Iterator
 
 import numpy as np
@@ -20,21 +23,74 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from ..errors import DataError
-from .chunks import Chunk, check_finite, resolve_label
+from .chunks import Chunk, resolve_label
 from .sources import Input
 
-BLOCK_SIZE = 1 << 22  # 4 MiB: big enough for pyarrow's threads, small enough that peak memory stays flat
+BLOCK_SIZE = 1 << 24  # 16 MiB: large enough for pyarrow's threads, small enough to keep memory flat
+
+_BOM = b"\xef\xbb\xbf"
+_OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+# What a broken input raises while it is read: a truncated compressed stream (EOFError), corrupt compressed data
+# (zlib.error, LZMAError, BadGzipFile, OSError), or an I/O error.
+_READ_ERRORS = (EOFError, OSError, zlib.error, lzma.LZMAError)
+# The numbers pyarrow's float conversion accepts, once spaces and tabs around them are trimmed (ASCII digits only).
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+_INFINITY = re.compile(r"[+-]?inf(?:inity)?", re.ASCII | re.IGNORECASE)
+_NAN = re.compile(r"[+-]?nan\b.*", re.ASCII | re.IGNORECASE)
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def _open(inp: Input) -> BinaryIO:
     if inp.path == "-":
         return sys.stdin.buffer
-    opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(inp.path[inp.path.rfind("."):], open)
+    lower = inp.path.lower()
+    opener = next((o for ext, o in _OPENERS.items() if lower.endswith(ext)), open)
     return opener(inp.path, "rb")
 
 
-def _split(line: bytes, delimiter: str) -> list[str]:
-    return next(_pycsv.reader([line.decode("utf-8", "replace").rstrip("\r\n")], delimiter=delimiter), [])
+class _Broken(Exception):
+    """The input could not be read past some point; `data` holds the bytes read before it."""
+
+    def __init__(self, data: bytes, error: BaseException):
+        super().__init__(str(error))
+        self.data, self.error = data, error
+
+
+def _broken(error: BaseException, name: str, line: int | None) -> DataError:
+    if isinstance(error, EOFError):
+        return DataError(f"compressed stream ends early ({error})", source=name, line=line, reason="truncated")
+    if isinstance(error, FileNotFoundError):
+        return DataError("no such file", source=name)
+    return DataError(f"cannot read: {error}", source=name, line=line, reason="unreadable")
+
+
+def _read(f: BinaryIO, n: int) -> bytes:
+    """Up to `n` bytes, fewer only at the end; a read that fails raises _Broken with the bytes read before it."""
+    parts, got = [], 0
+    while got < n:
+        try:
+            part = f.read1(n - got)
+        except _READ_ERRORS as e:
+            raise _Broken(b"".join(parts), e) from None
+        if not part:
+            break
+        parts.append(part)
+        got += len(part)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _split(line: bytes, delimiter: str, name: str, lineno: int) -> list[str]:
+    """The fields of the first record of `line`."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"invalid UTF-8 at byte {e.start + 1} of the line", source=name, line=lineno,
+                        reason="bad utf-8") from None
+    try:
+        return next(_pycsv.reader(io.StringIO(text, newline=""), delimiter=delimiter), [])
+    except _pycsv.Error as e:
+        raise DataError(f"cannot split the line into fields ({e})", source=name, line=lineno,
+                        reason="parse error") from None
 
 
 def _is_number(field: str) -> bool:
@@ -46,15 +102,24 @@ def _is_number(field: str) -> bool:
 
 
 def read(inp: Input, file_index: int, *, label: str | int | None = None, header: bool | None = None,
-         start: int = 0, line: int = 1, block_size: int = BLOCK_SIZE) -> Iterator[Chunk]:
-    """Yield chunks of `inp` from byte offset `start` (0, or an offset that a chunk reported)."""
-    delimiter = "\t" if inp.path.lower().removesuffix(".gz").endswith(".tsv") else ","
+         start: int = 0, line: int = 1, block_size: int | None = None) -> Iterator[Chunk]:
+    """Yield chunks of `inp` from byte offset `start` (0, or an offset that a chunk reported, whose line is `line`)."""
+    block_size = block_size or BLOCK_SIZE  # read at call time, so that tests can shrink it
+    lower = inp.path.lower()
+    for ext in _OPENERS:
+        lower = lower.removesuffix(ext)
+    delimiter = "\t" if lower.endswith(".tsv") else ","
     name = inp.path if inp.path != "-" else "<stdin>"
-    f = _open(inp)
+    f = None
     try:
+        f = _open(inp)
         first, consumed, blanks = _read_first_line(f, name)
-        fields = _split(first, delimiter)
+        fields = _split(first, delimiter, name, blanks + 1)
         has_header = header if header is not None else not all(_is_number(v) for v in fields if v.strip())
+        if has_header and len(fields) and b"\r" in first.rstrip(b"\r\n"):
+            # a lone carriage return ends a record: the header line would swallow the records after it
+            raise DataError("the header line holds a carriage return; end lines with \\n or \\r\\n",
+                            source=name, line=blanks + 1, reason="parse error")
         names = [v.strip() for v in fields] if has_header else [f"c{i}" for i in range(len(fields))]
         ncols = len(fields)
         y_col = resolve_label(label, names, name)
@@ -63,43 +128,54 @@ def read(inp: Input, file_index: int, *, label: str | int | None = None, header:
             start, pending = (consumed, b"") if has_header else (consumed - len(first), first)
             line = blanks + (2 if has_header else 1)
         else:
-            f.seek(start)
+            try:
+                f.seek(start)
+            except _READ_ERRORS as e:
+                raise _broken(e, name, line) from None
             pending = b""
         yield from _chunks(f, inp, name, file_index, start, line, pending, ncols, x_cols, y_col,
                            delimiter, block_size, has_header)
-    except EOFError as e:  # a truncated gzip, bz2 or xz stream
-        raise DataError(f"compressed stream ends early ({e})", source=name, reason="truncated") from None
-    except (OSError, lzma.LZMAError) as e:
-        if isinstance(e, FileNotFoundError):
-            raise DataError("no such file", source=name) from None
-        raise DataError(f"cannot read: {e}", source=name, reason="unreadable") from None
+    except _READ_ERRORS as e:  # opening the input
+        raise _broken(e, name, None) from None
     finally:
-        if f is not sys.stdin.buffer:
+        if f is not None and f is not sys.stdin.buffer:
             f.close()
 
 
 def _read_first_line(f: BinaryIO, name: str) -> tuple[bytes, int, int]:
-    """The first non-blank line, the bytes read up to its end, and the blank lines before it."""
-    first, consumed, blanks = f.readline(), 0, 0
-    while first and not first.strip():  # leading blank lines carry nothing
-        consumed, blanks = consumed + len(first), blanks + 1
-        first = f.readline()
+    """The first non-blank line (without a UTF-8 byte-order mark), the bytes read up to its end, and the blank
+    lines before it."""
+    consumed, blanks = 0, 0
+    while True:
+        try:
+            first = f.readline()
+        except _READ_ERRORS as e:
+            raise _broken(e, name, blanks + 1) from None
+        if consumed == 0 and blanks == 0 and first.startswith(_BOM):
+            first, consumed = first[len(_BOM):], len(_BOM)
+        if not first or first.strip(b"\r\n"):
+            break
+        consumed, blanks = consumed + len(first), blanks + 1  # leading empty lines carry nothing
     if not first:
-        raise DataError("file is empty: no records", source=name, reason="empty")
+        raise DataError("file is empty: no records", source=name, line=blanks + 1, reason="empty")
     return first, consumed + len(first), blanks
 
 
 def _chunks(f, inp, name, file_index, offset, line, carry, ncols, x_cols, y_col, delimiter, block_size,
             has_header) -> Iterator[Chunk]:
-    """Blocks of whole lines; `offset` is always the byte offset of `carry`'s first byte in the file."""
+    """Blocks of whole lines; `offset` is always the byte offset of `carry`'s first byte in the file, `line` its
+    line number."""
     column_names = [f"c{i}" for i in range(ncols)]
-    read_opts = pacsv.ReadOptions(column_names=column_names, use_threads=True, block_size=1 << 20)
+    read_opts = pacsv.ReadOptions(column_names=column_names, use_threads=True, block_size=1 << 22)
     parse_opts = pacsv.ParseOptions(delimiter=delimiter)
     convert_opts = pacsv.ConvertOptions(column_types={c: pa.float32() for c in column_names},
                                         strings_can_be_null=False, quoted_strings_can_be_null=False)
     seen_any = False
     while True:
-        data = f.read(block_size)
+        try:
+            data = _read(f, block_size)
+        except _Broken as b:  # name the line the readable data ends in
+            raise _broken(b.error, name, line + carry.count(b"\n") + b.data.count(b"\n")) from None
         buf = carry + data if carry else data
         if not data:
             block, carry = buf, b""
@@ -109,24 +185,25 @@ def _chunks(f, inp, name, file_index, offset, line, carry, ncols, x_cols, y_col,
                 carry = buf
                 continue
             block, carry = buf[:cut + 1], buf[cut + 1:]
-        if not block.strip():
+        if not block.strip(b"\r\n"):  # empty lines only (a line of spaces is a record with an empty field)
             if not data:
                 break
             offset += len(block)
             line += block.count(b"\n")
             continue
+        if block.startswith(_BOM):  # pyarrow would skip a byte-order mark at the start of any block
+            _diagnose(block, line, ncols, delimiter, name, "byte-order mark inside the file")
         try:
             table = pacsv.read_csv(pa.py_buffer(block), read_options=read_opts, parse_options=parse_opts,
                                    convert_options=convert_opts)
-        except pa.ArrowInvalid as e:
-            _diagnose(block, line, ncols, delimiter, name, str(e))
+        except pa.ArrowException as e:
+            table = None
+            message = str(e)
+        if table is None:
+            _diagnose(block, line, ncols, delimiter, name, message)
         x, y = _to_numpy(table, x_cols, y_col)
-        lines = lambda r, b=block, l0=line: _line_of_record(b, l0, r, delimiter)
-        if np.isnan(x).any() or (y is not None and np.isnan(y).any()):
-            _find_missing(block, line, delimiter, name)
-        check_finite(x, name, line, unit="line", line_of=lines)
-        if y is not None:
-            check_finite(y[:, None], name, line, unit="line", line_of=lines)
+        if not np.isfinite(x).all() or (y is not None and not np.isfinite(y).all()):
+            _diagnose(block, line, ncols, delimiter, name, "a value is missing or not finite")
         seen_any = True
         yield Chunk(x, y, file_index, offset, 0, line, (offset + len(block)) / inp.size if inp.size else 0.0)
         offset += len(block)
@@ -134,7 +211,7 @@ def _chunks(f, inp, name, file_index, offset, line, carry, ncols, x_cols, y_col,
         if not data:
             break
     if not seen_any and has_header:
-        raise DataError("file has a header but no records", source=name, reason="empty")
+        raise DataError("file has a header but no records", source=name, line=line, reason="empty")
 
 
 def _to_numpy(table: pa.Table, x_cols: list[int], y_col: int | None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -146,7 +223,7 @@ def _to_numpy(table: pa.Table, x_cols: list[int], y_col: int | None) -> tuple[np
 
 
 def _rows(block: bytes, first_line: int, delimiter: str, name: str) -> Iterator[tuple[int, list[str]]]:
-    """(line number, fields) of every non-blank record in a block, by Python's csv module: the slow path."""
+    """(line number, fields) of every non-empty record in a block, by Python's csv module: the slow path."""
     try:
         text = block.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -154,43 +231,53 @@ def _rows(block: bytes, first_line: int, delimiter: str, name: str) -> Iterator[
         column = e.start - block.rfind(b"\n", 0, e.start)
         raise DataError(f"invalid UTF-8 at byte {column} of the line",
                         source=name, line=bad_line, reason="bad utf-8") from None
-    reader = _pycsv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    start = first_line
-    for fields in reader:
-        if fields and any(v.strip() for v in fields):
-            yield start, fields
-        start = first_line + reader.line_num
+    newlines = 0  # in the lines handed to the csv reader so far
+
+    def lines():
+        nonlocal newlines
+        for ln in io.StringIO(text, newline=""):  # records end at \n, \r\n or \r, as in pyarrow
+            newlines += ln.count("\n")
+            yield ln
+
+    reader = _pycsv.reader(lines(), delimiter=delimiter)
+    while True:
+        lineno = first_line + newlines  # the reader pulls one record's lines at a time
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except _pycsv.Error as e:
+            raise DataError(f"cannot split the line into fields ({e})", source=name, line=lineno,
+                            reason="parse error") from None
+        if fields:  # an empty line; a line of spaces is a record
+            yield lineno, fields
+
+
+def _field_problem(v: str) -> tuple[str, str] | None:
+    """Why pyarrow would refuse a field, or read it as a value that is not a finite float32; None if it is fine."""
+    s = v.strip(" \t")
+    if not s:
+        return "is empty (missing value)", "missing value"
+    if _NUMBER.fullmatch(s):
+        if abs(float(s)) >= _FLOAT32_MAX and np.isinf(np.float32(float(s))):
+            return f"is {s[:40]}, beyond the float32 range (infinity is not allowed)", "not finite"
+        return None
+    if _INFINITY.fullmatch(s):
+        return f"is {s} (NaN and infinity are not allowed)", "not finite"
+    if _NAN.fullmatch(s):
+        return f"is {s[:40]} (NaN and infinity are not allowed)", "not finite"
+    return f"is not a number: {v[:40]!r}", "not a number"
 
 
 def _diagnose(block: bytes, first_line: int, ncols: int, delimiter: str, name: str, arrow_msg: str):
+    """Raise a DataError naming the first bad record of a block that pyarrow refused or read as non-finite."""
     for lineno, fields in _rows(block, first_line, delimiter, name):
         if len(fields) != ncols:
             raise DataError(f"expected {ncols} fields, found {len(fields)}", source=name, line=lineno,
                             reason="wrong field count")
         for j, v in enumerate(fields):
-            if not v.strip():
-                raise DataError(f"field {j + 1} is empty (missing value)", source=name, line=lineno,
-                                reason="missing value")
-            if not _is_number(v):
-                raise DataError(f"field {j + 1} is not a number: {v[:40]!r}", source=name, line=lineno,
-                                reason="not a number")
+            problem = _field_problem(v)
+            if problem:
+                raise DataError(f"field {j + 1} {problem[0]}", source=name, line=lineno, reason=problem[1])
     last = first_line + block.count(b"\n")
     raise DataError(f"cannot parse lines {first_line}-{last}: {arrow_msg}", source=name, reason="parse error")
-
-
-def _find_missing(block: bytes, first_line: int, delimiter: str, name: str) -> None:
-    for lineno, fields in _rows(block, first_line, delimiter, name):
-        for j, v in enumerate(fields):
-            if not v.strip():
-                raise DataError(f"field {j + 1} is empty (missing value)", source=name, line=lineno,
-                                reason="missing value")
-            if v.strip().lower() in ("nan", "-nan", "+nan"):
-                raise DataError(f"field {j + 1} is NaN (not allowed)", source=name, line=lineno,
-                                reason="not finite")
-
-
-def _line_of_record(block: bytes, first_line: int, record: int, delimiter: str) -> int:
-    for k, (lineno, _) in enumerate(_rows(block, first_line, delimiter, "")):
-        if k == record:
-            return lineno
-    return first_line + record

@@ -1,0 +1,86 @@
+"""Streaming k-means: quality against scikit-learn, robustness to order, decay, merge and finalize rules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from onepass import Batch, IncompatibleStateError, UsageError, kmeans
+from onepass.testing import gaussian_mixture, kmeans_cost
+
+sklearn = pytest.importorskip("sklearn")
+from sklearn.cluster import KMeans as SkKMeans  # noqa: E402
+from sklearn.datasets import load_digits  # noqa: E402
+
+
+def stream(x, hp, batch=500, seed=0):
+    state = kmeans.init(hp, x.shape[1], seed)
+    for s in range(0, len(x), batch):
+        state = kmeans.update(state, Batch(torch.tensor(x[s:s + batch])))
+    return state
+
+
+def test_one_pass_cost_within_2_percent_of_sklearn_kmeans_on_digits():
+    x = load_digits().data.astype(np.float32)
+    reference = SkKMeans(10, n_init=1, random_state=0).fit(x).inertia_
+    for seed in range(3):
+        model = kmeans.finalize(stream(x[np.random.default_rng(seed).permutation(len(x))], {"k": 10}, seed=seed))
+        assert kmeans_cost(model, x) <= 1.02 * reference
+
+
+def test_cluster_sorted_stream_still_finds_every_cluster():
+    """Unshuffled data (every cluster arrives after the previous one ends) must not trap the centres."""
+    x = gaussian_mixture(20_000, 0, d=5, k=8)
+    labels = SkKMeans(8, n_init=3, random_state=0).fit(x)
+    ordered = x[np.argsort(labels.labels_, kind="stable")]
+    model = kmeans.finalize(stream(ordered, {"k": 8}))
+    assert kmeans_cost(model, x) <= 1.01 * labels.inertia_
+
+
+def test_estimated_cost_is_close_to_the_true_cost():
+    x = gaussian_mixture(10_000, 1)
+    model = kmeans.finalize(stream(x, {"k": 6}))
+    assert model.meta["cost"] == pytest.approx(kmeans_cost(model, x), rel=0.05)
+    assert sum(model.meta["cluster_sizes"]) == pytest.approx(10_000)
+
+
+def test_half_life_forgets_old_data():
+    old = gaussian_mixture(5000, 0, d=2, k=1)
+    new = old + np.float32(100.0)
+    state = stream(np.vstack([old, new]), {"k": 1, "half_life_time_size": 500})
+    centre = kmeans.finalize(state).tensors["centers"][0].numpy()
+    assert np.allclose(centre, new.mean(0), atol=1.0), centre
+    assert float(state.tensors["weights"].sum()) < 1000  # about 2 x half-life of effective records
+
+
+def test_finalize_any_k_up_to_the_summary():
+    state = stream(gaussian_mixture(3000, 2), {"k": 6, "extra_center_factor": 4})
+    costs = kmeans.costs(state, [1, 3, 6, 24])
+    assert costs[1] > costs[3] > costs[6] > costs[24]
+    with pytest.raises(UsageError, match="valid values: 1 to 24"):
+        kmeans.finalize(state, k=25)
+
+
+def test_merge_refuses_other_configurations():
+    x = gaussian_mixture(1000, 3)
+    with pytest.raises(IncompatibleStateError, match="k"):
+        kmeans.merge(stream(x, {"k": 6}), stream(x, {"k": 5}))
+    with pytest.raises(IncompatibleStateError, match="features"):
+        kmeans.merge(stream(x, {"k": 6}), stream(x[:, :4], {"k": 6}))
+
+
+def test_fewer_records_than_slots_and_duplicates():
+    x = np.ones((7, 3), dtype=np.float32)
+    state = stream(x, {"k": 2})
+    assert state.meta["n_active"] == 7
+    model = kmeans.finalize(state, k=2)
+    assert model.meta["cost"] == pytest.approx(0.0)
+
+
+def test_cuda_device_is_refused_clearly_when_absent(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    from onepass.train import resolve_device
+    with pytest.raises(UsageError, match="no CUDA device"):
+        resolve_device("cuda")
