@@ -175,3 +175,19 @@ def test_resume_of_a_finished_run_changes_nothing(trained, blobs_csv):
             check=True)
     after = State.load(out)
     assert after.meta["records_seen"] == before.meta["records_seen"] == 3000
+
+
+def test_merge_command_combines_states_from_different_machines(tmp_path):
+    x = gaussian_mixture(6000, 4)
+    for i, part in enumerate(np.array_split(x, 2)):
+        write_csv(tmp_path / f"p{i}.csv", part)
+        run_cli("train", "kmeans", "--data", str(tmp_path / f"p{i}.csv"), "--out", str(tmp_path / f"m{i}"),
+                "--k", "6", "--quiet", check=True)
+    proc = run_cli("merge", str(tmp_path / "m0"), str(tmp_path / "m1"), "--out", str(tmp_path / "all"), check=True)
+    assert "6,000 records" in proc.stdout
+    assert State.load(tmp_path / "all").meta["records_seen"] == 6000
+    assert load_model(tmp_path / "all").tensors["centers"].shape == (6, 8)
+    run_cli("train", "kmeans", "--data", str(tmp_path / "p0.csv"), "--out", str(tmp_path / "k5"), "--k", "5",
+            "--quiet", check=True)
+    bad = run_cli("merge", str(tmp_path / "m0"), str(tmp_path / "k5"), "--out", str(tmp_path / "bad"))
+    assert bad.returncode == 5 and "different k" in bad.stderr

@@ -1,4 +1,4 @@
-"""The command line: `onepass train | finalize | predict | inspect | datasets`.
+"""The command line: `onepass train | finalize | predict | merge | inspect | datasets`.
 
 Exit codes: 0 done, 2 bad usage, 3 bad data, 4 interrupted (checkpoint written; `--resume` continues),
 5 a damaged, foreign or incompatible state or model file, 1 anything else.
@@ -84,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("json", "jsonl", "csv"), default="jsonl")
     p.add_argument("--mini-batch-size", type=int, default=10000)
     _add_data_options(p)
+
+    m = sub.add_parser("merge", allow_abbrev=False, help="merge states trained on different data into one")
+    m.add_argument("states", nargs="+", help="run folders or state files, same algorithm and configuration")
+    m.add_argument("--out", required=True, help="a run folder (or .safetensors file) for the merged state")
 
     i = sub.add_parser("inspect", allow_abbrev=False, help="show what a state or model file holds")
     i.add_argument("file", help="a state or model file, or a run folder")
@@ -231,6 +235,30 @@ def cmd_predict(args, extra: list[str]) -> int:
     return 0
 
 
+def cmd_merge(args, extra: list[str]) -> int:
+    if extra:
+        raise UsageError(f"merge: unexpected arguments {' '.join(extra)}")
+    if len(args.states) < 2:
+        raise UsageError("merge: give at least two states")
+    states = [State.load(p) for p in args.states]
+    merged = states[0]
+    for other in states[1:]:
+        if other.algorithm != merged.algorithm:
+            raise UsageError(f"merge: cannot merge a {merged.algorithm} state with a {other.algorithm} state")
+        merged = algorithms.get(merged.algorithm).merge(merged, other)
+    merged.meta["complete"] = True
+    merged.meta["merged_from"] = [str(p) for p in args.states]
+    out = Path(args.out)
+    path = merged.save(out if out.suffix == ".safetensors" else (out.mkdir(parents=True, exist_ok=True) or out))
+    model = algorithms.get(merged.algorithm).finalize(merged)
+    if out.suffix != ".safetensors":
+        model.save(out / MODEL_FILE)
+    print(f"merged {len(states)} {merged.algorithm} states: {merged.meta['records_seen']:,} records")
+    _print_model(merged.algorithm, model)
+    print(f"state: {path}")
+    return 0
+
+
 def cmd_inspect(args, extra: list[str]) -> int:
     path = Path(args.file)
     files = [p for p in (path / STATE_FILE, path / MODEL_FILE) if p.exists()] if path.is_dir() else [path]
@@ -255,7 +283,8 @@ def cmd_datasets(args, extra: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "finalize": cmd_finalize, "predict": cmd_predict, "inspect": cmd_inspect,
+COMMANDS = {"train": cmd_train, "finalize": cmd_finalize, "predict": cmd_predict, "merge": cmd_merge,
+            "inspect": cmd_inspect,
             "datasets": cmd_datasets}
 
 

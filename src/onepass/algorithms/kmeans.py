@@ -141,9 +141,9 @@ def update(state: State, batch: Batch) -> State:
         opened = _open_far_records(rest, d2, C, w, sse, active)
         if opened is not None:
             rest = rest[~opened]
-            idx, _ = _nearest(rest, C[:active])
+            idx, d2 = _nearest(rest, C[:active])
         # 3. Absorb the rest into their nearest centres, exactly.
-        _absorb(rest, idx, C, w, sse)
+        _absorb(rest, idx, d2, C, w, sse)
     meta["records_seen"] += n
     meta["arrival_sse"] += arrival
     t["rng"] = _files.rng_to_tensor(gen)
@@ -164,11 +164,13 @@ def _nearest(x: torch.Tensor, C: torch.Tensor, chunk: int = 8192) -> tuple[torch
     return idx, d2
 
 
-def _absorb(x: torch.Tensor, idx: torch.Tensor, C: torch.Tensor, w: torch.Tensor, sse: torch.Tensor) -> None:
+def _absorb(x: torch.Tensor, idx: torch.Tensor, d2: torch.Tensor, C: torch.Tensor, w: torch.Tensor,
+            sse: torch.Tensor) -> None:
+    """Add records x to their centres idx (d2: their squared distances to them), updating c, w, sse exactly."""
     K = C.shape[0]
-    count = torch.zeros(K, dtype=torch.float64, device=C.device).index_add_(0, idx, torch.ones_like(idx, dtype=torch.float64))
+    count = torch.bincount(idx, minlength=K).to(torch.float64)
     sums = torch.zeros_like(C).index_add_(0, idx, x)
-    d2_old = torch.zeros(K, dtype=torch.float64, device=C.device).index_add_(0, idx, ((x - C[idx]) ** 2).sum(1))
+    d2_old = torch.zeros(K, dtype=torch.float64, device=C.device).index_add_(0, idx, d2)
     hit = count > 0
     w_new = w[hit] + count[hit]
     c_new = (w[hit, None] * C[hit] + sums[hit]) / w_new[:, None]
