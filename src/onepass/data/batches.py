@@ -75,7 +75,8 @@ class Stream:
         for i in range(first, len(self.inputs)):
             at = start if (start and i == first) else None
             yield from read(self.inputs[i], i, label=self.label_column, header=self.header,
-                            start=int(at["offset"]) if at else 0, line=int(at.get("line", 1)) if at else 1)
+                            start=int(at["offset"]) if at else 0,
+                            line=int(at.get("offset_line", 1)) if at else 1)
 
     def batches(self, batch_size: int, start: dict[str, Any] | None = None,
                 prefetch: int = 2) -> Iterator[Batch]:
@@ -118,8 +119,9 @@ class Stream:
     def _batch(self, xs, ys, ch: Chunk, s: int, records: int, sizes, total) -> Batch:
         x = torch.from_numpy(xs[0] if len(xs) == 1 else np.concatenate(xs))
         y = (torch.from_numpy(ys[0] if len(ys) == 1 else np.concatenate(ys))) if ys else None
+        # offset_line: the line (CSV) at `offset`, so that errors after a resume name the right lines
         position = {"file": ch.file, "path": self.inputs[ch.file].path, "offset": ch.offset,
-                    "skip": ch.base + s, "line": ch.line + s, "records": records}
+                    "skip": ch.base + s, "line": ch.line + s, "offset_line": ch.line, "records": records}
         fraction = (sum(sizes[:ch.file]) + ch.fraction * sizes[ch.file]) / total if total else None
         return Batch(x, y, position, fraction)
 
@@ -128,24 +130,35 @@ _END = object()
 
 
 def _prefetch(it: Iterator[Batch], depth: int) -> Iterator[Batch]:
-    """Run `it` in a daemon thread, `depth` batches ahead; errors surface in the consumer, in order."""
+    """Run `it` in a daemon thread, `depth` batches ahead; errors surface in the consumer, in order.
+
+    When the consumer stops early the reader thread ends too (closing `it` and its files), even if it was
+    blocked handing over a batch, the end of the stream or an error.
+    """
     q: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
 
     def work():
         try:
             for item in it:
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        pass
-                if stop.is_set():
+                if not put(item):
                     return
-            q.put(_END)
+            put(_END)
         except BaseException as e:  # handed to the consumer, which re-raises it
-            q.put(e)
+            put(e)
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
 
     t = threading.Thread(target=work, name="onepass-reader", daemon=True)
     t.start()

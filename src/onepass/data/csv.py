@@ -26,7 +26,7 @@ from ..errors import DataError
 from .chunks import Chunk, resolve_label
 from .sources import Input
 
-BLOCK_SIZE = 1 << 24  # 16 MiB: large enough for pyarrow's threads, small enough to keep memory flat
+BLOCK_SIZE = 1 << 22  # 4 MiB: big enough for pyarrow's threads, small enough that peak memory stays flat
 
 _BOM = b"\xef\xbb\xbf"
 _OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
@@ -37,7 +37,6 @@ _READ_ERRORS = (EOFError, OSError, zlib.error, lzma.LZMAError)
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
 _INFINITY = re.compile(r"[+-]?inf(?:inity)?", re.ASCII | re.IGNORECASE)
 _NAN = re.compile(r"[+-]?nan\b.*", re.ASCII | re.IGNORECASE)
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def _open(inp: Input) -> BinaryIO:
@@ -87,7 +86,7 @@ def _split(line: bytes, delimiter: str, name: str, lineno: int) -> list[str]:
         raise DataError(f"invalid UTF-8 at byte {e.start + 1} of the line", source=name, line=lineno,
                         reason="bad utf-8") from None
     try:
-        return next(_pycsv.reader(io.StringIO(text, newline=""), delimiter=delimiter), [])
+        return next((r for r in _pycsv.reader(io.StringIO(text, newline=""), delimiter=delimiter) if r), [])
     except _pycsv.Error as e:
         raise DataError(f"cannot split the line into fields ({e})", source=name, line=lineno,
                         reason="parse error") from None
@@ -145,7 +144,7 @@ def read(inp: Input, file_index: int, *, label: str | int | None = None, header:
 def _read_first_line(f: BinaryIO, name: str) -> tuple[bytes, int, int]:
     """The first non-blank line (without a UTF-8 byte-order mark), the bytes read up to its end, and the blank
     lines before it."""
-    consumed, blanks = 0, 0
+    consumed, blanks, last = 0, 0, b"\n"
     while True:
         try:
             first = f.readline()
@@ -155,9 +154,10 @@ def _read_first_line(f: BinaryIO, name: str) -> tuple[bytes, int, int]:
             first, consumed = first[len(_BOM):], len(_BOM)
         if not first or first.strip(b"\r\n"):
             break
-        consumed, blanks = consumed + len(first), blanks + 1  # leading empty lines carry nothing
-    if not first:
-        raise DataError("file is empty: no records", source=name, line=blanks + 1, reason="empty")
+        consumed, blanks, last = consumed + len(first), blanks + 1, first  # leading empty lines carry nothing
+    if not first:  # (the last blank line may lack its \n)
+        raise DataError("file is empty: no records", source=name, line=blanks + 1 - (not last.endswith(b"\n")),
+                        reason="empty")
     return first, consumed + len(first), blanks
 
 
@@ -166,14 +166,14 @@ def _chunks(f, inp, name, file_index, offset, line, carry, ncols, x_cols, y_col,
     """Blocks of whole lines; `offset` is always the byte offset of `carry`'s first byte in the file, `line` its
     line number."""
     column_names = [f"c{i}" for i in range(ncols)]
-    read_opts = pacsv.ReadOptions(column_names=column_names, use_threads=True, block_size=1 << 22)
+    read_opts = pacsv.ReadOptions(column_names=column_names, use_threads=True, block_size=1 << 20)
     parse_opts = pacsv.ParseOptions(delimiter=delimiter)
     convert_opts = pacsv.ConvertOptions(column_types={c: pa.float32() for c in column_names},
                                         strings_can_be_null=False, quoted_strings_can_be_null=False)
     seen_any = False
     while True:
-        try:
-            data = _read(f, block_size)
+        try:  # a line longer than a block: read as much again, so that long lines cost linear time
+            data = _read(f, max(block_size, len(carry)))
         except _Broken as b:  # name the line the readable data ends in
             raise _broken(b.error, name, line + carry.count(b"\n") + b.data.count(b"\n")) from None
         buf = carry + data if carry else data
@@ -259,13 +259,16 @@ def _field_problem(v: str) -> tuple[str, str] | None:
     if not s:
         return "is empty (missing value)", "missing value"
     if _NUMBER.fullmatch(s):
-        if abs(float(s)) >= _FLOAT32_MAX and np.isinf(np.float32(float(s))):
-            return f"is {s[:40]}, beyond the float32 range (infinity is not allowed)", "not finite"
+        with np.errstate(over="ignore"):
+            value = np.float32(float(s))
+        if np.isinf(value):
+            return f"is {value} (NaN and infinity are not allowed): {s[:40]} is beyond the float32 range", \
+                "not finite"
         return None
     if _INFINITY.fullmatch(s):
-        return f"is {s} (NaN and infinity are not allowed)", "not finite"
+        return f"is {'-' if s.startswith('-') else ''}inf (NaN and infinity are not allowed)", "not finite"
     if _NAN.fullmatch(s):
-        return f"is {s[:40]} (NaN and infinity are not allowed)", "not finite"
+        return "is NaN (not allowed)", "not finite"
     return f"is not a number: {v[:40]!r}", "not a number"
 
 

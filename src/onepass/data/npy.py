@@ -32,7 +32,10 @@ def read(inp: Input, file_index: int, *, label: str | int | None = None, header:
     step = max(1, SLICE_BYTES // max(1, arr.shape[1] * arr.itemsize))
     for r in range(start, arr.shape[0], step):
         block = np.asarray(arr[r:r + step])
-        x = np.ascontiguousarray(block[:, x_cols] if y_col is not None else block, dtype=np.float32)
+        # always a copy: a view of the read-only memory map would make read-only (crashing on in-place use) batches
+        x = np.array(block[:, x_cols] if y_col is not None else block, dtype=np.float32, order="C", copy=True)
         y = block[:, y_col].astype(np.float32) if y_col is not None else None
         check_finite(x, inp.path, r)
+        if y is not None:
+            check_finite(y[:, None], inp.path, r)
         yield Chunk(x, y, file_index, r, 0, r, min(1.0, (r + step) / arr.shape[0]))

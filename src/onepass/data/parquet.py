@@ -20,7 +20,7 @@ def read(inp: Input, file_index: int, *, label: str | int | None = None, header:
     """Yield chunks from row group `start` on; a chunk's offset is its row group, its base the rows before it."""
     try:
         pf = pq.ParquetFile(inp.path)
-    except (pa.ArrowInvalid, OSError) as e:
+    except (pa.ArrowException, OSError) as e:
         raise DataError(f"not a readable Parquet file ({e})", source=inp.path, reason="bad parquet") from None
     names = pf.schema_arrow.names
     y_col = resolve_label(label, names, inp.path)
@@ -48,8 +48,10 @@ def read(inp: Input, file_index: int, *, label: str | int | None = None, header:
                     x[:, j] = cols[i].to_numpy(zero_copy_only=False)
                 y = cols[y_col].to_numpy(zero_copy_only=False).astype(np.float32) if y_col is not None else None
                 check_finite(x, inp.path, row + base)
+                if y is not None:
+                    check_finite(y[:, None], inp.path, row + base)
                 yield Chunk(x, y, file_index, g, base, row + base, (g + 1) / meta.num_row_groups)
                 base += rb.num_rows
-        except (pa.ArrowInvalid, OSError) as e:
+        except (pa.ArrowException, OSError) as e:
             raise DataError(f"row group {g} is unreadable ({e})", source=inp.path, reason="bad parquet") from None
         row += meta.row_group(g).num_rows

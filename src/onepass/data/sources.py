@@ -24,7 +24,7 @@ class Input:
 
     @property
     def seekable(self) -> bool:
-        return self.path != "-" and not self.path.endswith(_COMPRESSED) and Path(self.path).is_file()
+        return self.path != "-" and not self.path.lower().endswith(_COMPRESSED) and Path(self.path).is_file()
 
 
 def resolve(spec: str | os.PathLike | list) -> list[Input]:
@@ -67,14 +67,15 @@ def detect_format(inputs: list[Input], given: str | None) -> str:
         if given not in FORMATS:
             raise UsageError(f"--data-format {given!r} is not supported; valid values: {', '.join(FORMATS)}")
         return given
-    found = set()
-    for inp in inputs:
+    def format_of(inp: Input) -> str | None:
         name = inp.path.lower()
         for ext in _COMPRESSED:
             name = name.removesuffix(ext)
-        found.add(_SUFFIXES.get(Path(name).suffix, "csv" if inp.path == "-" else None))
+        return _SUFFIXES.get(Path(name).suffix, "csv" if inp.path == "-" else None)
+
+    found = {format_of(inp) for inp in inputs}
     if None in found:
-        bad = next(i.path for i in inputs if _SUFFIXES.get(Path(i.path.lower().removesuffix(".gz")).suffix) is None)
+        bad = next(i.path for i in inputs if format_of(i) is None)
         raise UsageError(f"cannot tell the format of {bad!r} from its name; pass --data-format "
                          f"({', '.join(FORMATS)})")
     if len(found) > 1:
