@@ -7,6 +7,7 @@ Exit codes: 0 done, 2 bad usage, 3 bad data, 4 interrupted (checkpoint written; 
 from __future__ import annotations
 
 import argparse
+from contextlib import closing
 import json
 import sys
 from pathlib import Path
@@ -210,23 +211,24 @@ def cmd_predict(args, extra: list[str]) -> int:
         first = True
         if args.format == "json":
             out.write('{"predictions":[')
-        for batch in stream.batches(args.mini_batch_size):
-            if n_features is not None and batch.x.shape[1] != n_features:
-                raise UsageError(f"{stream.name}: has {batch.x.shape[1]} features, the model expects {n_features}"
-                                 " (a label column to leave out? see --label-column)")
-            pred = model.predict(batch.x)
-            names = list(pred)
-            cols = [pred[n].cpu().numpy().tolist() for n in names]
-            if args.format == "csv":
-                np.savetxt(out, np.column_stack([pred[n].cpu().numpy() for n in names]), delimiter=",", fmt="%.9g")
-                continue
-            for row in zip(*cols):
-                text = json.dumps(dict(zip(names, row)))
-                if args.format == "jsonl":
-                    out.write(text + "\n")
-                else:
-                    out.write(("" if first else ",") + text)
-                first = False
+        with closing(stream.batches(args.mini_batch_size)) as batches:
+            for batch in batches:
+                if n_features is not None and batch.x.shape[1] != n_features:
+                    raise UsageError(f"{stream.name}: has {batch.x.shape[1]} features, the model expects {n_features}"
+                                     " (a label column to leave out? see --label-column)")
+                pred = model.predict(batch.x)
+                names = list(pred)
+                cols = [pred[n].cpu().numpy().tolist() for n in names]
+                if args.format == "csv":
+                    np.savetxt(out, np.column_stack([pred[n].cpu().numpy() for n in names]), delimiter=",", fmt="%.9g")
+                    continue
+                for row in zip(*cols):
+                    text = json.dumps(dict(zip(names, row)))
+                    if args.format == "jsonl":
+                        out.write(text + "\n")
+                    else:
+                        out.write(("" if first else ",") + text)
+                    first = False
         if args.format == "json":
             out.write("]}\n")
     finally:

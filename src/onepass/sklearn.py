@@ -17,6 +17,7 @@ gives a model for any other k with `onepass.kmeans.finalize(km.state_, k=...)`.
 from __future__ import annotations
 
 import os
+from contextlib import closing
 from typing import Any
 
 import numpy as np
@@ -81,8 +82,9 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         self._reset()
         if isinstance(X, (str, os.PathLike)):
             stream = Stream(X, data_format=data_format, label_column=label_column)
-            for batch in stream.batches(self.mini_batch_size):
-                self._absorb(batch)
+            with closing(stream.batches(self.mini_batch_size)) as batches:
+                for batch in batches:
+                    self._absorb(batch)
             self.n_features_in_ = self.state_.meta["n_features"]
             return self._finish(None)
         X = self._validate(X, reset=True)

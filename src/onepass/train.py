@@ -11,6 +11,7 @@ and gives the same state, bit for bit on the CPU, as a run that was never interr
 from __future__ import annotations
 
 import signal
+from contextlib import closing
 import threading
 import time
 from dataclasses import dataclass, field
@@ -177,20 +178,22 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
     try:
         with _StopFlag() as stop:
             for epoch in range(start_epoch, epochs):
-                for batch in stream.batches(hp["mini_batch_size"], start=position):
-                    if state is None:
-                        state = algo.init(hp, batch.x.shape[1], seed, dev)
-                    state = algo.update(state, batch)
-                    state.meta["position"] = {"epoch": epoch, **batch.position}
-                    progress.update(state.meta["records_seen"], batch.fraction, epoch, epochs)
-                    if stop.signal is not None:
-                        checkpoint(f"signal {signal.Signals(stop.signal).name}")
-                        raise Interrupted(f"stopped by {signal.Signals(stop.signal).name} after "
-                                          f"{state.meta['records_seen']:,} records; checkpoint in {state_path}; "
-                                          "continue with --resume")
-                    if (checkpoint_every and state.meta["records_seen"] - last_ckpt_records >= checkpoint_every) or (
-                            checkpoint_seconds and time.monotonic() - last_ckpt_time >= checkpoint_seconds):
-                        checkpoint("periodic")
+                # closed however the loop ends, so the read-ahead thread stops before the process exits
+                with closing(stream.batches(hp["mini_batch_size"], start=position)) as batches:
+                    for batch in batches:
+                        if state is None:
+                            state = algo.init(hp, batch.x.shape[1], seed, dev)
+                        state = algo.update(state, batch)
+                        state.meta["position"] = {"epoch": epoch, **batch.position}
+                        progress.update(state.meta["records_seen"], batch.fraction, epoch, epochs)
+                        if stop.signal is not None:
+                            checkpoint(f"signal {signal.Signals(stop.signal).name}")
+                            raise Interrupted(f"stopped by {signal.Signals(stop.signal).name} after "
+                                              f"{state.meta['records_seen']:,} records; checkpoint in {state_path}; "
+                                              "continue with --resume")
+                        if (checkpoint_every and state.meta["records_seen"] - last_ckpt_records >= checkpoint_every) or (
+                                checkpoint_seconds and time.monotonic() - last_ckpt_time >= checkpoint_seconds):
+                            checkpoint("periodic")
                 position = None
                 if state is None:
                     raise UsageError(f"{stream.name}: no records to train on")
@@ -217,9 +220,10 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
 def evaluate(model: Model, stream: Stream, hp: dict[str, Any], algo) -> dict[str, float]:
     """Metrics of `model` over a whole stream, with SageMaker's names (for k-means: msd, ssd)."""
     sums: dict[str, float] = {}
-    for batch in stream.batches(hp["mini_batch_size"]):
-        for k, v in algo.evaluate(model, batch).items():
-            sums[k] = sums.get(k, 0.0) + v
+    with closing(stream.batches(hp["mini_batch_size"])) as batches:
+        for batch in batches:
+            for k, v in algo.evaluate(model, batch).items():
+                sums[k] = sums.get(k, 0.0) + v
     out = {}
     wanted = hp.get("eval_metrics", ["msd"])
     if "ssd" in sums and "count" in sums:

@@ -172,3 +172,6 @@ def _prefetch(it: Iterator[Batch], depth: int) -> Iterator[Batch]:
             yield item
     finally:
         stop.set()
+        # Wait for the reader to leave pyarrow's and torch's native code: a thread still inside them when the
+        # interpreter exits aborts the process ("terminate called without an active exception").
+        t.join(timeout=30)
