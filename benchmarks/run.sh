@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The k-means benchmark: make benchmarks/.venv, install onepass and its peers, write the data sets as CSV into
+# benchmarks/data/ and run every system on them; rewrites benchmarks/RESULTS.md.
+#
+#   bash benchmarks/run.sh            # full run (about an hour on 2 cores, ~5 GB of CSV)
+#   bash benchmarks/run.sh --quick    # smoke run, a few minutes (report in benchmarks/data/runs/QUICK.md)
+#   bash benchmarks/run.sh --help     # sizes, systems, k values, time limits
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(dirname "$here")"
+venv="$here/.venv"
+if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+fi
+if [ ! -f "$venv/.installed" ] || [ "$here/requirements.txt" -nt "$venv/.installed" ]; then
+    "$venv/bin/pip" install -q torch==2.13.0          # the CPU build, before anything can pull another
+    "$venv/bin/pip" install -q -r "$here/requirements.txt"
+    "$venv/bin/pip" install -q --no-deps -r "$here/requirements-nodeps.txt"
+    "$venv/bin/pip" install -q -e "$root"
+    touch "$venv/.installed"
+fi
+export SPARK_LOCAL_IP=127.0.0.1
+exec "$venv/bin/python" "$here/run_kmeans.py" "$@"
