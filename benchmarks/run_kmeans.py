@@ -17,6 +17,7 @@ Run `benchmarks/run.sh` to make the environment (benchmarks/.venv), prepare the 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import platform
@@ -163,7 +164,8 @@ def _worker(argv: list[str]) -> int:
 
 # ---------------------------------------------------------------------------------------- measurement
 
-def _tree_rss(proc) -> int:
+def _tree_rss(proc, cpu: dict[int, float]) -> int:
+    """Resident bytes of proc and all its descendants; records each one's CPU seconds so far in `cpu`."""
     import psutil
 
     total = 0
@@ -173,10 +175,20 @@ def _tree_rss(proc) -> int:
         return 0
     for p in procs:
         try:
-            total += p.memory_info().rss
+            with p.oneshot():
+                total += p.memory_info().rss
+                t = p.cpu_times()
+                cpu[p.pid] = max(cpu.get(p.pid, 0.0), t.user + t.system)
         except psutil.Error:
             pass
     return total
+
+
+def _busy_cpu_s() -> float:
+    import psutil
+
+    t = psutil.cpu_times()
+    return t.user + t.nice + t.system + getattr(t, "irq", 0) + getattr(t, "softirq", 0) + getattr(t, "steal", 0)
 
 
 def measure(cmd: list[str], timeout: float, log: Path, env: dict) -> dict:
@@ -189,8 +201,9 @@ def measure(cmd: list[str], timeout: float, log: Path, env: dict) -> dict:
     rss_file.unlink(missing_ok=True)
     if Path("/usr/bin/time").exists():
         cmd = ["/usr/bin/time", "-f", "%M", "-o", str(rss_file), *cmd]
+    cpu: dict[int, float] = {}
     with open(log, "w") as out:
-        t0 = time.perf_counter()
+        busy0, t0 = _busy_cpu_s(), time.perf_counter()
         p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         proc = psutil.Process(p.pid)
         peak, timed_out, status, ru = 0, False, 0, None
@@ -198,7 +211,7 @@ def measure(cmd: list[str], timeout: float, log: Path, env: dict) -> dict:
             pid, status, ru = os.wait4(p.pid, os.WNOHANG)
             if pid:
                 break
-            peak = max(peak, _tree_rss(proc))
+            peak = max(peak, _tree_rss(proc, cpu))
             elapsed = time.perf_counter() - t0
             if elapsed > timeout:
                 timed_out = True
@@ -207,7 +220,13 @@ def measure(cmd: list[str], timeout: float, log: Path, env: dict) -> dict:
                 break
             time.sleep(0.02 if elapsed < 2 else 0.05)
         wall = time.perf_counter() - t0
+        busy = _busy_cpu_s() - busy0
         p.returncode = os.waitstatus_to_exitcode(status)
+    # The CPU the run's own process tree used (the larger of the polled per-process times and wait4's rusage,
+    # which also holds the waited-for children's) and what everything else on the machine used meanwhile:
+    # a check that no other work shared the cores during a timed run.
+    own = max(sum(cpu.values()), (ru.ru_utime + ru.ru_stime) if ru is not None else 0.0)
+    other_load = max(0.0, busy - own) / wall if wall > 0 else 0.0
     try:  # whatever the worker left behind (a JVM) goes with it
         os.killpg(p.pid, signal.SIGKILL)
     except ProcessLookupError:
@@ -217,7 +236,7 @@ def measure(cmd: list[str], timeout: float, log: Path, env: dict) -> dict:
     except (OSError, ValueError, IndexError):
         maxrss = 0
     return {"wall_s": wall, "peak_bytes": max(peak, maxrss), "polled_peak_bytes": peak, "ru_maxrss_bytes": maxrss,
-            "returncode": p.returncode, "timed_out": timed_out}
+            "returncode": p.returncode, "timed_out": timed_out, "cpu_s": own, "other_load_cores": other_load}
 
 
 def _tail(log: Path, n: int = 3) -> str:
@@ -263,7 +282,8 @@ def run_one(system: str, ds: str, path: Path, k: int, args, env: dict) -> dict:
         else:
             r["info"] = json.loads(prefix.with_suffix(".json").read_text())
         r["centers"] = str(prefix.with_suffix(".npy"))
-    print(f"    {r['status']}  wall {r['wall_s']:.1f} s  peak {r['peak_bytes'] / 2**20:.0f} MiB", flush=True)
+    print(f"    {r['status']}  wall {r['wall_s']:.1f} s  peak {r['peak_bytes'] / 2**20:.0f} MiB  cpu {r['cpu_s']:.0f} s"
+          f"  other load {r['other_load_cores']:.2f} cores", flush=True)
     return r
 
 
@@ -351,6 +371,13 @@ def versions() -> dict[str, str]:
     except (OSError, IndexError):
         java = "not found"
     out["java"] = java
+    try:  # onepass is installed in editable mode: which commit of the working tree ran
+        git = ["git", "-C", str(HERE.parent)]
+        head = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(git + ["status", "--porcelain", "--", "src"], capture_output=True, text=True).stdout
+        out["onepass"] += f" (git {head}{', src/ modified' if dirty.strip() else ''})"
+    except OSError:
+        pass
     return out
 
 
@@ -387,13 +414,19 @@ def write_report(results: dict, path: Path) -> None:
          f"Measured {meta['date']} on {meta['machine']}.", "",
          "Reproduce (from the repository root; makes `benchmarks/.venv`, writes the CSV files into "
          "`benchmarks/data/` and rewrites this file):", "", "```bash", meta["reproduce"], "```", "",
-         f"This run: `{meta['command']}` (total {meta['total_s'] / 60:.0f} min, data preparation included).", "",
+         (f"Full run: `{meta['first_run']['command']}` ({meta['first_run']['date']}, "
+          f"{meta['first_run']['total_s'] / 60:.0f} min, data preparation included); then `{meta['command']}` "
+          f"re-ran some of its runs ({meta['date']}, {meta['total_s'] / 60:.0f} min): see the notes at the end."
+          if meta.get("first_run") else
+          f"This run: `{meta['command']}` (total {meta['total_s'] / 60:.0f} min, data preparation included)."), "",
          "## Method", "",
          "- Every system reads the same CSV file (no header, no label column) in a subprocess of its own. "
          "**wall s** is that subprocess's life, start to exit: interpreter/JVM start-up, imports, CSV parsing "
          "and fitting all count (end to end). **peak MiB** is the peak resident memory of its whole process "
          "tree (the sum of every process's RSS, polled by psutil every 0.05 s, so Spark's JVM is included; "
-         "never below the largest single process's `ru_maxrss` as GNU `time -f %M` reports it).",
+         "never below the largest single process's `ru_maxrss` as GNU `time -f %M` reports it). Each run also "
+         "records the CPU that other processes used meanwhile (system busy time less the run's own); a run that "
+         "shared the cores says so in its notes.",
          "- **cost** is the sum over every record of the squared distance to its nearest returned centre, "
          "computed for every system by one shared evaluator that streams over the CSV in float64 after the "
          "runs. Ratios are system / onepass: time and memory above 1 mean onepass is faster / smaller, cost "
@@ -436,6 +469,8 @@ def write_report(results: dict, path: Path) -> None:
                 info = r.get("info", {})
                 if not ok:
                     note.append(r["status"])
+                if r.get("other_load_cores", 0) > 0.25:
+                    note.append(f"**other processes used {r['other_load_cores']:.1f} cores during this run**")
                 if r["system"] == "river" and ok:
                     seen = info.get("records_seen", 0)
                     if info.get("stopped_by_budget"):
@@ -566,6 +601,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", type=Path, default=HERE / "results_kmeans.json")
     p.add_argument("--report", type=Path, default=HERE / "RESULTS.md")
     p.add_argument("--resume", action="store_true", help="keep the finished runs of --results; run the rest")
+    p.add_argument("--redo", nargs="+", default=[], metavar="PATTERN",
+                   help="with --resume: run these again anyway; glob patterns on 'DATASET|K|SYSTEM', "
+                        "e.g. 'blobs 10^7|*|onepass'")
     p.add_argument("--report-only", action="store_true", help="rewrite the report from --results")
     args = p.parse_args(argv)
     if args.quick:
@@ -607,7 +645,8 @@ def main(argv: list[str] | None = None) -> int:
                 if system == "river" and records[ds] > args.river_max_records:
                     continue
                 prev = old["runs"].get(key)
-                if prev and prev["status"] == "ok" and Path(prev.get("centers", "")).exists():
+                redo = any(fnmatch.fnmatchcase(key, pat) for pat in args.redo)
+                if prev and not redo and prev["status"] == "ok" and Path(prev.get("centers", "")).exists():
                     results["runs"][key] = prev
                     continue
                 results["runs"][key] = run_one(system, ds, path, k, args, env)
@@ -622,8 +661,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  evaluated {len(todo)} centre sets on {costs['_records']:,} records in "
                   f"{time.perf_counter() - t0:.0f} s", flush=True)
         args.results.write_text(json.dumps(results, indent=1, default=str))
-    meta["total_s"] = time.perf_counter() - t_start + sum(old.get("meta", {}).get("total_s", 0) for _ in [0]
-                                                          if args.resume)
+    meta["total_s"] = time.perf_counter() - t_start
+    if args.resume and "meta" in old:  # the run that this one continued
+        first = old["meta"].get("first_run", old["meta"])
+        meta["first_run"] = {k: first[k] for k in ("date", "command", "total_s", "reproduce") if k in first}
+        meta["reproduce"] = meta["first_run"].get("reproduce", meta["reproduce"])
     args.results.write_text(json.dumps(results, indent=1, default=str))
     write_report(results, args.report)
     print(f"wrote {args.report} and {args.results} ({meta['total_s'] / 60:.1f} min)")
