@@ -160,7 +160,9 @@ def _fmt(v: Any) -> str:
 def _print_model(algorithm: str, model: Model) -> None:
     m = model.meta
     if algorithm == "kmeans":
-        print(f"model: k={m['k']}  cost (sum of squared distances) {m['cost']:,.6g}  msd {m['msd']:,.6g}")
+        # The summary's estimate bounds the model's true cost from above; --validation measures it on data.
+        print(f"model: k={m['k']}  estimated cost (sum of squared distances, an upper bound) {m['cost']:,.6g}"
+              f"  msd {m['msd']:,.6g}")
         sizes = [int(round(s)) for s in m["cluster_sizes"]]
         print("  cluster sizes: " + ", ".join(f"{s:,}" for s in sizes))
 
