@@ -42,9 +42,11 @@ def load_model(path) -> Model:
 
 
 def merge(a: State, b: State) -> State:
-    """Merge two states of the same algorithm and configuration trained on disjoint data."""
-    if a.algorithm != b.algorithm:
-        raise IncompatibleStateError(f"cannot merge a {a.algorithm} state with a {b.algorithm} state")
+    """Merge two states of the same algorithm and configuration trained on disjoint data.
+
+    States of other algorithms or configurations are refused with IncompatibleStateError (by the algorithm's
+    own check, `algorithms.base.check_mergeable`).
+    """
     return get_algorithm(a.algorithm).merge(a, b)
 
 

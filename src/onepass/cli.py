@@ -7,6 +7,7 @@ Exit codes: 0 done, 2 bad usage, 3 bad data, 4 interrupted (checkpoint written; 
 from __future__ import annotations
 
 import argparse
+import functools
 from contextlib import closing
 import json
 import sys
@@ -15,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, algorithms, datasets
+from . import __version__, algorithms, datasets, merge
 from ._files import read_file
 from .algorithms.base import Model
 from .data.batches import Stream
@@ -245,15 +246,13 @@ def cmd_merge(args, extra: list[str]) -> int:
     if len(args.states) < 2:
         raise UsageError("merge: give at least two states")
     states = [State.load(p) for p in args.states]
-    merged = states[0]
-    for other in states[1:]:
-        if other.algorithm != merged.algorithm:
-            raise UsageError(f"merge: cannot merge a {merged.algorithm} state with a {other.algorithm} state")
-        merged = algorithms.get(merged.algorithm).merge(merged, other)
+    merged = functools.reduce(merge, states)  # refuses other algorithms and configurations
     merged.meta["complete"] = True
     merged.meta["merged_from"] = [str(p) for p in args.states]
     out = Path(args.out)
-    path = merged.save(out if out.suffix == ".safetensors" else (out.mkdir(parents=True, exist_ok=True) or out))
+    if out.suffix != ".safetensors":
+        out.mkdir(parents=True, exist_ok=True)
+    path = merged.save(out)
     model = algorithms.get(merged.algorithm).finalize(merged)
     if out.suffix != ".safetensors":
         model.save(out / MODEL_FILE)
