@@ -104,7 +104,7 @@ def _peak_rss_kib(algo: str, n: int, tmp_path) -> int:
     case = T.CASES[algo]
     gen = subprocess.Popen([sys.executable, "-m", "onepass", "datasets", "blobs", "--n", str(n), "--d", "20",
                             "--no-label"], stdout=subprocess.PIPE)
-    out = subprocess.run([sys.executable, "-c", PEAK_RSS, sys.executable, "-m", "onepass", "train", algo,
+    out = subprocess.run([sys.executable, "-c", PEAK_RSS, sys.executable, "-m", "onepass", "train", case.algorithm,
                           "--data", "-", "--out", str(tmp_path / f"run{n}"), "--quiet", "--threads", "1",
                           *_hp_args(case)], stdin=gen.stdout, capture_output=True, text=True, check=True)
     gen.stdout.close()

@@ -17,7 +17,7 @@ import numpy as _np
 import torch as _torch
 
 from .algorithms import ALGORITHMS, get as get_algorithm
-from .algorithms import kmeans
+from .algorithms import kmeans, pca
 from .algorithms.base import Model
 from .data import Batch, Stream
 from .errors import (DataError, IncompatibleStateError, Interrupted, OnepassError, StateFileError,
@@ -52,12 +52,12 @@ def merge(a: State, b: State) -> State:
 
 def __getattr__(name: str):
     # The scikit-learn estimator imports scikit-learn, so it loads only when asked for.
-    if name == "KMeans":
-        from .sklearn import KMeans
-        return KMeans
+    if name in ("KMeans", "PCA"):
+        from . import sklearn
+        return getattr(sklearn, name)
     raise AttributeError(f"module 'onepass' has no attribute {name!r}")
 
 
 __all__ = ["ALGORITHMS", "Batch", "DataError", "IncompatibleStateError", "Interrupted", "KMeans", "Model",
-           "OnepassError", "State", "StateFileError", "Stream", "TrainResult", "UsageError", "as_tensor",
-           "get_algorithm", "kmeans", "load_model", "load_state", "merge", "train"]
+           "OnepassError", "PCA", "State", "StateFileError", "Stream", "TrainResult", "UsageError",
+           "as_tensor", "get_algorithm", "kmeans", "load_model", "load_state", "merge", "pca", "train"]

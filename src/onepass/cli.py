@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", allow_abbrev=False, help="train an algorithm on a source",
                        description="Train ALGO on SRC into the run folder DIR. Hyperparameters use SageMaker's "
                                    "names with - for _ (e.g. --k 10 --extra-center-factor 4).",
-                       epilog="hyperparameters of kmeans:\n" + algorithms.get("kmeans").HYPERPARAMETERS.doc(),
+                       epilog="\n\n".join(f"hyperparameters of {name}:\n" + algo.HYPERPARAMETERS.doc()
+                                          for name, algo in sorted(algorithms.ALGORITHMS.items())),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("algorithm", help=f"one of: {', '.join(sorted(algorithms.ALGORITHMS))}")
     t.add_argument("--data", required=True, help="a file, glob, folder, or - for standard input")
@@ -77,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("state", help="a run folder or a state file")
     f.add_argument("--out", help="where to write the model (default: DIR/model.safetensors)")
     f.add_argument("--k-range", metavar="A:B", help="kmeans: report the cost for each k in A..B (elbow)")
-    f.add_argument("--plot", metavar="FILE.png", help="kmeans: draw the cost against k (needs matplotlib)")
+    f.add_argument("--plot", metavar="FILE.png", help="kmeans: the cost against k; pca: the explained variance "
+                   "of every component the state holds (needs matplotlib)")
 
     p = sub.add_parser("predict", allow_abbrev=False, help="apply a model to a source")
     p.add_argument("model", help="a run folder or a model file")
@@ -159,6 +161,10 @@ def _fmt(v: Any) -> str:
 
 
 def _print_model(algorithm: str, model: Model) -> None:
+    summary = getattr(algorithms.get(algorithm), "summary", None)
+    if summary is not None:
+        print("\n".join(summary(model)))
+        return
     m = model.meta
     if algorithm == "kmeans":
         # The summary's estimate bounds the model's true cost from above; --validation measures it on data.
@@ -171,6 +177,9 @@ def _print_model(algorithm: str, model: Model) -> None:
 def cmd_finalize(args, extra: list[str]) -> int:
     state = State.load(args.state)
     algo = algorithms.get(state.algorithm)
+    if (args.k_range and state.algorithm != "kmeans") or (args.plot and state.algorithm not in ("kmeans", "pca")):
+        raise UsageError(f"{state.algorithm} has no {'--k-range' if args.k_range else '--plot'} "
+                         "(--k-range: kmeans; --plot: kmeans and pca)")
     choice = _extra_options(extra, "finalize")
     model = algo.finalize(state, **choice)
     out = Path(args.out) if args.out else (Path(args.state) if Path(args.state).is_dir()
@@ -186,6 +195,11 @@ def cmd_finalize(args, extra: list[str]) -> int:
         if args.plot:
             from .plots import elbow
             print(f"plot:  {elbow(costs, args.plot, chosen=model.meta['k'])}")
+    elif state.algorithm == "pca" and args.plot:
+        from .plots import explained_variance
+        ratios = algo.finalize(state, **{**choice, "num_components": algo.available_components(
+            state, model.meta["subtract_mean"])}).meta["explained_variance_ratio"]
+        print(f"plot:  {explained_variance(ratios, args.plot, chosen=model.meta['num_components'])}")
     print(f"model: {out}")
     return 0
 
@@ -213,7 +227,7 @@ def cmd_predict(args, extra: list[str]) -> int:
     try:
         first = True
         if args.format == "json":
-            out.write('{"predictions":[')
+            out.write('{"%s":[' % getattr(model, "json_key", "predictions"))  # SageMaker's key per algorithm
         with closing(stream.batches(args.mini_batch_size)) as batches:
             for batch in batches:
                 if n_features is not None and batch.x.shape[1] != n_features:
@@ -270,7 +284,12 @@ def cmd_inspect(args, extra: list[str]) -> int:
     report = {}
     for p in files:
         header, tensors = read_file(p)
-        report[str(p)] = {**{k: v for k, v in header.items()},
+        summary = {}
+        if header.get("kind") == "state":  # what the algorithm makes of it: counts, sizes, error bounds
+            algo = algorithms.get(header["algorithm"])
+            summary = {"summary": algo.describe(State(header["algorithm"], header["hyperparameters"], tensors,
+                                                      header["meta"]))}
+        report[str(p)] = {**{k: v for k, v in header.items()}, **summary,
                           "checksum_ok": True,
                           "tensors": {n: {"dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape)}
                                       for n, t in sorted(tensors.items())}}

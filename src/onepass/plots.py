@@ -34,3 +34,30 @@ def elbow(costs: dict[int, float], path: str | Path, chosen: int | None = None) 
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
+
+
+def explained_variance(ratios: list[float], path: str | Path, chosen: int | None = None, most: int = 100) -> Path:
+    """PCA's explained variance ratio per component and its running total, from one state (a scree plot)."""
+    plt = _pyplot()
+    ratios = ratios[:most]
+    ks = list(range(1, len(ratios) + 1))
+    total, cumulative = 0.0, []
+    for r in ratios:
+        total += r
+        cumulative.append(total)
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    ax.bar(ks, ratios, color="tab:blue", alpha=0.7, label="per component")
+    ax.plot(ks, cumulative, marker="o", markersize=3, color="tab:orange", label="cumulative")
+    if chosen is not None and 1 <= chosen <= len(ratios):
+        ax.axvline(chosen + 0.5, color="red", linestyle="--",
+                   label=f"{chosen} components: {cumulative[chosen - 1]:.1%}")
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("component")
+    ax.set_ylabel("explained variance ratio")
+    ax.set_title("PCA explained variance, from one state")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)

@@ -174,7 +174,30 @@ def kmeans_cost(model: Model, data: np.ndarray) -> float:
     return float((d * d).sum())
 
 
+def decaying_spectrum(n: int, seed: int, d: int = 12) -> np.ndarray:
+    """Correlated Gaussian records whose covariance has distinct, decaying eigenvalues (4^2 ... 0.3^2)."""
+    rng = np.random.default_rng(2000 + d)  # the same axes and offset for every seed: one distribution
+    axes = np.linalg.qr(rng.normal(size=(d, d)))[0]
+    offset = rng.normal(scale=3.0, size=d)
+    rng = np.random.default_rng(seed)
+    return (offset + (rng.standard_normal((n, d)) * np.linspace(4.0, 0.3, d)) @ axes.T).astype(np.float32)
+
+
+def pca_loss(model: Model, data: np.ndarray) -> float:
+    """Squared reconstruction error of data from the model's components."""
+    x = torch.tensor(data, dtype=torch.float64)
+    r = x - model.inverse_transform(model.transform(x))
+    return float((r * r).sum())
+
+
 CASES: dict[str, Case] = {
     "kmeans": Case("kmeans", {"k": 6}, gaussian_mixture, kmeans_cost, merge_tolerance=0.02,
                    choices=[{"k": 3}, {"k": 12, "local_lloyd_num_trials": 3}]),
+    # Exact sums: a merge equals the whole up to float64 rounding.
+    "pca": Case("pca", {"num_components": 3}, decaying_spectrum, pca_loss, merge_tolerance=1e-9,
+                choices=[{"num_components": 1}, {"num_components": 12, "subtract_mean": False}]),
+    # A sketch of 6 rows for 12 features: shrinkage happens, a merge keeps the Frequent Directions bound.
+    "pca-randomized": Case("pca", {"num_components": 3, "algorithm_mode": "randomized", "extra_components": 3},
+                           decaying_spectrum, pca_loss, merge_tolerance=0.02,
+                           choices=[{"num_components": 6}, {"num_components": 2, "subtract_mean": False}]),
 }
