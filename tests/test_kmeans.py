@@ -29,6 +29,16 @@ def test_one_pass_cost_within_2_percent_of_sklearn_kmeans_on_digits():
         assert kmeans_cost(model, x) <= 1.02 * reference
 
 
+def test_greedy_seeding_matches_lloyd_on_the_data_when_the_summary_holds_every_record():
+    # k = 100 x 20 slots > 1797 records: the summary is the data itself, so finalize is weighted Lloyd on the
+    # data and must reach the quality of scikit-learn's (greedy k-means++) Lloyd; plain k-means++ seeding was 1.8 %
+    # worse here.
+    x = load_digits().data.astype(np.float32)
+    reference = SkKMeans(100, n_init=1, random_state=0).fit(x).inertia_
+    model = kmeans.finalize(stream(x, {"k": 100}))
+    assert kmeans_cost(model, x) <= 1.005 * reference
+
+
 def test_cluster_sorted_stream_still_finds_every_cluster():
     """Unshuffled data (every cluster arrives after the previous one ends) must not trap the centres."""
     x = gaussian_mixture(20_000, 0, d=5, k=8)
