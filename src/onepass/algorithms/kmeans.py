@@ -140,10 +140,11 @@ def update(state: State, batch: Batch) -> State:
         idx, d2 = _nearest(rest, C[:active])
         arrival = float(d2.sum())
         # 2. Facility location: open far records as centres where a Ward merge is cheaper.
-        opened = _open_far_records(rest, d2, C, w, sse, active)
-        if opened is not None:
-            rest = rest[~opened]
-            idx, d2 = _nearest(rest, C[:active])
+        opening = _open_far_records(rest, d2, C, w, sse, active)
+        if opening is not None:
+            opened, changed = opening
+            rest, idx, d2 = rest[~opened], idx[~opened], d2[~opened]
+            idx, d2 = _renearest(rest, idx, d2, C[:active], changed)
         # 3. Absorb the rest into their nearest centres, exactly.
         _absorb(rest, idx, d2, C, w, sse)
     meta["records_seen"] += n
@@ -185,19 +186,28 @@ def _absorb(x: torch.Tensor, idx: torch.Tensor, d2: torch.Tensor, C: torch.Tenso
 def _ward_nearest(C: torch.Tensor, w: torch.Tensor, chunk: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
     """For each centre, the cheapest Ward merge cost w_a w_b / (w_a + w_b) |c_a - c_b|^2 and its partner.
 
-    Computed in row blocks, so memory is O(chunk x K) rather than O(K^2).
+    A float32 search (centred, like `_nearest`): it only picks candidates; `_ward_cost` prices a chosen pair
+    exactly. Computed in row blocks, so memory is O(chunk x K) rather than O(K^2).
     """
-    Cc = C - C.mean(0)
+    Cc = (C - C.mean(0)).to(torch.float32)
     sq = (Cc * Cc).sum(1)
+    inv = (1.0 / w).to(torch.float32)  # w_a w_b / (w_a + w_b) = 1 / (1/w_a + 1/w_b)
     best = torch.empty(len(C), dtype=torch.float64, device=C.device)
     partner = torch.empty(len(C), dtype=torch.long, device=C.device)
     for s in range(0, len(C), chunk):
         rows = slice(s, min(s + chunk, len(C)))
-        d2 = (sq[rows, None] + sq[None, :] - 2.0 * Cc[rows] @ Cc.T).clamp_(min=0.0)
-        cost = (w[rows, None] * w[None, :]) / (w[rows, None] + w[None, :]) * d2
+        cost = torch.addmm(sq[rows, None] + sq[None, :], Cc[rows], Cc.T, alpha=-2.0).clamp_(min=0.0)
+        cost.div_(inv[rows, None] + inv[None, :])
         cost[torch.arange(rows.stop - s), torch.arange(s, rows.stop)] = math.inf
-        best[rows], partner[rows] = cost.min(1)
+        b, partner[rows] = cost.min(1)
+        best[rows] = b.to(torch.float64)
     return best, partner
+
+
+def _ward_cost(a: int, b: int, C: torch.Tensor, w: torch.Tensor) -> float:
+    """The exact (float64) increase of the summary's cost when centres a and b merge."""
+    wa, wb = float(w[a]), float(w[b])
+    return wa * wb / (wa + wb) * float(((C[a] - C[b]) ** 2).sum())
 
 
 def _cheapest_pairs(best: torch.Tensor, partner: torch.Tensor, limit: int) -> list[tuple[int, int, float]]:
@@ -224,8 +234,11 @@ def _merge_into(a: int, b: int, cost: float, C, w, sse) -> None:
     w[a] = wa + wb
 
 
-def _open_far_records(x, d2, C, w, sse, active: int) -> torch.Tensor | None:
-    """Open the farthest records as centres where that is cheaper than the cheapest disjoint Ward merges."""
+def _open_far_records(x, d2, C, w, sse, active: int) -> tuple[torch.Tensor, list[int]] | None:
+    """Open the farthest records as centres where that is cheaper than the cheapest disjoint Ward merges.
+
+    Returns the opened records (a mask of x) and the centres that changed, or None when nothing opened.
+    """
     if active < C.shape[0] or active < 2:
         return None
     limit = max(1, active // 8)
@@ -237,13 +250,33 @@ def _open_far_records(x, d2, C, w, sse, active: int) -> torch.Tensor | None:
     pairs = _cheapest_pairs(best, partner, limit)
     gains = d2[far].tolist()
     opened = torch.zeros(len(x), dtype=torch.bool, device=x.device)
-    for (a, b, cost), r, gain in zip(pairs, far.tolist(), gains):
+    changed = []
+    for (a, b, _), r, gain in zip(pairs, far.tolist(), gains):
+        cost = _ward_cost(a, b, C, w)
         if gain <= cost:
             break
         _merge_into(a, b, cost, C, w, sse)
         C[b], w[b], sse[b] = x[r], 1.0, 0.0
         opened[r] = True
-    return opened if opened.any() else None
+        changed += [a, b]
+    return (opened, changed) if changed else None
+
+
+def _renearest(x: torch.Tensor, idx: torch.Tensor, d2: torch.Tensor, C: torch.Tensor,
+               changed: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nearest centres again after the centres `changed` moved, searching no more than needed: a record whose
+    centre moved searches them all; any other record can only have come nearer to one of the moved centres."""
+    moved = torch.tensor(changed, dtype=torch.long, device=C.device)
+    lost = torch.isin(idx, moved)
+    idx, d2 = idx.clone(), d2.clone()
+    if lost.any():
+        idx[lost], d2[lost] = _nearest(x[lost], C)
+    kept = (~lost).nonzero().squeeze(1)
+    if len(kept):
+        j, dj = _nearest(x[kept], C[moved])
+        closer = dj < d2[kept]
+        idx[kept[closer]], d2[kept[closer]] = moved[j[closer]], dj[closer]
+    return idx, d2
 
 
 def merge(a: State, b: State) -> State:
@@ -257,8 +290,8 @@ def merge(a: State, b: State) -> State:
     while len(C) > K:
         pairs = _cheapest_pairs(*_ward_nearest(C, w), len(C) - K)
         gone = []
-        for i, j, cost in pairs:
-            _merge_into(i, j, cost, C, w, sse)
+        for i, j, _ in pairs:
+            _merge_into(i, j, _ward_cost(i, j, C, w), C, w, sse)
             gone.append(j)
         keep = torch.ones(len(C), dtype=torch.bool, device=C.device)
         keep[gone] = False
