@@ -12,6 +12,16 @@
 `fit` also takes a source (a path, glob or folder) and streams it in fixed memory:
 `KMeans(k=10).fit("data/*.csv")`. `partial_fit` absorbs one more chunk of data; the summary in `state_`
 gives a model for any other k with `onepass.kmeans.finalize(km.state_, k=...)`.
+
+PCA, exact or sketched, from arrays (dense or scipy sparse, never densified), chunks or sources:
+
+>>> from onepass.sklearn import PCA
+>>> X = np.random.default_rng(0).normal(size=(200, 5)) * [4.0, 2.0, 1.0, 0.5, 0.1]
+>>> pca = PCA(n_components=2).fit(X)
+>>> pca.explained_variance_ratio_.round(2).tolist()
+[0.73, 0.2]
+>>> pca.transform(X[:3]).shape, pca.inverse_transform(pca.transform(X[:3])).shape
+((3, 2), (3, 5))
 """
 
 from __future__ import annotations
@@ -22,15 +32,18 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from .algorithms import kmeans as _kmeans
+from .algorithms import pca as _pca
 from .data.batches import Batch, Stream
+from .errors import UsageError
 from .state import State
 
-__all__ = ["KMeans"]
+__all__ = ["KMeans", "PCA"]
 
 
 def _seed(random_state) -> int:
@@ -41,7 +54,18 @@ def _seed(random_state) -> int:
     return int(check_random_state(random_state).randint(0, 2**31 - 1))
 
 
-class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
+class _Streaming:
+    """What the estimators share: `fit` on a source streams it once, batch by batch, into `_absorb`."""
+
+    def _fit_source(self, source, label_column, data_format) -> None:
+        stream = Stream(source, data_format=data_format, label_column=label_column)
+        with closing(stream.batches(self.mini_batch_size)) as batches:
+            for batch in batches:
+                self._absorb(batch)
+        self.n_features_in_ = self.state_.meta["n_features"]
+
+
+class KMeans(_Streaming, ClusterMixin, TransformerMixin, BaseEstimator):
     """Streaming k-means with SageMaker's hyperparameters; see `onepass.algorithms.kmeans`.
 
     Learned attributes: `cluster_centers_`, `labels_` (array input), `inertia_`, `n_features_in_`,
@@ -81,11 +105,7 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         """Learn from an array (n, d), or stream a source (path, glob or folder) once."""
         self._reset()
         if isinstance(X, (str, os.PathLike)):
-            stream = Stream(X, data_format=data_format, label_column=label_column)
-            with closing(stream.batches(self.mini_batch_size)) as batches:
-                for batch in batches:
-                    self._absorb(batch)
-            self.n_features_in_ = self.state_.meta["n_features"]
+            self._fit_source(X, label_column, data_format)
             return self._finish(None)
         X = self._validate(X, reset=True)
         if len(X) < self.k:
@@ -139,3 +159,112 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         else:
             self.inertia_ = float(self.model_.meta["cost"])
         return self
+
+
+class PCA(_Streaming, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+    """PCA in one pass (see `onepass.algorithms.pca`), with scikit-learn's names and SageMaker's options.
+
+    n_components:     components kept; None keeps all (at most the records seen).
+    algorithm_mode:   ``regular`` (exact, d x d memory) or ``randomized`` (a Frequent Directions sketch of
+                      n_components + extra_components rows, for large d).
+    subtract_mean:    centre the data (scikit-learn's PCA always does).
+    extra_components: randomized mode: sketch rows beyond n_components (-1: max(10, n_components)).
+
+    Learned attributes: `components_`, `explained_variance_`, `explained_variance_ratio_`, `singular_values_`,
+    `mean_`, `n_components_`, `n_samples_seen_`, `n_features_in_`, `state_` (for `onepass.pca.finalize` with
+    any other number of components) and `model_`. Sparse input (any scipy format) goes through sparse products.
+    """
+
+    def __init__(self, n_components: int | None = None, *, algorithm_mode: str = "regular",
+                 subtract_mean: bool = True, extra_components: int = -1, mini_batch_size: int = 5000,
+                 device: str = "cpu"):
+        self.n_components = n_components
+        self.algorithm_mode = algorithm_mode
+        self.subtract_mean = subtract_mean
+        self.extra_components = extra_components
+        self.mini_batch_size = mini_batch_size
+        self.device = device
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
+    def fit(self, X, y=None, *, label_column=None, data_format=None):
+        """Learn from an array (n, d), dense or sparse, or stream a source (path, glob or folder) once."""
+        self._reset()
+        if isinstance(X, (str, os.PathLike)):
+            self._fit_source(X, label_column, data_format)
+            return self._finish()
+        return self.partial_fit(X)
+
+    def partial_fit(self, X, y=None):
+        """Absorb one more chunk of records, then refresh the model."""
+        X = self._validate(X, reset=not hasattr(self, "state_"))
+        for s in range(0, X.shape[0], self.mini_batch_size):
+            self._absorb(Batch(_as_tensor(X[s:s + self.mini_batch_size])))
+        return self._finish()
+
+    def transform(self, X) -> np.ndarray:
+        """SageMaker's projection: (X - mean_) @ components_.T; sparse X is never densified."""
+        check_is_fitted(self, "model_")
+        X = self._validate(X, reset=False)
+        return self.model_.transform(_as_tensor(X)).numpy().astype(X.dtype, copy=False)
+
+    def inverse_transform(self, X) -> np.ndarray:
+        """Back to the data space: X @ components_ + mean_."""
+        check_is_fitted(self, "model_")
+        X = check_array(X, dtype=np.float64)
+        if X.shape[1] != self.n_components_:
+            raise ValueError(f"inverse_transform expects shape (n, {self.n_components_}), got {X.shape}")
+        return self.model_.inverse_transform(torch.from_numpy(X)).numpy()
+
+    @property
+    def _n_features_out(self) -> int:
+        return self.n_components_
+
+    def _validate(self, X, reset: bool):
+        return validate_data(self, X, reset=reset, accept_sparse="csr", dtype=[np.float64, np.float32],
+                             ensure_min_samples=1)
+
+    def _reset(self) -> None:
+        for name in list(self.__dict__):
+            if name.endswith("_") and not name.startswith("_"):
+                del self.__dict__[name]
+
+    def _absorb(self, batch: Batch) -> None:
+        if not hasattr(self, "state_"):
+            d = batch.x.shape[1]
+            if self.n_components is not None and not 1 <= self.n_components <= d:
+                raise ValueError(f"n_components={self.n_components} must be between 1 and n_features={d}")
+            hp = {"num_components": self.n_components or d, "algorithm_mode": self.algorithm_mode,
+                  "subtract_mean": self.subtract_mean, "extra_components": self.extra_components,
+                  "mini_batch_size": self.mini_batch_size}
+            try:
+                self.state_: State = _pca.init(hp, d, 0, self.device)
+            except UsageError as e:
+                raise ValueError(str(e)) from None
+        self.state_ = _pca.update(self.state_, batch)
+
+    def _finish(self):
+        seen = self.state_.meta["records_seen"]
+        most = _pca.available_components(self.state_, bool(self.subtract_mean))
+        k = self.n_components or min(most, seen)
+        self.model_ = _pca.finalize(self.state_, num_components=k, subtract_mean=bool(self.subtract_mean))
+        t = {name: v.cpu().numpy() for name, v in self.model_.tensors.items()}
+        self.components_, self.mean_ = t["components"], t["mean"]
+        self.explained_variance_, self.singular_values_ = t["explained_variance"], t["singular_values"]
+        self.explained_variance_ratio_ = np.asarray(self.model_.meta["explained_variance_ratio"])
+        self.n_components_, self.n_samples_seen_ = k, seen
+        return self
+
+
+def _as_tensor(X) -> torch.Tensor:
+    """A float64 tensor, sparse CSR for scipy sparse input (never densified)."""
+    if sp.issparse(X):
+        X = X.tocsr()
+        return torch.sparse_csr_tensor(torch.from_numpy(X.indptr.astype(np.int64)),
+                                       torch.from_numpy(X.indices.astype(np.int64)),
+                                       torch.from_numpy(X.data.astype(np.float64)), size=X.shape,
+                                       check_invariants=False)  # scipy's CSR is valid
+    return torch.from_numpy(np.ascontiguousarray(X, dtype=np.float64))

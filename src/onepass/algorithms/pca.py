@@ -171,7 +171,7 @@ def _rows(x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
     crow = x.crow_indices()
     a, b = int(crow[start]), int(crow[stop])
     return torch.sparse_csr_tensor(crow[start:stop + 1] - a, x.col_indices()[a:b], x.values()[a:b],
-                                   size=(stop - start, x.shape[1]))
+                                   size=(stop - start, x.shape[1]), check_invariants=False)
 
 
 def _chunk(ell: int, d: int) -> int:
@@ -199,7 +199,8 @@ def fd_shrink(D: torch.Tensor, X: torch.Tensor, shift: torch.Tensor, ell: int) -
         G = M @ M.T
     lam, U = torch.linalg.eigh(G)
     lam, U = lam.flip(0), U.flip(1)
-    delta = max(float(lam[ell]), 0.0) if len(lam) > ell else 0.0
+    # A sketch as wide as the data (ell >= d) holds M's whole row space: the rest is rounding, not energy.
+    delta = max(float(lam[ell]), 0.0) if len(lam) > ell and ell < D.shape[1] else 0.0
     keep = min(ell, len(lam))
     lam_k = lam[:keep]
     scale = torch.where(lam_k > delta, (1 - delta / lam_k.clamp(min=1e-300)).clamp(min=0).sqrt(),
