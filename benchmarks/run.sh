@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The k-means benchmark: make benchmarks/.venv, install onepass and its peers, write the data sets as CSV into
-# benchmarks/data/ and run every system on them; rewrites benchmarks/RESULTS.md.
+# The benchmarks: make benchmarks/.venv, install onepass and its peers, write the data sets as CSV into
+# benchmarks/data/ and run every system on them; k-means rewrites benchmarks/RESULTS.md, PCA RESULTS_PCA.md.
 #
-#   bash benchmarks/run.sh            # full run (about an hour on 2 cores, ~5 GB of CSV)
+#   bash benchmarks/run.sh            # k-means, full run (about an hour on 2 cores, ~5 GB of CSV)
 #   bash benchmarks/run.sh --quick    # smoke run, a few minutes (report in benchmarks/data/runs/QUICK.md)
 #   bash benchmarks/run.sh --help     # sizes, systems, k values, time limits
+#   bash benchmarks/run.sh pca [--quick | --help]   # the PCA benchmark (run_pca.py)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"
@@ -20,4 +21,9 @@ if [ ! -f "$venv/.installed" ] || [ "$here/requirements.txt" -nt "$venv/.install
     touch "$venv/.installed"
 fi
 export SPARK_LOCAL_IP=127.0.0.1
-exec "$venv/bin/python" "$here/run_kmeans.py" "$@"
+script=run_kmeans.py
+if [ "${1:-}" = "pca" ]; then
+    script=run_pca.py
+    shift
+fi
+exec "$venv/bin/python" "$here/$script" "$@"
