@@ -13,8 +13,14 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-import numpy as _np
-import torch as _torch
+import os as _os
+
+# Parsing threads and torch's OpenMP threads share the cores: spinning OpenMP workers would starve the parser
+# (see _process.py). Only takes effect if torch is not loaded yet, and never overrides the user's setting.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as _np  # noqa: E402
+import torch as _torch  # noqa: E402
 
 from .algorithms import ALGORITHMS, get as get_algorithm
 from .algorithms import kmeans, pca

@@ -20,6 +20,7 @@ from . import __version__, algorithms, datasets, merge
 from ._files import read_file
 from .algorithms.base import Model
 from .data.batches import Stream
+from ._process import tune_allocator
 from .errors import OnepassError, UsageError
 from .hyperparameters import load_json
 from .state import MODEL_FILE, STATE_FILE, State
@@ -313,6 +314,7 @@ COMMANDS = {"train": cmd_train, "finalize": cmd_finalize, "predict": cmd_predict
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    tune_allocator()
     try:
         return COMMANDS[args.command](args, extra)
     except OnepassError as e:

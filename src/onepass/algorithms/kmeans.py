@@ -153,8 +153,11 @@ def update(state: State, batch: Batch) -> State:
     return state
 
 
-def _nearest(x: torch.Tensor, C: torch.Tensor, chunk: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
+def _nearest(x: torch.Tensor, C: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Index of and squared distance to the nearest centre, for each row of x (float32 search, exact d2)."""
+    # Row blocks of at most 8 MiB of distances: larger temporaries are fresh mmaps whose page faults cost as
+    # much system time as the search itself (measured at K = 2000).
+    chunk = max(256, (1 << 21) // max(1, len(C)))
     idx = torch.empty(len(x), dtype=torch.long, device=x.device)
     ref = C.mean(0)  # centred before the float32 search, so large offsets cost no precision
     C32 = (C - ref).to(torch.float32)
@@ -183,12 +186,13 @@ def _absorb(x: torch.Tensor, idx: torch.Tensor, d2: torch.Tensor, C: torch.Tenso
     w[hit] = w_new
 
 
-def _ward_nearest(C: torch.Tensor, w: torch.Tensor, chunk: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
+def _ward_nearest(C: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """For each centre, the cheapest Ward merge cost w_a w_b / (w_a + w_b) |c_a - c_b|^2 and its partner.
 
     A float32 search (centred, like `_nearest`): it only picks candidates; `_ward_cost` prices a chosen pair
-    exactly. Computed in row blocks, so memory is O(chunk x K) rather than O(K^2).
+    exactly. Computed in row blocks of at most 8 MiB, so memory is O(K) rather than O(K^2).
     """
+    chunk = max(64, (1 << 21) // len(C))
     Cc = (C - C.mean(0)).to(torch.float32)
     sq = (Cc * Cc).sum(1)
     inv = (1.0 / w).to(torch.float32)  # w_a w_b / (w_a + w_b) = 1 / (1/w_a + 1/w_b)
