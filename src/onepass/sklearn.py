@@ -267,4 +267,4 @@ def _as_tensor(X) -> torch.Tensor:
                                        torch.from_numpy(X.indices.astype(np.int64)),
                                        torch.from_numpy(X.data.astype(np.float64)), size=X.shape,
                                        check_invariants=False)  # scipy's CSR is valid
-    return torch.from_numpy(np.ascontiguousarray(X, dtype=np.float64))
+    return torch.tensor(X, dtype=torch.float64)  # a copy: the caller's array may be read-only
