@@ -94,3 +94,66 @@ def test_cuda_device_is_refused_clearly_when_absent(tmp_path):
     from onepass.train import resolve_device
     with pytest.raises(UsageError, match="no CUDA device"):
         resolve_device("cuda")
+
+
+def test_sample_is_uniform_over_the_stream(monkeypatch):
+    # Records numbered 0..n-1: the reservoir's mean number and its share from the first half match a uniform
+    # sample's, over many seeds (a biased reservoir, e.g. one that stops replacing, fails both).
+    monkeypatch.setattr(kmeans, "SAMPLE_RECORDS", 200)
+    n = 20_000
+    x = np.arange(n, dtype=np.float32)[:, None]
+    means, first_half = [], []
+    for seed in range(20):
+        state = stream(x, {"k": 2, "extra_center_factor": 2}, batch=1000, seed=seed)
+        assert state.meta["sample_filled"] == 200
+        kept = state.tensors["sample"][:, 0].numpy()
+        assert len(np.unique(kept)) == 200, "a record was kept twice"
+        means.append(kept.mean())
+        first_half.append((kept < n / 2).mean())
+    assert abs(np.mean(means) - (n - 1) / 2) < 0.02 * n
+    assert abs(np.mean(first_half) - 0.5) < 0.03
+
+
+def test_merged_sample_draws_each_side_in_proportion(monkeypatch):
+    monkeypatch.setattr(kmeans, "SAMPLE_RECORDS", 400)
+    hp = {"k": 2, "extra_center_factor": 2}
+    a = stream(np.zeros((30_000, 1), np.float32), hp)
+    b = stream(np.ones((10_000, 1), np.float32), hp, seed=1)
+    merged = kmeans.merge(a, b)
+    assert merged.meta["sample_filled"] == 400
+    share_b = float(merged.tensors["sample"][:, 0].mean())
+    assert abs(share_b - 0.25) < 0.07  # hypergeometric: sd about 0.02
+
+
+def test_cost_is_exact_while_the_stream_fits_in_the_sample():
+    x = load_digits().data.astype(np.float32)
+    model = kmeans.finalize(stream(x, {"k": 10}))
+    assert model.meta["cost_estimated_from"] == "every record (exact)"
+    assert model.meta["cost"] == pytest.approx(kmeans_cost(model, x), rel=1e-6)
+
+
+def test_refinement_beats_the_summary_in_high_dimension():
+    # 30 dimensions, 5 true clusters, k = 20: Lloyd on the summary cannot see how the records behind one
+    # summary centre split; the refined centres (online Lloyd over the stream) can, and are chosen.
+    from onepass.datasets import blobs
+    x = np.concatenate([c for c, _ in blobs(60_000, 30, 5, seed=3)])
+    state = stream(x, {"k": 20}, batch=2000)
+    model = kmeans.finalize(state)
+    assert model.meta["centres_from"] == "refined"
+    summary_centres, _ = kmeans._reduce(state, kmeans._choice(state, {}))
+    summary_cost = float(((torch.tensor(x, dtype=torch.float64)[:, None, :] - summary_centres[None]) ** 2)
+                         .sum(2).min(1).values.sum())
+    assert kmeans_cost(model, x) < 0.997 * summary_cost
+    assert model.meta["cost"] == pytest.approx(kmeans_cost(model, x), rel=0.02)  # the sample's estimate
+
+
+def test_state_of_version_1_is_upgraded_on_use():
+    x = gaussian_mixture(3000, 0)
+    state = stream(x[:1500], {"k": 4})
+    for key in ("refined", "refined_count", "sample"):
+        del state.tensors[key]
+    for key in ("sample_seen", "sample_filled", "refine_restart_at"):
+        del state.meta[key]
+    state = kmeans.update(state, Batch(torch.tensor(x[1500:])))
+    assert state.meta["sample_filled"] == 1500  # sampling starts with the first batch it sees
+    assert kmeans_cost(kmeans.finalize(state), x) > 0

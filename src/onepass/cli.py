@@ -162,17 +162,7 @@ def _fmt(v: Any) -> str:
 
 
 def _print_model(algorithm: str, model: Model) -> None:
-    summary = getattr(algorithms.get(algorithm), "summary", None)
-    if summary is not None:
-        print("\n".join(summary(model)))
-        return
-    m = model.meta
-    if algorithm == "kmeans":
-        # The summary's estimate bounds the model's true cost from above; --validation measures it on data.
-        print(f"model: k={m['k']}  estimated cost (sum of squared distances, an upper bound) {m['cost']:,.6g}"
-              f"  msd {m['msd']:,.6g}")
-        sizes = [int(round(s)) for s in m["cluster_sizes"]]
-        print("  cluster sizes: " + ", ".join(f"{s:,}" for s in sizes))
+    print("\n".join(algorithms.get(algorithm).summary(model)))
 
 
 def cmd_finalize(args, extra: list[str]) -> int:

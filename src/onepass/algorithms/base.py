@@ -7,7 +7,7 @@ Every algorithm is a module with four functions over an explicit `State` (see DE
     state = merge(state_a, state_b)                   # states of disjoint data -> one state
     model = finalize(state, **choice)                 # does not change the state
 
-plus `HYPERPARAMETERS` (training), `CHOICES` (finalize), `Model` (its model class) and `evaluate`.
+plus `HYPERPARAMETERS` (training), `CHOICES` (finalize), `Model` (its model class), `evaluate` and `summary`.
 Algorithms know nothing of files, processes or progress bars: only states, batches and tensors.
 """
 
@@ -41,6 +41,8 @@ class Algorithm(Protocol):
     def finalize(self, state: State, **choice: Any) -> "Model": ...
 
     def evaluate(self, model: "Model", batch: Batch) -> dict[str, float]: ...
+
+    def summary(self, model: "Model") -> list[str]: ...  # lines the command line prints for a model
 
 
 class Model:
