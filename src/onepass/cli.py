@@ -20,11 +20,12 @@ from . import __version__, algorithms, datasets, merge
 from ._files import read_file
 from .algorithms.base import Model
 from .data.batches import Stream
+from .data.sources import FORMATS
 from ._process import tune_allocator
 from .errors import OnepassError, UsageError
 from .hyperparameters import load_json
 from .state import MODEL_FILE, STATE_FILE, State
-from .train import train
+from .train import check_sparse, train
 
 
 def _label(value: str | None):
@@ -36,11 +37,13 @@ def _header(value: str) -> bool | None:
 
 
 def _add_data_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-format", choices=("csv", "parquet", "npy"), help="detected from file names if omitted")
+    p.add_argument("--data-format", choices=FORMATS, help="detected from file names if omitted")
     p.add_argument("--label-column", default=None,
                    help="none (default for unsupervised), first, last, an index or a column name")
     p.add_argument("--csv-header", choices=("auto", "true", "false"), default="auto",
                    help="whether CSV files start with a header line (default: detect)")
+    p.add_argument("--zero-based", action="store_true", default=None,
+                   help="LibSVM: feature indices start at 0 (default: at 1, as SVMlight's)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,7 +142,7 @@ def cmd_train(args, extra: list[str]) -> int:
                    checkpoint_seconds=args.checkpoint_seconds or None, resume=args.resume,
                    init_from=args.init_from, overwrite=args.overwrite, data_format=args.data_format,
                    label_column=_label(args.label_column), header=_header(args.csv_header),
-                   progress=_progress(args.quiet))
+                   zero_based=args.zero_based, progress=_progress(args.quiet))
     st, model = result.state, result.model
     print(f"trained {st.algorithm} on {st.meta['records_seen']:,} records of {st.meta['n_features']} features"
           + (f" ({len(st.meta['lineage'])} earlier run(s) continued)" if st.meta.get("lineage") else ""))
@@ -211,9 +214,10 @@ def cmd_predict(args, extra: list[str]) -> int:
     if extra:
         raise UsageError(f"predict: unexpected arguments {' '.join(extra)}")
     model = Model.load(args.model)
-    stream = Stream(args.data, data_format=args.data_format, label_column=_label(args.label_column),
-                    header=_header(args.csv_header))
     n_features = model.meta.get("n_features")
+    stream = Stream(args.data, data_format=args.data_format, label_column=_label(args.label_column),
+                    header=_header(args.csv_header), n_features=n_features, zero_based=bool(args.zero_based))
+    check_sparse(algorithms.get(model.algorithm), stream)
     out = sys.stdout if args.output == "-" else open(args.output, "w")
     try:
         first = True

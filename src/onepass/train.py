@@ -28,7 +28,7 @@ from .progress import Metrics, Progress
 from .state import MODEL_FILE, STATE_FILE, State
 
 METRICS_FILE = "metrics.jsonl"
-RUN_KEYS = ("mini_batch_size", "seed", "data_format", "label_column")
+RUN_KEYS = ("mini_batch_size", "seed", "data_format", "label_column", "zero_based")
 
 
 @dataclass
@@ -85,7 +85,7 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
           checkpoint_every: int | None = None, checkpoint_seconds: float | None = 600.0,
           resume: bool = False, init_from: str | Path | None = None, overwrite: bool = False,
           data_format: str | None = None, label_column: str | int | None = None, header: bool | None = None,
-          progress: Progress | None = None, on_event=None) -> TrainResult:
+          zero_based: bool | None = None, progress: Progress | None = None, on_event=None) -> TrainResult:
     """Train `algorithm` on `data` into the run folder `out`. See the module docstring."""
     algo = algorithms.get(algorithm)
     out = Path(out)
@@ -104,7 +104,8 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
     state_path = out / STATE_FILE
     state: State | None = None
     position: dict[str, Any] | None = None
-    run = {"mini_batch_size": None, "seed": seed, "data_format": data_format, "label_column": label_column}
+    run = {"mini_batch_size": None, "seed": seed, "data_format": data_format, "label_column": label_column,
+           "zero_based": zero_based}
     if resume:
         if not state_path.exists():
             raise UsageError(f"--resume: {out} holds no checkpoint ({STATE_FILE}); start without --resume")
@@ -133,16 +134,20 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
         for name in (STATE_FILE, MODEL_FILE, METRICS_FILE):
             (out / name).unlink(missing_ok=True)
     run["mini_batch_size"] = hp["mini_batch_size"]
+    run["zero_based"] = bool(run["zero_based"])
     run["seed"] = seed = int(run["seed"] if run["seed"] is not None else
                              (state.meta.get("seed", 0) if state is not None else 0))
     epochs = hp["epochs"]
 
-    stream = Stream(data, data_format=data_format, label_column=label_column, header=header)
+    # sparse formats (LibSVM) take their width from the algorithm's feature_dim
+    sparse_options = {"n_features": hp.get("feature_dim"), "zero_based": bool(run["zero_based"])}
+    stream = Stream(data, data_format=data_format, label_column=label_column, header=header, **sparse_options)
+    check_sparse(algo, stream)
     if epochs > 1 and not stream.seekable:
         raise UsageError(f"--epochs {epochs} needs a source that can be read again; {stream.name} "
                          "can be read once (standard input, a pipe or a compressed stream)")
-    val_stream = Stream(validation, data_format=data_format, label_column=label_column,
-                        header=header) if validation is not None else None
+    val_stream = Stream(validation, data_format=data_format, label_column=label_column, header=header,
+                        **sparse_options) if validation is not None else None
     out.mkdir(parents=True, exist_ok=True)
     (out / MODEL_FILE).unlink(missing_ok=True)  # a model appears only once this run has finished
     metrics = Metrics(out / METRICS_FILE)
@@ -215,6 +220,13 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
     summary = {**algo.describe(state), **{f"validation:{k}": v for k, v in val_metrics.items()}}
     metrics.log("finished", model=str(out / MODEL_FILE), model_meta=model.meta, **summary)
     return TrainResult(state, model, out, summary)
+
+
+def check_sparse(algo, stream: Stream) -> None:
+    """Refuse a sparse source for an algorithm that takes dense batches only (it declares ACCEPTS_SPARSE)."""
+    if stream.sparse and not getattr(algo, "ACCEPTS_SPARSE", False):
+        raise UsageError(f"{algo.NAME} takes dense data only; {stream.name} is {stream.format}, which gives sparse "
+                         "batches (use a dense format such as CSV)")
 
 
 def evaluate(model: Model, stream: Stream, hp: dict[str, Any], algo) -> dict[str, float]:

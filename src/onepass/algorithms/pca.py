@@ -53,6 +53,7 @@ from .base import Model, check_mergeable
 NAME = "pca"
 VERSION = 1
 STRUCTURAL = ("algorithm_mode", "extra_components", "feature_dim")  # fix the state's shape: --init-from keeps them
+ACCEPTS_SPARSE = True  # update, transform and evaluate take sparse CSR batches (the trainer asks)
 
 
 def _check(hp: dict[str, Any]) -> None:
@@ -347,7 +348,10 @@ def finalize(state: State, **choice: Any) -> PCAModel:
 def evaluate(model: PCAModel, batch: Batch) -> dict[str, float]:
     """Squared reconstruction distances over one batch; the trainer reports their mean as msd."""
     x = batch.x.to(torch.float64)
-    x = x.to_dense() if x.layout == torch.sparse_csr else x
+    if x.layout == torch.sparse_csr:  # |x - mean|^2 - |z|^2 (orthonormal components), never a dense batch
+        z, mean = model.transform(x), model.mean.to(x.device, torch.float64)
+        centred = float((x.values() ** 2).sum() - 2 * (x @ mean).sum()) + len(z) * float(mean @ mean)
+        return {"ssd": max(centred - float((z * z).sum()), 0.0), "count": float(len(z))}
     r = x - model.inverse_transform(model.transform(x))
     return {"ssd": float((r * r).sum()), "count": float(len(x))}
 

@@ -16,16 +16,19 @@ import numpy as np
 import torch
 
 from ..errors import DataError, UsageError
-from . import csv, npy, parquet
+from . import csv, libsvm, npy, parquet
 from .chunks import Chunk
 from .sources import Input, detect_format, resolve
+from .sparse import CSR
 
-READERS = {"csv": csv.read, "parquet": parquet.read, "npy": npy.read}
+READERS = {"csv": csv.read, "parquet": parquet.read, "npy": npy.read, "libsvm": libsvm.read}
+SPARSE_FORMATS = ("libsvm",)  # their batches' x is a torch sparse CSR tensor
 
 
 @dataclass
 class Batch:
-    """One mini-batch: features (n, d) float32, optional labels (n,), and where the stream stands after it."""
+    """One mini-batch: features (n, d) float32, dense or sparse CSR (sparse formats), optional labels (n,), and
+    where the stream stands after it."""
 
     x: torch.Tensor
     y: torch.Tensor | None = None
@@ -40,18 +43,26 @@ class Stream:
     """A data source opened for reading: `Stream("data/*.csv").batches(5000)`.
 
     source:       a path, glob, folder, ``-`` (stdin), or a list of those.
-    data_format:  ``csv``, ``parquet`` or ``npy``; detected from the file names when None.
+    data_format:  ``csv``, ``parquet``, ``npy`` or ``libsvm``; detected from the file names when None.
     label_column: None for unsupervised data; ``first``, ``last``, an index or a column name otherwise.
     header:       CSV only: True, False, or None to detect a header line.
+    n_features:   LibSVM only (required there): the batches' width.
+    zero_based:   LibSVM only: feature indices start at 0 (default: at 1, as SVMlight's).
     """
 
     def __init__(self, source, data_format: str | None = None, label_column: str | int | None = None,
-                 header: bool | None = None):
+                 header: bool | None = None, n_features: int | None = None, zero_based: bool = False):
         self.source = source
         self.inputs: list[Input] = resolve(source)
         self.format = detect_format(self.inputs, data_format)
         self.label_column = label_column
         self.header = header
+        self.options = {"n_features": n_features, "zero_based": bool(zero_based)} if self.sparse else {}
+
+    @property
+    def sparse(self) -> bool:
+        """Whether batches hold sparse CSR features (checked before reading, by algorithms that need dense)."""
+        return self.format in SPARSE_FORMATS
 
     @property
     def name(self) -> str:
@@ -76,7 +87,7 @@ class Stream:
             at = start if (start and i == first) else None
             yield from read(self.inputs[i], i, label=self.label_column, header=self.header,
                             start=int(at["offset"]) if at else 0,
-                            line=int(at.get("offset_line", 1)) if at else 1)
+                            line=int(at.get("offset_line", 1)) if at else 1, **self.options)
 
     def batches(self, batch_size: int, start: dict[str, Any] | None = None,
                 prefetch: int = 2) -> Iterator[Batch]:
@@ -117,7 +128,10 @@ class Stream:
             yield self._batch(xs, ys, ch, len(ch), records, sizes, total)
 
     def _batch(self, xs, ys, ch: Chunk, s: int, records: int, sizes, total) -> Batch:
-        x = torch.from_numpy(xs[0] if len(xs) == 1 else np.concatenate(xs))
+        if isinstance(xs[0], CSR):
+            x = CSR.vstack(xs).to_torch()  # never densified
+        else:
+            x = torch.from_numpy(xs[0] if len(xs) == 1 else np.concatenate(xs))
         y = (torch.from_numpy(ys[0] if len(ys) == 1 else np.concatenate(ys))) if ys else None
         # offset_line: the line (CSV) at `offset`, so that errors after a resume name the right lines
         position = {"file": ch.file, "path": self.inputs[ch.file].path, "offset": ch.offset,

@@ -7,13 +7,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import DataError, UsageError
+from .sparse import CSR
 
 
 @dataclass
 class Chunk:
     """Consecutive records of one input.
 
-    x:        features, float32, shape (n, d).
+    x:        features, float32, shape (n, d): a dense array, or a CSR (sparse formats).
     y:        labels, float32, shape (n,), or None.
     file:     index of the input in the source's list.
     offset:   where reading can restart: a byte offset (CSV), a row group (Parquet) or a row (NumPy).
@@ -22,7 +23,7 @@ class Chunk:
     fraction: share of the input read once this chunk is done (0..1), for the progress display.
     """
 
-    x: np.ndarray
+    x: np.ndarray | CSR
     y: np.ndarray | None
     file: int
     offset: int
@@ -31,7 +32,7 @@ class Chunk:
     fraction: float
 
     def __len__(self) -> int:
-        return len(self.x)
+        return self.x.shape[0]
 
 
 def resolve_label(label: str | int | None, names: list[str], source: str) -> int | None:

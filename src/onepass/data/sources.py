@@ -9,9 +9,9 @@ from pathlib import Path
 
 from ..errors import DataError, UsageError
 
-FORMATS = ("csv", "parquet", "npy")
+FORMATS = ("csv", "parquet", "npy", "libsvm")
 _SUFFIXES = {".csv": "csv", ".txt": "csv", ".tsv": "csv", ".parquet": "parquet", ".pq": "parquet",
-             ".npy": "npy"}
+             ".npy": "npy", ".libsvm": "libsvm", ".svm": "libsvm", ".svmlight": "libsvm"}
 _COMPRESSED = (".gz", ".bz2", ".xz")
 
 
