@@ -163,6 +163,12 @@ def test_csv_label_column_unknown_is_refused(tmp_path):
         whole(Stream(p, label_column=3))
 
 
+def test_csv_with_only_a_label_column_is_refused(tmp_path):
+    p = write(tmp_path / "y.csv", b"1\n2\n3\n")
+    with pytest.raises(DataError, match="no feature columns"):
+        whole(Stream(p, label_column="first"))
+
+
 def test_csv_header_detected_or_not(tmp_path):
     x = table(2, 6, 3)
     with_header = write(tmp_path / "h.csv", csv_bytes(x, header=["a", "b", "c"]))

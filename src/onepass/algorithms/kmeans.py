@@ -107,6 +107,8 @@ def init(hyperparameters: dict[str, Any], n_features: int, seed: int = 0,
          device: str | torch.device = "cpu") -> State:
     """An empty summary of K slots for `n_features`-dimensional records."""
     hp = HYPERPARAMETERS.parse(hyperparameters)
+    if n_features < 1:
+        raise UsageError("the data has no features: nothing to cluster")
     if hp["feature_dim"] is not None and hp["feature_dim"] != n_features:
         raise UsageError(f"hyperparameter feature_dim = {hp['feature_dim']} but the data has {n_features} features")
     K = summary_size(hp)

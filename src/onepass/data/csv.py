@@ -123,6 +123,9 @@ def read(inp: Input, file_index: int, *, label: str | int | None = None, header:
         ncols = len(fields)
         y_col = resolve_label(label, names, name)
         x_cols = [i for i in range(ncols) if i != y_col]
+        if not x_cols:
+            raise DataError(f"no feature columns: the only column ({names[0]!r}) is the label", source=name,
+                            line=blanks + 1, reason="no features")
         if start == 0:  # the records begin after the header, or with the line already read
             start, pending = (consumed, b"") if has_header else (consumed - len(first), first)
             line = blanks + (2 if has_header else 1)
