@@ -108,39 +108,42 @@ def _blocks(f: BinaryIO, name: str, offset: int, line: int, block_size: int) -> 
 
 
 def _normalise(block: bytes) -> bytes:
-    """The block's records as `label idx:val idx:val\\n` lines: no comments, qid, blank lines or extra spaces.
-    Each step runs only when the block needs it (a clean file skips them all)."""
-    text = _COMMENT.sub(b"", block) if b"#" in block else block
-    text = text.translate(_WHITESPACE)
-    if not text.endswith(b"\n"):
-        text += b"\n"
-    if b"  " in text:
-        text = _SPACES.sub(b" ", text)
-    if b" \n" in text or b"\n " in text or text.startswith(b" "):
-        text = _LINE_EDGES.sub(b"\n", text).lstrip(b" ")
-    if b"qid:" in text:
-        text = _QID.sub(rb"\1", text)
-    if b"\n\n" in text or text.startswith(b"\n"):
-        text = _BLANK_LINES.sub(b"\n", text).lstrip(b"\n")
-    return text
+    """The block's records as `label idx:val idx:val\\n` lines: no comments, qid, blank lines or extra spaces."""
+    text = _COMMENT.sub(b"", block).translate(_WHITESPACE) + b"\n"
+    text = _LINE_EDGES.sub(b"\n", _SPACES.sub(b" ", text)).lstrip(b" ")
+    return _BLANK_LINES.sub(b"\n", _QID.sub(rb"\1", text)).lstrip(b"\n")
+
+
+def _separators(text: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """Positions and values of the space, colon and newline bytes of `text`."""
+    arr = np.frombuffer(text, np.uint8)
+    pos = np.flatnonzero((arr == _SPACE) | (arr == _COLON) | (arr == _NEWLINE))
+    return pos, arr[pos]
 
 
 def _parse(block: bytes, name: str, first_line: int, n_features: int,
            zero_based: bool) -> tuple[CSR, np.ndarray] | None:
     """The block's records, or None when it holds none; any problem goes to _diagnose."""
-    text = _normalise(block)
-    if not text:
-        return None
+    text = block.translate(_WHITESPACE)
+    if not text.endswith(b"\n"):
+        text += b"\n"
+    pos, seps = _separators(text)
+    # A clean block (the usual case) needs no normalising: no comment or qid (one-byte searches are the cheap
+    # ones), no separator first and no two side by side (blank lines, runs of spaces, spaces at line ends).
+    if b"#" in block or b"q" in block or pos[0] == 0 or np.any(pos[1:] - pos[:-1] == 1):
+        text = _normalise(block)
+        if not text:
+            return None
+        pos, seps = _separators(text)
     fail = lambda why: _diagnose(block, name, first_line, n_features, zero_based, why)  # noqa: E731
-    arr = np.frombuffer(text, np.uint8)
-    seps = arr[(arr == _SPACE) | (arr == _COLON) | (arr == _NEWLINE)]
     prev = np.empty_like(seps)
     prev[0], prev[1:] = _NEWLINE, seps[:-1]
     # after a space comes a colon (the index's end); after a colon or a line end, a space or a line end
     if not np.array_equal(prev == _SPACE, seps == _COLON):
         fail("a field is not index:value")
-    indptr = np.zeros(1 + int(np.count_nonzero(seps == _NEWLINE)), dtype=np.int64)
-    indptr[1:] = np.cumsum(seps == _COLON)[seps == _NEWLINE]
+    line_ends = seps == _NEWLINE
+    indptr = np.zeros(1 + int(np.count_nonzero(line_ends)), dtype=np.int64)
+    indptr[1:] = np.cumsum(seps == _COLON)[line_ends]
     n, nnz = len(indptr) - 1, int(indptr[-1])
     try:
         column = pacsv.read_csv(pa.py_buffer(text.translate(_TO_TOKENS)), *_TOKEN_OPTIONS).column(0)
