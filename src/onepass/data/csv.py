@@ -37,6 +37,7 @@ _READ_ERRORS = (EOFError, OSError, zlib.error, lzma.LZMAError)
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
 _INFINITY = re.compile(r"[+-]?inf(?:inity)?", re.ASCII | re.IGNORECASE)
 _NAN = re.compile(r"[+-]?nan\b.*", re.ASCII | re.IGNORECASE)
+_CONTENT = re.compile(rb"[^\r\n]")  # a block holds a record iff it holds a byte other than line ends
 
 
 def _open(inp: Input) -> BinaryIO:
@@ -180,22 +181,23 @@ def _chunks(f, inp, name, file_index, offset, line, carry, ncols, x_cols, y_col,
         except _Broken as b:  # name the line the readable data ends in
             raise _broken(b.error, name, line + carry.count(b"\n") + b.data.count(b"\n")) from None
         buf = carry + data if carry else data
-        if not data:
-            block, carry = buf, b""
-        else:
-            cut = buf.rfind(b"\n")
-            if cut < 0:
-                carry = buf
-                continue
-            block, carry = buf[:cut + 1], buf[cut + 1:]
-        if not block.strip(b"\r\n"):  # empty lines only (a line of spaces is a record with an empty field)
+        # The block is a view of buf (no copy of the megabytes it holds); only the partial last line is copied.
+        end = len(buf) if not data else buf.rfind(b"\n") + 1
+        if end == 0:
+            if not data:  # the end, and nothing left
+                break
+            carry = buf
+            continue
+        block, carry = memoryview(buf)[:end], buf[end:]
+        newlines = buf.count(b"\n", 0, end)
+        if not _CONTENT.search(block):  # empty lines only (a line of spaces is a record with an empty field)
             if not data:
                 break
-            offset += len(block)
-            line += block.count(b"\n")
+            offset += end
+            line += newlines
             continue
-        if block.startswith(_BOM):  # pyarrow would skip a byte-order mark at the start of any block
-            _diagnose(block, line, ncols, delimiter, name, "byte-order mark inside the file")
+        if buf.startswith(_BOM):  # pyarrow would skip a byte-order mark at the start of any block
+            _diagnose(bytes(block), line, ncols, delimiter, name, "byte-order mark inside the file")
         try:
             table = pacsv.read_csv(pa.py_buffer(block), read_options=read_opts, parse_options=parse_opts,
                                    convert_options=convert_opts)
@@ -203,14 +205,14 @@ def _chunks(f, inp, name, file_index, offset, line, carry, ncols, x_cols, y_col,
             table = None
             message = str(e)
         if table is None:
-            _diagnose(block, line, ncols, delimiter, name, message)
+            _diagnose(bytes(block), line, ncols, delimiter, name, message)
         x, y = _to_numpy(table, x_cols, y_col)
         if not np.isfinite(x).all() or (y is not None and not np.isfinite(y).all()):
-            _diagnose(block, line, ncols, delimiter, name, "a value is missing or not finite")
+            _diagnose(bytes(block), line, ncols, delimiter, name, "a value is missing or not finite")
         seen_any = True
-        yield Chunk(x, y, file_index, offset, 0, line, (offset + len(block)) / inp.size if inp.size else 0.0)
-        offset += len(block)
-        line += block.count(b"\n")
+        yield Chunk(x, y, file_index, offset, 0, line, (offset + end) / inp.size if inp.size else 0.0)
+        offset += end
+        line += newlines
         if not data:
             break
     if not seen_any and has_header:
