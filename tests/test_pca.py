@@ -120,8 +120,11 @@ def _fd_check(x, state, ks):
     return err.max(), shrinkage
 
 
+@pytest.mark.parametrize("form", ["covariance", "gram"])  # a whole batch through M^T M, or chunks through M M^T
 @pytest.mark.parametrize("sparse", [False, True])
-def test_frequent_directions_bound_holds_for_streams_and_merges(sparse):
+def test_frequent_directions_bound_holds_for_streams_and_merges(sparse, form, monkeypatch):
+    if form == "gram":
+        monkeypatch.setattr(pca, "COVARIANCE_FD_MAX_D", 0)
     x = sparse_counts(4000, 80, 0.1, 1) if sparse else decaying_spectrum(4000, 5, d=40).astype(np.float64)
     hp = {"num_components": 5, "algorithm_mode": "randomized", "extra_components": 7}
     state = stream(x, hp, batch=333, sparse=sparse)
