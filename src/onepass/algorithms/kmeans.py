@@ -570,9 +570,9 @@ def finalize(state: State, **choice: Any) -> KMeansModel:
     c = _choice(state, choice)
     t, meta = state.tensors, state.meta
     best, cost = _reduce(state, c)
-    source, estimate = "summary", "summary (an upper bound)"
+    source, estimate = "summary", "the summary (an upper bound)"
     if meta["sample_filled"]:
-        estimate = f"uniform sample of {meta['sample_filled']:,} records"
+        estimate = f"a uniform sample of {meta['sample_filled']:,} records"
         if meta["sample_filled"] == meta["records_seen"]:
             source, estimate = "records", "every record (exact)"
         if c["k"] == state.hyperparameters["k"] and meta["refine_restart_at"]:
@@ -595,8 +595,10 @@ def summary(model: KMeansModel) -> list[str]:
     """Lines for the command line: the model's cost, where it comes from, and the cluster sizes."""
     m = model.meta
     sizes = [int(round(s)) for s in m["cluster_sizes"]]
-    return [f"model: k={m['k']} (centres from the {m['centres_from']})  estimated cost (sum of squared "
-            f"distances) {m['cost']:,.6g}  msd {m['msd']:,.6g}, from the {m['cost_estimated_from']}",
+    how = {"summary": "from the summary", "refined": "refined over the stream",
+           "records": "from Lloyd on the records"}[m["centres_from"]]
+    return [f"model: k={m['k']}, centres {how}; cost (sum of squared distances) {m['cost']:,.6g}, msd "
+            f"{m['msd']:,.6g}, estimated on {m['cost_estimated_from']}",
             "  cluster sizes: " + ", ".join(f"{s:,}" for s in sizes)]
 
 
