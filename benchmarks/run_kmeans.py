@@ -574,6 +574,12 @@ def _memory_section(results) -> list[str]:
 
 # ----------------------------------------------------------------------------------------------- main
 
+def run_env(threads: int) -> dict[str, str]:
+    """The environment of every run: BLAS/OpenMP held to `threads`, Spark on loopback, output unbuffered."""
+    return {**os.environ, "OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads),
+            "MKL_NUM_THREADS": str(threads), "SPARK_LOCAL_IP": "127.0.0.1", "PYTHONUNBUFFERED": "1"}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "_worker":
@@ -620,8 +626,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t_start = time.perf_counter()
     (RUNS / "logs").mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "OPENBLAS_NUM_THREADS": str(args.threads),
-           "MKL_NUM_THREADS": str(args.threads), "SPARK_LOCAL_IP": "127.0.0.1", "PYTHONUNBUFFERED": "1"}
+    env = run_env(args.threads)
     old = json.loads(args.results.read_text()) if args.resume and args.results.exists() else {"runs": {}}
     files = prepare(args)
     big = f"blobs {_n(args.blobs_n)}"

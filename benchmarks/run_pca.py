@@ -40,7 +40,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from run_kmeans import (DATA, RUNS, _n, _ncols, _onepass_exe, _tail, load_csv, machine, measure,  # noqa: E402
-                        stream_csv, versions)
+                        run_env, stream_csv, versions)
 
 SYSTEMS = ("parse", "onepass", "onepass-randomized", "sklearn-pca", "sklearn-incremental", "sklearn-truncated-svd",
            "spark")
@@ -521,8 +521,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t_start = time.perf_counter()
     (RUNS / "logs").mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "OPENBLAS_NUM_THREADS": str(args.threads),
-           "MKL_NUM_THREADS": str(args.threads), "SPARK_LOCAL_IP": "127.0.0.1", "PYTHONUNBUFFERED": "1"}
+    env = run_env(args.threads)
     files = prepare(args)
     records = {ds: sum(1 for _ in open(f, "rb")) for ds, f in files.items()}
     meta = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "machine": machine(), "versions": versions(),
