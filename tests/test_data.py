@@ -694,3 +694,37 @@ def test_stopping_early_on_a_large_stream_is_quick(tmp_path):
             if k == 3:
                 break
     assert time.monotonic() - start < 5
+
+
+@pytest.mark.parametrize("fmt", ["csv", "npy", "parquet"])
+def test_weight_column_gives_batch_weights_and_refuses_negative(tmp_path, fmt):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    x = np.random.default_rng(0).random((10, 4)).astype(np.float32)
+    x[:, 3] = np.arange(10)
+    path = tmp_path / f"a.{fmt}"
+    if fmt == "csv":
+        np.savetxt(path, x, delimiter=",", header="y,a,b,w", comments="")
+    elif fmt == "npy":
+        np.save(path, x)
+    else:
+        pq.write_table(pa.table({n: x[:, i] for i, n in enumerate("yabw")}), path)
+    w = "w" if fmt != "npy" else 3
+    b = next(Stream(path, label_column="first", weight_column=w).batches(100))
+    assert b.x.shape == (10, 2) and np.allclose(b.x.numpy(), x[:, 1:3])
+    assert np.allclose(b.w.numpy(), np.arange(10)) and np.allclose(b.y.numpy(), x[:, 0])
+    assert next(Stream(path, label_column="first").batches(100)).w is None
+    x[6, 3] = -1
+    path.unlink()
+    if fmt == "csv":
+        np.savetxt(path, x, delimiter=",", header="y,a,b,w", comments="")
+    elif fmt == "npy":
+        np.save(path, x)
+    else:
+        pq.write_table(pa.table({n: x[:, i] for i, n in enumerate("yabw")}), path)
+    with pytest.raises(DataError, match="weight is -1.0") as e:
+        next(Stream(path, label_column="first", weight_column=w).batches(100))
+    assert ("line 8" if fmt == "csv" else "row 6") in str(e.value)
+    with pytest.raises(UsageError, match="same column"):
+        next(Stream(path, label_column="first", weight_column=0 if fmt == "npy" else "y").batches(100))

@@ -32,6 +32,10 @@ def _label(value: str | None):
     return None if value in (None, "none") else value
 
 
+def _column_list(value: str) -> list[str | int]:
+    return [int(c) if c.strip().lstrip("-").isdigit() else c.strip() for c in value.split(",") if c.strip()]
+
+
 def _header(value: str) -> bool | None:
     return {"auto": None, "true": True, "false": False}[value]
 
@@ -40,6 +44,11 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-format", choices=FORMATS, help="detected from file names if omitted")
     p.add_argument("--label-column", default=None,
                    help="none (default for unsupervised), first, last, an index or a column name")
+    p.add_argument("--weight-column", default=None,
+                   help="the column holding each record's weight (an index or a name; default: every record weighs 1)")
+    p.add_argument("--columns", default=None, type=_column_list,
+                   help="the feature columns to read, comma-separated names or indices (default: all but the label "
+                        "and weight)")
     p.add_argument("--csv-header", choices=("auto", "true", "false"), default="auto",
                    help="whether CSV files start with a header line (default: detect)")
     p.add_argument("--zero-based", action="store_true", default=None,
@@ -142,7 +151,8 @@ def cmd_train(args, extra: list[str]) -> int:
                    checkpoint_seconds=args.checkpoint_seconds or None, resume=args.resume,
                    init_from=args.init_from, overwrite=args.overwrite, data_format=args.data_format,
                    label_column=_label(args.label_column), header=_header(args.csv_header),
-                   zero_based=args.zero_based, progress=_progress(args.quiet))
+                   zero_based=args.zero_based, weight_column=_label(args.weight_column), columns=args.columns,
+                   progress=_progress(args.quiet))
     st, model = result.state, result.model
     print(f"trained {st.algorithm} on {st.meta['records_seen']:,} records of {st.meta['n_features']} features"
           + (f" ({len(st.meta['lineage'])} earlier run(s) continued)" if st.meta.get("lineage") else ""))
@@ -216,7 +226,8 @@ def cmd_predict(args, extra: list[str]) -> int:
     model = Model.load(args.model)
     n_features = model.meta.get("n_features")
     stream = Stream(args.data, data_format=args.data_format, label_column=_label(args.label_column),
-                    header=_header(args.csv_header), n_features=n_features, zero_based=bool(args.zero_based))
+                    header=_header(args.csv_header), n_features=n_features, zero_based=bool(args.zero_based),
+                    weight_column=_label(args.weight_column), columns=args.columns)
     check_sparse(algorithms.get(model.algorithm), stream)
     out = sys.stdout if args.output == "-" else open(args.output, "w")
     try:

@@ -28,7 +28,7 @@ from .progress import Metrics, Progress
 from .state import MODEL_FILE, STATE_FILE, State
 
 METRICS_FILE = "metrics.jsonl"
-RUN_KEYS = ("mini_batch_size", "seed", "data_format", "label_column", "zero_based")
+RUN_KEYS = ("mini_batch_size", "seed", "data_format", "label_column", "zero_based", "weight_column", "columns")
 
 
 @dataclass
@@ -85,7 +85,8 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
           checkpoint_every: int | None = None, checkpoint_seconds: float | None = 600.0,
           resume: bool = False, init_from: str | Path | None = None, overwrite: bool = False,
           data_format: str | None = None, label_column: str | int | None = None, header: bool | None = None,
-          zero_based: bool | None = None, progress: Progress | None = None, on_event=None) -> TrainResult:
+          zero_based: bool | None = None, weight_column: str | int | None = None,
+          columns: list[str | int] | None = None, progress: Progress | None = None, on_event=None) -> TrainResult:
     """Train `algorithm` on `data` into the run folder `out`. See the module docstring."""
     algo = algorithms.get(algorithm)
     out = Path(out)
@@ -105,7 +106,7 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
     state: State | None = None
     position: dict[str, Any] | None = None
     run = {"mini_batch_size": None, "seed": seed, "data_format": data_format, "label_column": label_column,
-           "zero_based": zero_based}
+           "zero_based": zero_based, "weight_column": weight_column, "columns": list(columns) if columns else None}
     if resume:
         if not state_path.exists():
             raise UsageError(f"--resume: {out} holds no checkpoint ({STATE_FILE}); start without --resume")
@@ -117,6 +118,7 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
         run = {k: (saved.get(k) if v is None else v) for k, v in run.items()}
         _check_same_run(saved, {**run, "mini_batch_size": hp["mini_batch_size"]})
         data_format, label_column = run["data_format"], run["label_column"]
+        weight_column, columns = run["weight_column"], run["columns"]
         position = state.meta.get("position")
     elif init_from:
         state = State.load(init_from).to(dev)
@@ -140,14 +142,15 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
     epochs = hp["epochs"]
 
     # sparse formats (LibSVM) take their width from the algorithm's feature_dim
-    sparse_options = {"n_features": hp.get("feature_dim"), "zero_based": bool(run["zero_based"])}
-    stream = Stream(data, data_format=data_format, label_column=label_column, header=header, **sparse_options)
+    options = {"n_features": hp.get("feature_dim"), "zero_based": bool(run["zero_based"]),
+               "weight_column": weight_column, "columns": columns}
+    stream = Stream(data, data_format=data_format, label_column=label_column, header=header, **options)
     check_sparse(algo, stream)
     if epochs > 1 and not stream.seekable:
         raise UsageError(f"--epochs {epochs} needs a source that can be read again; {stream.name} "
                          "can be read once (standard input, a pipe or a compressed stream)")
     val_stream = Stream(validation, data_format=data_format, label_column=label_column, header=header,
-                        **sparse_options) if validation is not None else None
+                        **options) if validation is not None else None
     out.mkdir(parents=True, exist_ok=True)
     (out / MODEL_FILE).unlink(missing_ok=True)  # a model appears only once this run has finished
     metrics = Metrics(out / METRICS_FILE)

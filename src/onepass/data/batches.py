@@ -23,17 +23,19 @@ from .sparse import CSR
 
 READERS = {"csv": csv.read, "parquet": parquet.read, "npy": npy.read, "libsvm": libsvm.read}
 SPARSE_FORMATS = ("libsvm",)  # their batches' x is a torch sparse CSR tensor
+COLUMN_FORMATS: tuple[str, ...] = ()  # formats whose readers take `columns` (feature columns chosen by name)
 
 
 @dataclass
 class Batch:
-    """One mini-batch: features (n, d) float32, dense or sparse CSR (sparse formats), optional labels (n,), and
-    where the stream stands after it."""
+    """One mini-batch: features (n, d) float32, dense or sparse CSR (sparse formats), optional labels (n,) and
+    weights (n,), and where the stream stands after it."""
 
     x: torch.Tensor
     y: torch.Tensor | None = None
     position: dict[str, Any] = field(default_factory=dict)
     fraction: float | None = None  # share of the epoch read, when the size is known
+    w: torch.Tensor | None = None  # per-record weights; None means every record weighs 1
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -46,18 +48,31 @@ class Stream:
     data_format:  ``csv``, ``parquet``, ``npy`` or ``libsvm``; detected from the file names when None.
     label_column: None for unsupervised data; ``first``, ``last``, an index or a column name otherwise.
     header:       CSV only: True, False, or None to detect a header line.
+    weight_column: None, or the column (index or name) holding each record's weight (dense formats with columns).
+    columns:      the feature columns (names or indices) to read, in this order; None reads every column that is
+                  not the label or the weight.
     n_features:   LibSVM only (required there): the batches' width.
     zero_based:   LibSVM only: feature indices start at 0 (default: at 1, as SVMlight's).
     """
 
     def __init__(self, source, data_format: str | None = None, label_column: str | int | None = None,
-                 header: bool | None = None, n_features: int | None = None, zero_based: bool = False):
+                 header: bool | None = None, n_features: int | None = None, zero_based: bool = False,
+                 weight_column: str | int | None = None, columns: list[str | int] | None = None):
         self.source = source
         self.inputs: list[Input] = resolve(source)
         self.format = detect_format(self.inputs, data_format)
         self.label_column = label_column
         self.header = header
         self.options = {"n_features": n_features, "zero_based": bool(zero_based)} if self.sparse else {}
+        if weight_column is not None and weight_column != "none":
+            if self.format in SPARSE_FORMATS:
+                raise UsageError(f"--weight-column: {self.format} records have no columns to take a weight from")
+            self.options["weight"] = weight_column
+        if columns:
+            if self.format not in COLUMN_FORMATS:
+                raise UsageError(f"--columns: {self.format} input cannot choose columns "
+                                 f"(formats that can: {', '.join(COLUMN_FORMATS)})")
+            self.options["columns"] = list(columns)
 
     @property
     def sparse(self) -> bool:
@@ -104,6 +119,7 @@ class Stream:
         total = self.total_bytes
         xs: list[np.ndarray] = []
         ys: list[np.ndarray] = []
+        ws: list[np.ndarray] = []
         have, dim = 0, None
         for ch in self.chunks(start):
             if dim is None:
@@ -118,26 +134,29 @@ class Stream:
                 xs.append(ch.x[s:s + take])
                 if ch.y is not None:
                     ys.append(ch.y[s:s + take])
+                if ch.w is not None:
+                    ws.append(ch.w[s:s + take])
                 s, have = s + take, have + take
                 if have == batch_size:
                     records += have
-                    yield self._batch(xs, ys, ch, s, records, sizes, total)
-                    xs, ys, have = [], [], 0
+                    yield self._batch(xs, ys, ws, ch, s, records, sizes, total)
+                    xs, ys, ws, have = [], [], [], 0
         if have:
             records += have
-            yield self._batch(xs, ys, ch, len(ch), records, sizes, total)
+            yield self._batch(xs, ys, ws, ch, len(ch), records, sizes, total)
 
-    def _batch(self, xs, ys, ch: Chunk, s: int, records: int, sizes, total) -> Batch:
+    def _batch(self, xs, ys, ws, ch: Chunk, s: int, records: int, sizes, total) -> Batch:
         if isinstance(xs[0], CSR):
             x = CSR.vstack(xs).to_torch()  # never densified
         else:
             x = torch.from_numpy(xs[0] if len(xs) == 1 else np.concatenate(xs))
         y = (torch.from_numpy(ys[0] if len(ys) == 1 else np.concatenate(ys))) if ys else None
+        w = (torch.from_numpy(ws[0] if len(ws) == 1 else np.concatenate(ws))) if ws else None
         # offset_line: the line (CSV) at `offset`, so that errors after a resume name the right lines
         position = {"file": ch.file, "path": self.inputs[ch.file].path, "offset": ch.offset,
                     "skip": ch.base + s, "line": ch.line + s, "offset_line": ch.line, "records": records}
         fraction = (sum(sizes[:ch.file]) + ch.fraction * sizes[ch.file]) / total if total else None
-        return Batch(x, y, position, fraction)
+        return Batch(x, y, position, fraction, w)
 
 
 _END = object()

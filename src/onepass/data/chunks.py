@@ -21,6 +21,7 @@ class Chunk:
     base:     records between `offset` and this chunk's first record.
     line:     line number (CSV, 1-based) or row number (0-based) of the first record, for messages.
     fraction: share of the input read once this chunk is done (0..1), for the progress display.
+    w:        per-record weights, float32, shape (n,), or None (every record weighs 1).
     """
 
     x: np.ndarray | CSR
@@ -30,12 +31,13 @@ class Chunk:
     base: int
     line: int
     fraction: float
+    w: np.ndarray | None = None
 
     def __len__(self) -> int:
         return self.x.shape[0]
 
 
-def resolve_label(label: str | int | None, names: list[str], source: str) -> int | None:
+def resolve_label(label: str | int | None, names: list[str], source: str, option: str = "--label-column") -> int | None:
     """The index of the label column: None, 'none', 'first', 'last', an index, or a column name."""
     if label is None or label == "none":
         return None
@@ -46,12 +48,32 @@ def resolve_label(label: str | int | None, names: list[str], source: str) -> int
     if isinstance(label, int) or (isinstance(label, str) and label.lstrip("-").isdigit()):
         i = int(label)
         if not -len(names) <= i < len(names):
-            raise UsageError(f"--label-column {label}: {source} has only {len(names)} columns")
+            raise UsageError(f"{option} {label}: {source} has only {len(names)} columns")
         return i % len(names)
     if label in names:
         return names.index(label)
-    raise UsageError(f"--label-column {label!r}: no such column in {source}; columns: {', '.join(names[:20])}"
+    raise UsageError(f"{option} {label!r}: no such column in {source}; columns: {', '.join(names[:20])}"
                      + (" ..." if len(names) > 20 else ""))
+
+
+def resolve_columns(label: str | int | None, weight: str | int | None, names: list[str],
+                    source: str) -> tuple[int | None, int | None, list[int]]:
+    """The label column, the weight column and the feature columns (all the others), by index."""
+    y_col = resolve_label(label, names, source)
+    w_col = resolve_label(weight, names, source, "--weight-column") if weight is not None else None
+    if w_col is not None and w_col == y_col:
+        raise UsageError(f"--weight-column and --label-column name the same column ({names[w_col]!r}) of {source}")
+    return y_col, w_col, [i for i in range(len(names)) if i not in (y_col, w_col)]
+
+
+def check_weights(w: np.ndarray, source: str, first: int, *, unit: str = "row", line_of=None) -> None:
+    """Weights are finite and not negative; name the first record whose weight is not."""
+    bad = ~np.isfinite(w) | (w < 0)
+    if bad.any():
+        r = int(np.flatnonzero(bad)[0])
+        where = line_of(r) if line_of else first + r
+        raise DataError(f"weight is {w[r]} (weights must be finite and not negative)", source=source,
+                        **{unit: where}, reason="bad weight")
 
 
 def check_finite(x: np.ndarray, source: str, first: int, *, unit: str = "row", line_of=None) -> None:

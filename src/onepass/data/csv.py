@@ -8,9 +8,7 @@ exact line and reason. Line numbers count ``\\n`` characters, as editors and ``w
 
 from __future__ import annotations
 
-import bz2
 import csv as _pycsv
-import gzip
 import io
 import lzma
 import re
@@ -23,13 +21,13 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from ..errors import DataError
-from .chunks import Chunk, resolve_label
+from .chunks import Chunk, check_weights, resolve_columns
+from .opening import COMPRESSED, open_input
 from .sources import Input
 
 BLOCK_SIZE = 1 << 22  # 4 MiB: big enough for pyarrow's threads, small enough that peak memory stays flat
 
 _BOM = b"\xef\xbb\xbf"
-_OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 # What a broken input raises while it is read: a truncated compressed stream (EOFError), corrupt compressed data
 # (zlib.error, LZMAError, BadGzipFile, OSError), or an I/O error.
 _READ_ERRORS = (EOFError, OSError, zlib.error, lzma.LZMAError)
@@ -41,11 +39,7 @@ _CONTENT = re.compile(rb"[^\r\n]")  # a block holds a record iff it holds a byte
 
 
 def _open(inp: Input) -> BinaryIO:
-    if inp.path == "-":
-        return sys.stdin.buffer
-    lower = inp.path.lower()
-    opener = next((o for ext, o in _OPENERS.items() if lower.endswith(ext)), open)
-    return opener(inp.path, "rb")
+    return open_input(inp)
 
 
 class _Broken(Exception):
@@ -102,11 +96,12 @@ def _is_number(field: str) -> bool:
 
 
 def read(inp: Input, file_index: int, *, label: str | int | None = None, header: bool | None = None,
-         start: int = 0, line: int = 1, block_size: int | None = None) -> Iterator[Chunk]:
+         start: int = 0, line: int = 1, block_size: int | None = None,
+         weight: str | int | None = None) -> Iterator[Chunk]:
     """Yield chunks of `inp` from byte offset `start` (0, or an offset that a chunk reported, whose line is `line`)."""
     block_size = block_size or BLOCK_SIZE  # read at call time, so that tests can shrink it
     lower = inp.path.lower()
-    for ext in _OPENERS:
+    for ext in COMPRESSED:
         lower = lower.removesuffix(ext)
     delimiter = "\t" if lower.endswith(".tsv") else ","
     name = inp.path if inp.path != "-" else "<stdin>"
@@ -122,11 +117,10 @@ def read(inp: Input, file_index: int, *, label: str | int | None = None, header:
                             source=name, line=blanks + 1, reason="parse error")
         names = [v.strip() for v in fields] if has_header else [f"c{i}" for i in range(len(fields))]
         ncols = len(fields)
-        y_col = resolve_label(label, names, name)
-        x_cols = [i for i in range(ncols) if i != y_col]
+        y_col, w_col, x_cols = resolve_columns(label, weight, names, name)
         if not x_cols:
-            raise DataError(f"no feature columns: the only column ({names[0]!r}) is the label", source=name,
-                            line=blanks + 1, reason="no features")
+            raise DataError(f"no feature columns: every column ({', '.join(map(repr, names))}) is the label or "
+                            "the weight", source=name, line=blanks + 1, reason="no features")
         if start == 0:  # the records begin after the header, or with the line already read
             start, pending = (consumed, b"") if has_header else (consumed - len(first), first)
             line = blanks + (2 if has_header else 1)
@@ -136,7 +130,7 @@ def read(inp: Input, file_index: int, *, label: str | int | None = None, header:
             except _READ_ERRORS as e:
                 raise _broken(e, name, line) from None
             pending = b""
-        yield from _chunks(f, inp, name, file_index, start, line, pending, ncols, x_cols, y_col,
+        yield from _chunks(f, inp, name, file_index, start, line, pending, ncols, x_cols, y_col, w_col,
                            delimiter, block_size, has_header)
     except _READ_ERRORS as e:  # opening the input
         raise _broken(e, name, None) from None
@@ -165,7 +159,7 @@ def _read_first_line(f: BinaryIO, name: str) -> tuple[bytes, int, int]:
     return first, consumed + len(first), blanks
 
 
-def _chunks(f, inp, name, file_index, offset, line, carry, ncols, x_cols, y_col, delimiter, block_size,
+def _chunks(f, inp, name, file_index, offset, line, carry, ncols, x_cols, y_col, w_col, delimiter, block_size,
             has_header) -> Iterator[Chunk]:
     """Blocks of whole lines; `offset` is always the byte offset of `carry`'s first byte in the file, `line` its
     line number."""
@@ -207,10 +201,14 @@ def _chunks(f, inp, name, file_index, offset, line, carry, ncols, x_cols, y_col,
         if table is None:
             _diagnose(bytes(block), line, ncols, delimiter, name, message)
         x, y = _to_numpy(table, x_cols, y_col)
-        if not np.isfinite(x).all() or (y is not None and not np.isfinite(y).all()):
+        w = np.array(table.column(w_col).to_numpy(), dtype=np.float32) if w_col is not None else None
+        if not np.isfinite(x).all() or (y is not None and not np.isfinite(y).all()) or (
+                w is not None and not np.isfinite(w).all()):
             _diagnose(bytes(block), line, ncols, delimiter, name, "a value is missing or not finite")
+        if w is not None:
+            check_weights(w, name, line, unit="line", line_of=lambda r: _line_of_record(bytes(block), line, r, delimiter))
         seen_any = True
-        yield Chunk(x, y, file_index, offset, 0, line, (offset + end) / inp.size if inp.size else 0.0)
+        yield Chunk(x, y, file_index, offset, 0, line, (offset + end) / inp.size if inp.size else 0.0, w)
         offset += end
         line += newlines
         if not data:
@@ -225,6 +223,14 @@ def _to_numpy(table: pa.Table, x_cols: list[int], y_col: int | None) -> tuple[np
         x[:, j] = table.column(i).to_numpy()
     y = np.array(table.column(y_col).to_numpy(), dtype=np.float32) if y_col is not None else None
     return x, y
+
+
+def _line_of_record(block: bytes, first_line: int, index: int, delimiter: str) -> int:
+    """The line number of the block's record number `index` (0-based): the slow path, for messages only."""
+    for i, (lineno, _) in enumerate(_rows(block, first_line, delimiter, "")):
+        if i == index:
+            return lineno
+    return first_line
 
 
 def _rows(block: bytes, first_line: int, delimiter: str, name: str) -> Iterator[tuple[int, list[str]]]:

@@ -7,14 +7,15 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import DataError
-from .chunks import Chunk, check_finite, resolve_label
+from .chunks import Chunk, check_finite, check_weights, resolve_columns
 from .sources import Input
 
 SLICE_BYTES = 1 << 24
 
 
 def read(inp: Input, file_index: int, *, label: str | int | None = None, header: bool | None = None,
-         start: int = 0, line: int = 0, block_size: int | None = None) -> Iterator[Chunk]:
+         start: int = 0, line: int = 0, block_size: int | None = None,
+         weight: str | int | None = None) -> Iterator[Chunk]:
     """Yield chunks from row `start` on; a chunk's offset is its first row."""
     try:
         arr = np.load(inp.path, mmap_mode="r", allow_pickle=False)
@@ -27,15 +28,18 @@ def read(inp: Input, file_index: int, *, label: str | int | None = None, header:
                         source=inp.path, reason="bad npy")
     if arr.shape[0] == 0:
         raise DataError("file is empty: no records", source=inp.path, reason="empty")
-    y_col = resolve_label(label, [str(i) for i in range(arr.shape[1])], inp.path)
-    x_cols = [i for i in range(arr.shape[1]) if i != y_col]
+    y_col, w_col, x_cols = resolve_columns(label, weight, [str(i) for i in range(arr.shape[1])], inp.path)
+    everything = len(x_cols) == arr.shape[1]
     step = max(1, SLICE_BYTES // max(1, arr.shape[1] * arr.itemsize))
     for r in range(start, arr.shape[0], step):
         block = np.asarray(arr[r:r + step])
         # always a copy: a view of the read-only memory map would make read-only (crashing on in-place use) batches
-        x = np.array(block[:, x_cols] if y_col is not None else block, dtype=np.float32, order="C", copy=True)
+        x = np.array(block if everything else block[:, x_cols], dtype=np.float32, order="C", copy=True)
         y = block[:, y_col].astype(np.float32) if y_col is not None else None
+        w = block[:, w_col].astype(np.float32) if w_col is not None else None
         check_finite(x, inp.path, r)
         if y is not None:
             check_finite(y[:, None], inp.path, r)
-        yield Chunk(x, y, file_index, r, 0, r, min(1.0, (r + step) / arr.shape[0]))
+        if w is not None:
+            check_weights(w, inp.path, r)
+        yield Chunk(x, y, file_index, r, 0, r, min(1.0, (r + step) / arr.shape[0]), w)
