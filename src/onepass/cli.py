@@ -10,13 +10,14 @@ import argparse
 import functools
 from contextlib import closing
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import __version__, algorithms, datasets, merge
+from . import __version__, algorithms, datasets, distributed, merge
 from ._files import read_file
 from .algorithms.base import Model
 from .data.batches import Stream
@@ -85,6 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--overwrite", action="store_true", help="start over in a DIR that holds a state")
     t.add_argument("--hyperparameters", metavar="FILE.json", help="a SageMaker hyperparameter JSON file")
     t.add_argument("--quiet", action="store_true", help="no progress line")
+    t.add_argument("--nproc", type=int, metavar="N", help="train on N local processes (launches torchrun; "
+                   "each process reads its shard and needs its own core: --threads 1 on N cores)")
+    t.add_argument("--max-restarts", type=int, default=0, metavar="R",
+                   help="with --nproc: restart the processes up to R times after a failure, from the last checkpoint")
+    t.add_argument("--sync-every", type=int, metavar="K", help="several processes, SGD algorithms: average the "
+                   "models every K mini-batches (default: once, at the end)")
+    t.add_argument("--dist-timeout", type=float, metavar="S", help="several processes: seconds to wait for the "
+                   "others to start or answer before failing (default 300)")
     _add_data_options(t)
 
     f = sub.add_parser("finalize", allow_abbrev=False, help="another model from a state, without reading data")
@@ -145,6 +154,8 @@ def cmd_train(args, extra: list[str]) -> int:
     if args.hyperparameters:
         hp.update({k.replace("-", "_"): v for k, v in load_json(args.hyperparameters).items()})
     hp.update(_extra_options(extra, "train"))
+    if args.nproc and args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return distributed.launch(args.argv, args.nproc, args.max_restarts)
     result = train(args.algorithm, args.data, args.out, hyperparameters=hp, validation=args.validation,
                    epochs=args.epochs, mini_batch_size=args.mini_batch_size, device=args.device,
                    threads=args.threads, seed=args.seed, checkpoint_every=args.checkpoint_every,
@@ -152,7 +163,10 @@ def cmd_train(args, extra: list[str]) -> int:
                    init_from=args.init_from, overwrite=args.overwrite, data_format=args.data_format,
                    label_column=_label(args.label_column), header=_header(args.csv_header),
                    zero_based=args.zero_based, weight_column=_label(args.weight_column), columns=args.columns,
-                   progress=_progress(args.quiet))
+                   sync_every=args.sync_every, dist_timeout=args.dist_timeout,
+                   progress=_progress(args.quiet or distributed.rank() > 0))
+    if distributed.rank() > 0:
+        return 0  # rank 0 speaks for all processes
     st, model = result.state, result.model
     print(f"trained {st.algorithm} on {st.meta['records_seen']:,} records of {st.meta['n_features']} features"
           + (f" ({len(st.meta['lineage'])} earlier run(s) continued)" if st.meta.get("lineage") else ""))
@@ -319,6 +333,7 @@ COMMANDS = {"train": cmd_train, "finalize": cmd_finalize, "predict": cmd_predict
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)  # for `train --nproc`, which runs them again
     tune_allocator()
     try:
         return COMMANDS[args.command](args, extra)

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from . import algorithms
+from . import algorithms, distributed
 from .algorithms.base import Model
 from .data.batches import Stream
 from .errors import IncompatibleStateError, Interrupted, UsageError
@@ -86,7 +86,8 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
           resume: bool = False, init_from: str | Path | None = None, overwrite: bool = False,
           data_format: str | None = None, label_column: str | int | None = None, header: bool | None = None,
           zero_based: bool | None = None, weight_column: str | int | None = None,
-          columns: list[str | int] | None = None, progress: Progress | None = None, on_event=None) -> TrainResult:
+          columns: list[str | int] | None = None, sync_every: int | None = None,
+          dist_timeout: float | None = None, progress: Progress | None = None, on_event=None) -> TrainResult:
     """Train `algorithm` on `data` into the run folder `out`. See the module docstring."""
     algo = algorithms.get(algorithm)
     out = Path(out)
@@ -102,7 +103,16 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
         raise UsageError("--resume and --init-from exclude each other: resume continues this run, "
                          "--init-from starts a new run from an earlier state")
 
-    state_path = out / STATE_FILE
+    # Under torchrun: join the other processes, checking they were all given the same (distributed.py).
+    session, dev = distributed.Session.from_env(dev, algo, dict(
+        algorithm=algo.NAME, data=data, out=str(out), hyperparameters=given, validation=validation, seed=seed,
+        resume=resume, init_from=init_from, overwrite=overwrite, checkpoint_every=checkpoint_every,
+        checkpoint_seconds=checkpoint_seconds, data_format=data_format, label_column=label_column, header=header,
+        zero_based=zero_based, weight_column=weight_column, columns=columns),
+        timeout=dist_timeout, sync_every=sync_every)
+    if session and session.restarted and session.has_checkpoint(out):
+        resume, init_from = True, None  # torchrun restarted the group after a failure: continue the checkpoint
+    state_path = session.checkpoint_path(out, resume) if session else out / STATE_FILE
     state: State | None = None
     position: dict[str, Any] | None = None
     run = {"mini_batch_size": None, "seed": seed, "data_format": data_format, "label_column": label_column,
@@ -128,12 +138,16 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
         state.meta["lineage"] = state.meta.get("lineage", []) + [
             {"init_from": str(init_from), "records_seen": state.meta.get("records_seen")}]
         state.meta["complete"] = False
+        if session:
+            state = session.continued(state, algo, seed if seed is not None else state.meta.get("seed", 0))
     else:
         hp = algo.HYPERPARAMETERS.parse(given)
         if state_path.exists() and not overwrite:
             raise UsageError(f"{out} already holds a training state; use --resume to continue it, "
                              f"--init-from {out} to continue it on new data, or --overwrite to start over")
-        for name in (STATE_FILE, MODEL_FILE, METRICS_FILE):
+        if session:
+            session.clear(out)  # rank 0 removes every process's files, then all meet
+        for name in (STATE_FILE, MODEL_FILE, METRICS_FILE) if not session else ():
             (out / name).unlink(missing_ok=True)
     run["mini_batch_size"] = hp["mini_batch_size"]
     run["zero_based"] = bool(run["zero_based"])
@@ -144,7 +158,10 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
     # sparse formats (LibSVM) take their width from the algorithm's feature_dim
     options = {"n_features": hp.get("feature_dim"), "zero_based": bool(run["zero_based"]),
                "weight_column": weight_column, "columns": columns}
-    stream = Stream(data, data_format=data_format, label_column=label_column, header=header, **options)
+    stream = Stream(data, data_format=data_format, label_column=label_column, header=header,
+                    shard=session and session.shard, **options)
+    if session:
+        session.check_inputs(stream)
     check_sparse(algo, stream)
     if epochs > 1 and not stream.seekable:
         raise UsageError(f"--epochs {epochs} needs a source that can be read again; {stream.name} "
@@ -153,7 +170,7 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
                         **options) if validation is not None else None
     out.mkdir(parents=True, exist_ok=True)
     (out / MODEL_FILE).unlink(missing_ok=True)  # a model appears only once this run has finished
-    metrics = Metrics(out / METRICS_FILE)
+    metrics = Metrics(out / (session.metrics_name if session else METRICS_FILE))
     progress = progress or Progress()
     start_epoch = 0
     if position and position.get("complete"):
@@ -172,13 +189,19 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
     last_ckpt_records = state.meta.get("records_seen", 0) if state else 0
     last_ckpt_time = time.monotonic()
     val_metrics: dict[str, float] = {}
+    if session:  # decided together, over every process's records (Session.batches)
+        session.checkpoint_every, session.checkpoint_seconds = checkpoint_every, checkpoint_seconds
+        checkpoint_every = checkpoint_seconds = None
 
     def checkpoint(reason: str) -> None:
         nonlocal last_ckpt_records, last_ckpt_time
         if state is None:
             return
         state.meta["run"] = run
-        state.save(state_path)
+        if session:
+            session.checkpoint(out, state, reason)  # every process's part together, then rank 0's manifest
+        else:
+            state.save(state_path)
         last_ckpt_records, last_ckpt_time = state.meta["records_seen"], time.monotonic()
         metrics.log("checkpoint", reason=reason, records_seen=state.meta["records_seen"],
                     position=state.meta.get("position"))
@@ -188,7 +211,7 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
             for epoch in range(start_epoch, epochs):
                 # closed however the loop ends, so the read-ahead thread stops before the process exits
                 with closing(stream.batches(hp["mini_batch_size"], start=position)) as batches:
-                    for batch in batches:
+                    for batch in (session.batches(batches, lambda: state, checkpoint) if session else batches):
                         if state is None:
                             state = algo.init(hp, batch.x.shape[1], seed, dev)
                         state = algo.update(state, batch)
@@ -218,8 +241,11 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
     state.meta["position"] = {"epoch": epochs, "file": None, "records": 0, "complete": True}
     state.meta["complete"] = True
     checkpoint("finished")
-    model = algo.finalize(state)
-    model.save(out / MODEL_FILE)
+    if session:  # rank 0 merges every process's state and alone writes the final state and model
+        state, model = session.finish(out, state, algo, metrics)
+    else:
+        model = algo.finalize(state)
+        model.save(out / MODEL_FILE)
     summary = {**algo.describe(state), **{f"validation:{k}": v for k, v in val_metrics.items()}}
     metrics.log("finished", model=str(out / MODEL_FILE), model_meta=model.meta, **summary)
     return TrainResult(state, model, out, summary)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterator
 
 import numpy as np
@@ -53,14 +53,21 @@ class Stream:
                   not the label or the weight.
     n_features:   LibSVM only (required there): the batches' width.
     zero_based:   LibSVM only: feature indices start at 0 (default: at 1, as SVMlight's).
+    shard:        (rank, world_size): read only this worker's share, so that N workers read every record once:
+                  whole files when there are at least N (balanced by size), else every N-th record.
     """
 
     def __init__(self, source, data_format: str | None = None, label_column: str | int | None = None,
                  header: bool | None = None, n_features: int | None = None, zero_based: bool = False,
-                 weight_column: str | int | None = None, columns: list[str | int] | None = None):
+                 weight_column: str | int | None = None, columns: list[str | int] | None = None,
+                 shard: tuple[int, int] | None = None):
         self.source = source
         self.inputs: list[Input] = resolve(source)
         self.format = detect_format(self.inputs, data_format)
+        self.all_inputs = self.inputs  # before sharding (workers check they all found the same)
+        self.stride: tuple[int, int] | None = None  # (rank, world_size) when records are shared out by stride
+        if shard is not None:
+            self._shard(*shard)
         self.label_column = label_column
         self.header = header
         self.options = {"n_features": n_features, "zero_based": bool(zero_based)} if self.sparse else {}
@@ -73,6 +80,18 @@ class Stream:
                 raise UsageError(f"--columns: {self.format} input cannot choose columns "
                                  f"(formats that can: {', '.join(COLUMN_FORMATS)})")
             self.options["columns"] = list(columns)
+
+    def _shard(self, rank: int, world: int) -> None:
+        if not 0 <= rank < world:
+            raise UsageError(f"shard ({rank}, {world}): the rank must lie in 0..{world - 1}")
+        if world == 1:
+            return
+        if any(i.path == "-" for i in self.inputs):
+            raise UsageError(f"standard input cannot be shared out between {world} processes; give files")
+        if len(self.inputs) >= world:
+            self.inputs = [self.inputs[i] for i in shard_files([i.size or 0 for i in self.inputs], world)[rank]]
+        else:
+            self.stride = (rank, world)
 
     @property
     def sparse(self) -> bool:
@@ -115,6 +134,8 @@ class Stream:
     def _rebatch(self, batch_size: int, start: dict[str, Any] | None) -> Iterator[Batch]:
         skip = int(start.get("skip", 0)) if start else 0
         records = int(start.get("records", 0)) if start else 0
+        # by stride: `index` counts every record of the source (all ranks'), to pick this rank's
+        index = int(start["index"]) - skip if start and self.stride else 0
         sizes = [i.size or 0 for i in self.inputs]
         total = self.total_bytes
         xs: list[np.ndarray] = []
@@ -129,23 +150,31 @@ class Stream:
                                 source=self.inputs[ch.file].path, reason="wrong field count")
             s = min(skip, len(ch))
             skip -= s
-            while s < len(ch):
-                take = min(batch_size - have, len(ch) - s)
-                xs.append(ch.x[s:s + take])
-                if ch.y is not None:
-                    ys.append(ch.y[s:s + take])
-                if ch.w is not None:
-                    ws.append(ch.w[s:s + take])
+            # part: this rank's records of ch, whose record i is ch's record first + i step
+            part, first, step, at = ch, 0, 1, index
+            if self.stride:
+                rank, step = self.stride
+                first, index = s + (rank - at - s) % step, index + len(ch)
+                part, s = _every(ch, first, step), 0
+            while s < len(part):
+                take = min(batch_size - have, len(part) - s)
+                xs.append(part.x[s:s + take])
+                if part.y is not None:
+                    ys.append(part.y[s:s + take])
+                if part.w is not None:
+                    ws.append(part.w[s:s + take])
                 s, have = s + take, have + take
                 if have == batch_size:
                     records += have
-                    yield self._batch(xs, ys, ws, ch, s, records, sizes, total)
+                    yield self._batch(xs, ys, ws, ch, min(first + s * step, len(ch)), records, sizes, total, at)
                     xs, ys, ws, have = [], [], [], 0
         if have:
             records += have
-            yield self._batch(xs, ys, ws, ch, len(ch), records, sizes, total)
+            yield self._batch(xs, ys, ws, ch, len(ch), records, sizes, total, at)
 
-    def _batch(self, xs, ys, ws, ch: Chunk, s: int, records: int, sizes, total) -> Batch:
+    def _batch(self, xs, ys, ws, ch: Chunk, s: int, records: int, sizes, total, at: int = 0) -> Batch:
+        """A batch of the records in xs, ys, ws; the next record is record `s` of `ch`, whose first is number `at`
+        of the source (counted for stride sharding only)."""
         if isinstance(xs[0], CSR):
             x = CSR.vstack(xs).to_torch()  # never densified
         else:
@@ -155,8 +184,35 @@ class Stream:
         # offset_line: the line (CSV) at `offset`, so that errors after a resume name the right lines
         position = {"file": ch.file, "path": self.inputs[ch.file].path, "offset": ch.offset,
                     "skip": ch.base + s, "line": ch.line + s, "offset_line": ch.line, "records": records}
+        if self.stride:
+            position["index"] = at + s
         fraction = (sum(sizes[:ch.file]) + ch.fraction * sizes[ch.file]) / total if total else None
         return Batch(x, y, position, fraction, w)
+
+
+def shard_files(sizes: list[int], world: int) -> list[list[int]]:
+    """Files per rank, balanced by bytes: largest first to the least loaded rank (ties: the lower rank); each
+    rank's files stay in source order. Equal sizes give file i to rank i mod N."""
+    load, out = [0] * world, [[] for _ in range(world)]
+    for i in sorted(range(len(sizes)), key=lambda i: (-sizes[i], i)):
+        r = min(range(world), key=lambda r: (load[r], r))
+        load[r] += sizes[i]
+        out[r].append(i)
+    return [sorted(files) for files in out]
+
+
+def _every(ch: Chunk, first: int, step: int) -> Chunk:
+    """Records first, first + step, ... of `ch` (copied: stride sharding keeps one in `step`)."""
+    if isinstance(ch.x, CSR):
+        rows = np.arange(first, len(ch), step)
+        lengths = np.diff(ch.x.indptr)[rows]
+        indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        at = np.repeat(ch.x.indptr[rows] - indptr[:-1], lengths) + np.arange(indptr[-1])
+        x = CSR(indptr, ch.x.indices[at], ch.x.data[at], (len(rows), ch.x.shape[1]))
+    else:
+        x = np.ascontiguousarray(ch.x[first::step])
+    pick = (lambda a: None if a is None else np.ascontiguousarray(a[first::step]))
+    return replace(ch, x=x, y=pick(ch.y), w=pick(ch.w))
 
 
 _END = object()

@@ -1,0 +1,484 @@
+"""Data-parallel training on torch.distributed: the trainer's glue for several processes.
+
+Launched by torchrun (or anything that sets RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT), every process reads
+its own shard of the source (`Stream(shard=(rank, world_size))`) and trains a local state; `train` asks this
+module for everything the processes must do together:
+
+- start: join the process group (gloo on CPU, NCCL on CUDA) within `--dist-timeout` seconds, and check that every
+  process was started with the same settings (a mismatch names the differing keys; no hang, no silent mix).
+- control: between batches, about every CONTROL_SECONDS (or every `--sync-every` K steps), one all_reduce of a
+  few numbers decides together whether to checkpoint (records or seconds), whether to stop (a signal reached
+  any process) and whether every shard is done. A process whose shard ends keeps answering these collectives
+  until all are done, so shards of unequal size never deadlock.
+- model averaging (`--sync-every K`, SGD algorithms only): the state tensors an algorithm names in `AVERAGED`
+  are replaced every K steps by their average over the processes, weighted by the records each saw since the
+  last average (see algorithms/base.py).
+- checkpoints: each process writes its part as `state.rank{r}-of-{N}.g{G}.safetensors`; once all have, rank 0
+  writes `checkpoint.json` (atomically) naming generation G's N files; only then are older generations removed.
+  A crash at any point leaves the previous manifest and the complete set of files it names. Resume needs the
+  same N: each part holds its own shard's stream position.
+- finish: the states are gathered to rank 0 and merged by the algorithm's own `merge` (exact for PCA sums and
+  k-means summaries); rank 0 alone writes the final state and model, and hands both back to every process.
+
+States and settings travel as safetensors or JSON bytes in uint8 tensors: nothing is ever pickled (torch's
+`*_object` collectives pickle, so they are not used). The run folder must be shared by all processes.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import torch
+import torch.distributed as dist
+from safetensors.torch import load as _st_load
+from safetensors.torch import save as _st_save
+
+from . import _files
+from .algorithms.base import Model
+from .data.batches import Batch, Stream
+from .errors import IncompatibleStateError, Interrupted, OnepassError, StateFileError, UsageError
+from .progress import Metrics
+from .state import MODEL_FILE, STATE_FILE, State
+
+MANIFEST = "checkpoint.json"
+DEFAULT_TIMEOUT = 300.0  # seconds: joining the group and any one collective
+CONTROL_SECONDS = 0.05  # a control all_reduce costs ~1 ms on loopback gloo: at most ~2 % of the time
+_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+class DistributedError(OnepassError):
+    """The processes could not reach each other or could not write a checkpoint together (raised on every
+    process that can tell, instead of hanging)."""
+
+
+def rank() -> int:
+    """This process's rank under torchrun (0 when running alone)."""
+    return int(os.environ.get("RANK", "0") or 0)
+
+
+class Session:
+    """One process's part in a training run on several processes (None from `from_env` when running alone)."""
+
+    def __init__(self, rank: int, world: int, device: torch.device, averaged: tuple[str, ...],
+                 sync_every: int | None, owns_group: bool):
+        self.rank, self.world, self.device = rank, world, device
+        self.comm = device if device.type == "cuda" else torch.device("cpu")  # NCCL wants CUDA tensors
+        self.averaged, self.sync_every, self.owns_group = averaged, sync_every, owns_group
+        self.checkpoint_every: int | None = None  # set by the trainer: decided together, over all processes
+        self.checkpoint_seconds: float | None = None
+        self.generation = 0  # of the last checkpoint written (or resumed)
+        self._ckpt_records: int | None = None
+        self._ckpt_time = time.monotonic()
+        self._avg_records = 0
+        self._signal: int | None = None
+        self.stats = {"control_syncs": 0, "control_bytes": 0, "averages": 0, "average_bytes": 0,
+                      "checkpoints": 0, "gather_bytes": 0}
+
+    # ------------------------------------------------------------------------------------------ start
+
+    @classmethod
+    def from_env(cls, device: torch.device, algo, config: dict[str, Any], *, timeout: float | None = None,
+                 sync_every: int | None = None) -> tuple["Session | None", torch.device]:
+        """Join the process group torchrun describes, or (None, device) when this process runs alone.
+
+        `config`: what the user asked for (algorithm, hyperparameters, data, run settings); every process must
+        have been given the same, which is checked here. Returns the session and this process's device (with
+        CUDA, the GPU of its LOCAL_RANK unless one was named).
+        """
+        world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+        if world <= 1:
+            return None, device
+        missing = [k for k in _ENV if not os.environ.get(k)]
+        if missing:
+            raise UsageError(f"WORLD_SIZE={world} but {', '.join(missing)} not set: launch with torchrun "
+                             "(or `onepass train --nproc N`), which sets them")
+        r = int(os.environ["RANK"])
+        averaged = tuple(getattr(algo, "AVERAGED", ()))
+        if sync_every is not None:
+            if sync_every < 1:
+                raise UsageError(f"--sync-every must be at least 1, got {sync_every}")
+            if not averaged:
+                raise UsageError(f"--sync-every: {algo.NAME} has no averaged model; its states merge exactly once "
+                                 "at the end (only SGD algorithms average every K steps)")
+        if device.type == "cuda":
+            local = int(os.environ.get("LOCAL_RANK", "0") or 0)
+            device = torch.device("cuda", device.index if device.index is not None else local)
+            torch.cuda.set_device(device)
+        timeout = float(timeout or DEFAULT_TIMEOUT)
+        owns = not dist.is_initialized()
+        if owns:
+            where = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
+            try:
+                dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=r, world_size=world,
+                                        timeout=timedelta(seconds=timeout))
+            except Exception as e:  # torch raises DistStoreError, RuntimeError, TimeoutError... by backend
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise DistributedError(
+                    f"process {r} of {world} could not reach the others through {where} within {timeout:g} s "
+                    f"(--dist-timeout): {first}. Are all {world} processes started, with the same MASTER_ADDR "
+                    "and MASTER_PORT?") from None
+        session = cls(r, world, device, averaged, sync_every, owns)
+        session.check_same({**config, "sync_every": sync_every, "world_size": world,
+                            "device": device.type}, "settings")
+        return session, device
+
+    def check_same(self, config: dict[str, Any], what: str) -> None:
+        """Refuse to go on (on every process alike) unless every process holds the same `config`."""
+        blob = json.dumps(_files.to_jsonable(config), sort_keys=True, default=str).encode()
+        blobs = self._all_gather_bytes(blob)
+        if all(b == blob for b in blobs):
+            return
+        configs = [_flat(json.loads(b)) for b in blobs]
+        keys = sorted({k for c in configs for k in c if any(c.get(k) != o.get(k) for o in configs)})
+        raise UsageError(f"the {self.world} processes were started with different {what}; every process must be "
+                         "given the same. Differing: " + "; ".join(
+                             f"{k} (" + ", ".join(f"rank {r}: {c.get(k)!r}" for r, c in enumerate(configs)) + ")"
+                             for k in keys))
+
+    def check_inputs(self, stream: Stream) -> None:
+        """Every process must see the same files (names and sizes) before taking its shard of them."""
+        listing = [[i.path, i.size] for i in stream.all_inputs]
+        self.check_same({"inputs": hashlib.sha256(json.dumps(listing).encode()).hexdigest()},
+                        "inputs (the data changed while they started, or the paths differ)")
+
+    @property
+    def shard(self) -> tuple[int, int]:
+        return self.rank, self.world
+
+    @property
+    def restarted(self) -> bool:
+        """Whether torchrun restarted the group after a failure (then the run resumes its last checkpoint)."""
+        return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) > 0
+
+    @property
+    def metrics_name(self) -> str:
+        return "metrics.jsonl" if self.rank == 0 else f"metrics.rank{self.rank}.jsonl"
+
+    # ------------------------------------------------------------------------------------- run folder
+
+    def has_checkpoint(self, out: Path) -> bool:
+        return (out / MANIFEST).exists()
+
+    def checkpoint_path(self, out: Path, resume: bool) -> Path:
+        """With `resume`: this process's part of the last checkpoint. Otherwise the file whose existence means
+        that `out` already holds a run (the manifest, or a single-process state)."""
+        manifest = _read_manifest(out)
+        if not resume:
+            return out / MANIFEST if manifest is not None else out / STATE_FILE
+        if manifest is None:
+            hint = (f"; its {STATE_FILE} can be continued with --init-from" if (out / STATE_FILE).exists()
+                    else "; start without --resume")
+            raise UsageError(f"--resume: {out} holds no checkpoint of a run on several processes ({MANIFEST}){hint}")
+        n = manifest["world_size"]
+        if n != self.world:
+            raise IncompatibleStateError(
+                f"--resume: the checkpoint in {out} was written by {n} processes; resume it with {n} "
+                f"(--nproc {n}, or torchrun --nproc-per-node {n}), not {self.world}: each part holds its own "
+                "shard's stream position")
+        self.generation = int(manifest["generation"])
+        return out / manifest["files"][self.rank]
+
+    def clear(self, out: Path) -> None:
+        """Start over in `out`: rank 0 removes every process's files of earlier runs; then all meet."""
+        if self.rank == 0:
+            for p in [*out.glob("state.rank*-of-*.safetensors"), *out.glob(".state.rank*.tmp"),
+                      *out.glob("metrics.rank*.jsonl")]:
+                p.unlink(missing_ok=True)
+            for name in (MANIFEST, STATE_FILE, MODEL_FILE, "metrics.jsonl"):
+                (out / name).unlink(missing_ok=True)
+        self._sum([0.0])  # a barrier: nothing is written before every process has passed it
+
+    def continued(self, state: State, algo, seed: int) -> State:
+        """--init-from: rank 0 continues the state; the others start empty, so that the merge at the end counts
+        the earlier state once. SGD algorithms (AVERAGED) start every process from the earlier model."""
+        if self.rank == 0 or self.averaged:
+            return state
+        return algo.init(state.hyperparameters, state.meta["n_features"], seed, self.device)
+
+    # ------------------------------------------------------------------------------------ the loop
+
+    def batches(self, batches: Iterable[Batch], state_of: Callable[[], State | None],
+                checkpoint: Callable[[str], None]) -> Iterator[Batch]:
+        """This process's `batches`, with the collective decisions taken between them; ends when every
+        process's shard has ended. `state_of()` gives the current state, `checkpoint(reason)` writes one (it
+        calls `self.checkpoint` on every process at once)."""
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):  # held until the next control step (restored by train)
+                signal.signal(sig, self._on_signal)
+        it = iter(batches)
+        finished, steps, last = False, 0, time.monotonic()
+        if self._ckpt_records is None:
+            state = state_of()
+            self._ckpt_records = self._avg_records = state.meta["records_seen"] if state is not None else 0
+        while True:
+            if not finished:
+                batch = next(it, None)
+                if batch is None:
+                    finished = True
+                else:
+                    yield batch
+                    steps += 1
+                    due = steps % self.sync_every == 0 if self.sync_every else \
+                        time.monotonic() - last >= CONTROL_SECONDS
+                    if not due:
+                        continue
+            last = time.monotonic()
+            state = state_of()
+            records, signals, done, empty, elapsed = self._control(state, finished)
+            if empty:
+                raise UsageError(f"{int(empty)} of the {self.world} processes got no records: the source holds "
+                                 "fewer records than processes")
+            if self.sync_every:
+                self._average(state)
+            if signals:
+                name = signal.Signals(self._signal).name if self._signal else "a signal to another process"
+                checkpoint(f"signal {name}")
+                raise Interrupted(f"stopped by {name} after {state.meta['records_seen']:,} records on process "
+                                  f"{self.rank}; checkpoint generation {self.generation}; continue with --resume "
+                                  f"on {self.world} processes")
+            if (self.checkpoint_every and records >= self.checkpoint_every) or (
+                    self.checkpoint_seconds and elapsed >= self.checkpoint_seconds):
+                checkpoint("periodic")
+            if done == self.world:
+                return
+
+    def _on_signal(self, signum, frame) -> None:
+        self._signal = signum
+
+    def _control(self, state: State | None, finished: bool) -> list[float]:
+        """One all_reduce: records since the last checkpoint (all processes), signals, finished shards,
+        processes without a state, and rank 0's seconds since the last checkpoint."""
+        values = [float((state.meta["records_seen"] if state is not None else 0) - self._ckpt_records),
+                  float(self._signal is not None), float(finished), float(state is None),
+                  time.monotonic() - self._ckpt_time if self.rank == 0 else 0.0]
+        self.stats["control_syncs"] += 1
+        self.stats["control_bytes"] = 8 * len(values)
+        return self._sum(values)
+
+    def _average(self, state: State) -> None:
+        """Replace the AVERAGED tensors by their average over processes, weighted by the records each saw since
+        the last average (a process that saw none, its shard done, takes the others' average)."""
+        weight = float(state.meta["records_seen"] - self._avg_records)
+        self._avg_records = state.meta["records_seen"]
+        tensors = [state.tensors[name] for name in self.averaged]
+        flat = torch.cat([t.detach().reshape(-1).to(self.comm, torch.float64) * weight for t in tensors]
+                         + [torch.tensor([weight], dtype=torch.float64, device=self.comm)])
+        dist.all_reduce(flat)
+        self.stats["averages"] += 1
+        self.stats["average_bytes"] = flat.numel() * flat.element_size()
+        total = float(flat[-1])
+        if total <= 0:
+            return
+        at = 0
+        for t in tensors:
+            t.copy_((flat[at:at + t.numel()] / total).view(t.shape).to(t.device, t.dtype))
+            at += t.numel()
+
+    # ---------------------------------------------------------------------------------- checkpoints
+
+    def checkpoint(self, out: Path, state: State, reason: str) -> None:
+        """Every process writes its part of generation G + 1; once all have, rank 0 writes the manifest naming
+        them; then each removes its files of other generations. A failure anywhere leaves generation G."""
+        gen = self.generation + 1
+        name = f"state.rank{self.rank}-of-{self.world}.g{gen}.safetensors"
+        error = ""
+        try:
+            state.save(out / name)
+        except OSError as e:
+            error = f"{out / name}: {e}"
+        slots = [0.0] * (2 * self.world)
+        slots[self.rank], slots[self.world + self.rank] = float(bool(error)), float(state.meta["records_seen"])
+        totals = self._sum(slots)
+        failed = [r for r in range(self.world) if totals[r]]
+        if failed:
+            raise DistributedError(f"checkpoint {gen} ({reason}): process(es) {failed} could not write their part"
+                                   f"{': ' + error if error else ''}; the previous checkpoint stands")
+        error = ""
+        if self.rank == 0:
+            manifest = {"format": "onepass-checkpoint", "version": 1, "algorithm": state.algorithm,
+                        "world_size": self.world, "generation": gen, "reason": reason,
+                        "files": [f"state.rank{r}-of-{self.world}.g{gen}.safetensors" for r in range(self.world)],
+                        "records_seen": [int(v) for v in totals[self.world:]],
+                        "complete": bool(state.meta.get("complete"))}
+            try:
+                _write_json(out / MANIFEST, manifest)
+            except OSError as e:
+                error = f"{out / MANIFEST}: {e}"
+        if self._sum([float(bool(error))])[0]:  # also the barrier before older generations go
+            raise DistributedError(f"checkpoint {gen} ({reason}): the manifest could not be written"
+                                   f"{': ' + error if error else ''}; the previous checkpoint stands")
+        self.generation = gen
+        self.stats["checkpoints"] += 1
+        for p in [*out.glob(f"state.rank{self.rank}-of-*.safetensors"), *out.glob(f".state.rank{self.rank}-of-*.tmp")]:
+            if p.name != name:
+                p.unlink(missing_ok=True)
+        self._ckpt_records, self._ckpt_time = state.meta["records_seen"], time.monotonic()
+
+    # --------------------------------------------------------------------------------------- finish
+
+    def finish(self, out: Path, state: State, algo, metrics: Metrics | None = None) -> tuple[State, Model]:
+        """Merge every process's state on rank 0 (in rank order, by the algorithm's `merge`), which alone writes
+        the final state and model; every process gets both back."""
+        blob = _encode(_state_header(state), state.tensors)
+        parts = self._gather_bytes(blob)
+        state_blob = model_blob = None
+        if self.rank == 0:
+            states = [state] + [_decode_state(b).to(self.device) for b in parts[1:]]
+            merged = functools.reduce(algo.merge, states)
+            for key in ("run", "lineage", "seed"):  # what the algorithm's merge does not carry
+                if key in state.meta and key not in merged.meta:
+                    merged.meta[key] = state.meta[key]
+            merged.meta.update(position=state.meta["position"], complete=True,
+                               distributed={"world_size": self.world,
+                                            "records_seen": [s.meta["records_seen"] for s in states]})
+            merged.save(out / STATE_FILE)
+            model = algo.finalize(merged)
+            model.save(out / MODEL_FILE)
+            state_blob = _encode(_state_header(merged), merged.tensors)
+            model_blob = _encode({"kind": "model", "algorithm": model.algorithm, "model_version": model.version,
+                                  "meta": _files.to_jsonable(model.meta)}, model.tensors)
+        state_blob, model_blob = self._broadcast_bytes(state_blob), self._broadcast_bytes(model_blob)
+        if self.rank:
+            merged = _decode_state(state_blob).to(self.device)
+            header, tensors = _decode(model_blob, "the merged model")
+            model = algo.Model({k: v.to(self.device) for k, v in tensors.items()}, header["meta"])
+        if metrics is not None:
+            metrics.log("distributed", world_size=self.world, rank=self.rank, **self.stats,
+                        state_bytes=len(blob))
+        if self.owns_group:
+            dist.destroy_process_group()
+        return merged, model
+
+    # ---------------------------------------------------------------------------------- collectives
+
+    def _sum(self, values: list[float]) -> list[float]:
+        t = torch.tensor(values, dtype=torch.float64, device=self.comm)
+        dist.all_reduce(t)
+        return t.tolist()
+
+    def _sizes(self, n: int) -> list[int]:
+        sizes = torch.zeros(self.world, dtype=torch.int64, device=self.comm)
+        sizes[self.rank] = n
+        dist.all_reduce(sizes)
+        return sizes.tolist()
+
+    def _padded(self, blob: bytes, size: int) -> torch.Tensor:
+        t = torch.zeros(size, dtype=torch.uint8)
+        if blob:
+            t[:len(blob)] = torch.frombuffer(bytearray(blob), dtype=torch.uint8)
+        return t.to(self.comm)
+
+    def _all_gather_bytes(self, blob: bytes) -> list[bytes]:
+        sizes = self._sizes(len(blob))
+        out = [torch.zeros(max(sizes), dtype=torch.uint8, device=self.comm) for _ in range(self.world)]
+        dist.all_gather(out, self._padded(blob, max(sizes)))
+        return [bytes(t[:n].cpu().numpy()) for t, n in zip(out, sizes)]
+
+    def _gather_bytes(self, blob: bytes) -> list[bytes] | None:
+        """Every process's bytes, on rank 0 (None elsewhere)."""
+        sizes = self._sizes(len(blob))
+        self.stats["gather_bytes"] = sum(sizes)
+        out = [torch.zeros(max(sizes), dtype=torch.uint8, device=self.comm) for _ in range(self.world)] \
+            if self.rank == 0 else None
+        dist.gather(self._padded(blob, max(sizes)), out, dst=0)
+        return [bytes(t[:n].cpu().numpy()) for t, n in zip(out, sizes)] if out is not None else None
+
+    def _broadcast_bytes(self, blob: bytes | None) -> bytes:
+        size = torch.tensor([len(blob) if blob is not None else 0], dtype=torch.int64, device=self.comm)
+        dist.broadcast(size, src=0)
+        t = self._padded(blob or b"", int(size))
+        dist.broadcast(t, src=0)
+        return bytes(t.cpu().numpy())
+
+
+def _flat(config: dict[str, Any]) -> dict[str, Any]:
+    """One level of nesting spelled out (hyperparameters.k), so that a mismatch names the very key."""
+    out = {}
+    for k, v in config.items():
+        if isinstance(v, dict):
+            out.update({f"{k}.{kk}": vv for kk, vv in v.items()})
+        else:
+            out[k] = v
+    return out
+
+
+def _read_manifest(out: Path) -> dict[str, Any] | None:
+    path = out / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise StateFileError(f"{path}: unreadable checkpoint manifest ({e})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != "onepass-checkpoint":
+        raise StateFileError(f"{path}: not a onepass checkpoint manifest")
+    return manifest
+
+
+def _write_json(path: Path, value: dict[str, Any]) -> None:
+    """Atomically, as `_files.write_file` writes states: a temporary file, fsync, rename, fsync of the folder."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w") as f:
+            f.write(json.dumps(value, indent=1) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _state_header(state: State) -> dict[str, Any]:
+    return {"kind": "state", "algorithm": state.algorithm, "hyperparameters": _files.to_jsonable(state.hyperparameters),
+            "meta": _files.to_jsonable(state.meta)}
+
+
+def _encode(header: dict[str, Any], tensors: dict[str, torch.Tensor]) -> bytes:
+    """The bytes of a state or model file, in memory (what processes send each other: no pickle)."""
+    header = {"format": _files.FORMAT_NAME, "format_version": _files.FORMAT_VERSION, **header}
+    return _st_save({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()},
+                    metadata={_files._HEADER_KEY: json.dumps(header, sort_keys=True)})
+
+
+def _decode(blob: bytes, name: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    header = _files.read_header(blob, name)  # checks the framing and the format version
+    return header, _st_load(blob)
+
+
+def _decode_state(blob: bytes) -> State:
+    header, tensors = _decode(blob, "a state sent by another process")
+    return State(header["algorithm"], header["hyperparameters"], tensors, header["meta"])
+
+
+# ------------------------------------------------------------------------------------------ launcher
+
+def launch(argv: list[str], nproc: int, max_restarts: int = 0) -> int:
+    """`onepass train --nproc N ...`: the same command on N local processes under torchrun (its exit status)."""
+    args, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in ("--nproc", "--max-restarts"):
+            skip = True
+        elif not a.startswith(("--nproc=", "--max-restarts=")):
+            args.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           f"--max-restarts={max_restarts}", "-m", "onepass", *args]
+    return subprocess.call(cmd)
