@@ -16,14 +16,16 @@ import numpy as np
 import torch
 
 from ..errors import DataError, UsageError
-from . import csv, libsvm, npy, parquet
+from . import arrow, csv, jsonl, libsvm, npy, npz, parquet
 from .chunks import Chunk
 from .sources import Input, detect_format, resolve
 from .sparse import CSR
 
-READERS = {"csv": csv.read, "parquet": parquet.read, "npy": npy.read, "libsvm": libsvm.read}
+READERS = {"csv": csv.read, "parquet": parquet.read, "npy": npy.read, "libsvm": libsvm.read, "jsonl": jsonl.read,
+           "arrow": arrow.read, "npz": npz.read}
 SPARSE_FORMATS = ("libsvm",)  # their batches' x is a torch sparse CSR tensor
-COLUMN_FORMATS: tuple[str, ...] = ()  # formats whose readers take `columns` (feature columns chosen by name)
+# formats whose readers take `columns` (feature columns by name or index)
+COLUMN_FORMATS: tuple[str, ...] = ("csv", "parquet", "npy", "jsonl", "arrow", "npz")
 
 
 @dataclass
@@ -45,7 +47,8 @@ class Stream:
     """A data source opened for reading: `Stream("data/*.csv").batches(5000)`.
 
     source:       a path, glob, folder, ``-`` (stdin), or a list of those.
-    data_format:  ``csv``, ``parquet``, ``npy`` or ``libsvm``; detected from the file names when None.
+    data_format:  ``csv``, ``parquet``, ``npy``, ``libsvm``, ``jsonl``, ``arrow`` or ``npz``; detected from the file
+                  names when None.
     label_column: None for unsupervised data; ``first``, ``last``, an index or a column name otherwise.
     header:       CSV only: True, False, or None to detect a header line.
     weight_column: None, or the column (index or name) holding each record's weight (dense formats with columns).

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 
 from ..errors import DataError, UsageError
 from .sparse import CSR
@@ -56,14 +57,28 @@ def resolve_label(label: str | int | None, names: list[str], source: str, option
                      + (" ..." if len(names) > 20 else ""))
 
 
-def resolve_columns(label: str | int | None, weight: str | int | None, names: list[str],
-                    source: str) -> tuple[int | None, int | None, list[int]]:
-    """The label column, the weight column and the feature columns (all the others), by index."""
+def resolve_columns(label: str | int | None, weight: str | int | None, names: list[str], source: str,
+                    columns: list[str | int] | None = None) -> tuple[int | None, int | None, list[int]]:
+    """The label column, the weight column and the feature columns, by index: `columns` (names or indices, in
+    that order) when given, else every column that is neither the label nor the weight."""
     y_col = resolve_label(label, names, source)
     w_col = resolve_label(weight, names, source, "--weight-column") if weight is not None else None
     if w_col is not None and w_col == y_col:
         raise UsageError(f"--weight-column and --label-column name the same column ({names[w_col]!r}) of {source}")
-    return y_col, w_col, [i for i in range(len(names)) if i not in (y_col, w_col)]
+    if not columns:
+        return y_col, w_col, [i for i in range(len(names)) if i not in (y_col, w_col)]
+    x_cols: list[int] = []
+    for c in columns:
+        i = resolve_label(c, names, source, "--columns")
+        if i is None:
+            raise UsageError(f"--columns: {c!r} is not a column of {source}")
+        if i in (y_col, w_col):
+            raise UsageError(f"--columns names column {names[i]!r} of {source}, which is the "
+                             f"{'label' if i == y_col else 'weight'}")
+        if i in x_cols:
+            raise UsageError(f"--columns names column {names[i]!r} of {source} twice")
+        x_cols.append(i)
+    return y_col, w_col, x_cols
 
 
 def check_weights(w: np.ndarray, source: str, first: int, *, unit: str = "row", line_of=None) -> None:
@@ -83,3 +98,34 @@ def check_finite(x: np.ndarray, source: str, first: int, *, unit: str = "row", l
         where = line_of(int(r)) if line_of else first + int(r)
         raise DataError(f"field {c + 1} is {x[r, c]} (NaN and infinity are not allowed)",
                         source=source, **{unit: where}, reason="not finite")
+
+
+def check_numeric(schema: pa.Schema, used: list[int], source: str) -> None:
+    """Refuse a column the reader would take (features, label, weight) that is not numeric, before reading."""
+    for i in used:
+        fld = schema.field(i)
+        if not (pa.types.is_integer(fld.type) or pa.types.is_floating(fld.type) or pa.types.is_boolean(fld.type)):
+            raise DataError(f"column {fld.name!r} is {fld.type}, not numeric", source=source, reason="not a number")
+
+
+def arrow_arrays(cols: dict[int, pa.Array], names: list[str], x_cols: list[int], y_col: int | None,
+                 w_col: int | None, source: str, row: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Features, labels and weights of columnar records (Parquet, Arrow IPC) whose first is row `row`, checked:
+    no missing value, finite features and labels, valid weights. `cols` maps a column's index to its values."""
+    for i, c in cols.items():
+        if c.null_count:
+            r = int(np.flatnonzero(c.is_null().to_numpy(zero_copy_only=False))[0])
+            raise DataError(f"column {names[i]!r} is missing a value", source=source, row=row + r,
+                            reason="missing value")
+    n = len(next(iter(cols.values())))
+    x = np.empty((n, len(x_cols)), dtype=np.float32)
+    for j, i in enumerate(x_cols):
+        x[:, j] = cols[i].to_numpy(zero_copy_only=False)
+    y = cols[y_col].to_numpy(zero_copy_only=False).astype(np.float32) if y_col is not None else None
+    w = cols[w_col].to_numpy(zero_copy_only=False).astype(np.float32) if w_col is not None else None
+    check_finite(x, source, row)
+    if y is not None:
+        check_finite(y[:, None], source, row)
+    if w is not None:
+        check_weights(w, source, row)
+    return x, y, w

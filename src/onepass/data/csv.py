@@ -73,13 +73,43 @@ def _read(f: BinaryIO, n: int) -> bytes:
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-def _split(line: bytes, delimiter: str, name: str, lineno: int) -> list[str]:
-    """The fields of the first record of `line`."""
+def line_blocks(f: BinaryIO, name: str, offset: int, line: int, carry: bytes,
+                block_size: int) -> Iterator[tuple[bytes, int, int, int]]:
+    """(buf, end, offset, line): `buf[:end]` is a block of whole lines (the last may lack its ``\\n`` at the end of
+    the input), `offset` its byte offset in the input and `line` its first line's number. `carry` holds the bytes
+    already read at `offset`. A line longer than a block makes the next read as long again (linear time)."""
+    while True:
+        try:
+            data = _read(f, max(block_size, len(carry)))
+        except _Broken as b:  # name the line the readable data ends in
+            raise _broken(b.error, name, line + carry.count(b"\n") + b.data.count(b"\n")) from None
+        buf = carry + data if carry else data
+        end = len(buf) if not data else buf.rfind(b"\n") + 1
+        if end == 0:
+            if not data:
+                return
+            carry = buf
+            continue
+        yield buf, end, offset, line
+        carry = buf[end:]
+        offset += end
+        line += buf.count(b"\n", 0, end)
+        if not data:
+            return
+
+
+def utf8_line(line: bytes, name: str, lineno: int) -> str:
+    """A line's text; bad UTF-8 is a DataError naming the line and the byte."""
     try:
-        text = line.decode("utf-8")
+        return line.decode("utf-8")
     except UnicodeDecodeError as e:
         raise DataError(f"invalid UTF-8 at byte {e.start + 1} of the line", source=name, line=lineno,
                         reason="bad utf-8") from None
+
+
+def _split(line: bytes, delimiter: str, name: str, lineno: int) -> list[str]:
+    """The fields of the first record of `line`."""
+    text = utf8_line(line, name, lineno)
     try:
         return next((r for r in _pycsv.reader(io.StringIO(text, newline=""), delimiter=delimiter) if r), [])
     except _pycsv.Error as e:
@@ -97,8 +127,9 @@ def _is_number(field: str) -> bool:
 
 def read(inp: Input, file_index: int, *, label: str | int | None = None, header: bool | None = None,
          start: int = 0, line: int = 1, block_size: int | None = None,
-         weight: str | int | None = None) -> Iterator[Chunk]:
-    """Yield chunks of `inp` from byte offset `start` (0, or an offset that a chunk reported, whose line is `line`)."""
+         weight: str | int | None = None, columns: list[str | int] | None = None) -> Iterator[Chunk]:
+    """Yield chunks of `inp` from byte offset `start` (0, or an offset that a chunk reported, whose line is `line`).
+    Columns not taken (not in `columns`, nor the label or weight) must be there but need not be numbers."""
     block_size = block_size or BLOCK_SIZE  # read at call time, so that tests can shrink it
     lower = inp.path.lower()
     for ext in COMPRESSED:
@@ -117,7 +148,7 @@ def read(inp: Input, file_index: int, *, label: str | int | None = None, header:
                             source=name, line=blanks + 1, reason="parse error")
         names = [v.strip() for v in fields] if has_header else [f"c{i}" for i in range(len(fields))]
         ncols = len(fields)
-        y_col, w_col, x_cols = resolve_columns(label, weight, names, name)
+        y_col, w_col, x_cols = resolve_columns(label, weight, names, name, columns)
         if not x_cols:
             raise DataError(f"no feature columns: every column ({', '.join(map(repr, names))}) is the label or "
                             "the weight", source=name, line=blanks + 1, reason="no features")
@@ -164,34 +195,20 @@ def _chunks(f, inp, name, file_index, offset, line, carry, ncols, x_cols, y_col,
     """Blocks of whole lines; `offset` is always the byte offset of `carry`'s first byte in the file, `line` its
     line number."""
     column_names = [f"c{i}" for i in range(ncols)]
+    used = sorted({*x_cols, *(c for c in (y_col, w_col) if c is not None)})  # the others are not converted
     read_opts = pacsv.ReadOptions(column_names=column_names, use_threads=True, block_size=1 << 20)
     parse_opts = pacsv.ParseOptions(delimiter=delimiter)
-    convert_opts = pacsv.ConvertOptions(column_types={c: pa.float32() for c in column_names},
+    convert_opts = pacsv.ConvertOptions(column_types={column_names[i]: pa.float32() for i in used},
+                                        include_columns=[column_names[i] for i in used],
                                         strings_can_be_null=False, quoted_strings_can_be_null=False)
-    seen_any = False
-    while True:
-        try:  # a line longer than a block: read as much again, so that long lines cost linear time
-            data = _read(f, max(block_size, len(carry)))
-        except _Broken as b:  # name the line the readable data ends in
-            raise _broken(b.error, name, line + carry.count(b"\n") + b.data.count(b"\n")) from None
-        buf = carry + data if carry else data
-        # The block is a view of buf (no copy of the megabytes it holds); only the partial last line is copied.
-        end = len(buf) if not data else buf.rfind(b"\n") + 1
-        if end == 0:
-            if not data:  # the end, and nothing left
-                break
-            carry = buf
-            continue
-        block, carry = memoryview(buf)[:end], buf[end:]
-        newlines = buf.count(b"\n", 0, end)
+    seen_any, end_line = False, line
+    for buf, end, offset, line in line_blocks(f, name, offset, line, carry, block_size):
+        block = memoryview(buf)[:end]  # a view: no copy of the megabytes it holds
         if not _CONTENT.search(block):  # empty lines only (a line of spaces is a record with an empty field)
-            if not data:
-                break
-            offset += end
-            line += newlines
+            end_line = line + buf.count(b"\n", 0, end)
             continue
         if buf.startswith(_BOM):  # pyarrow would skip a byte-order mark at the start of any block
-            _diagnose(bytes(block), line, ncols, delimiter, name, "byte-order mark inside the file")
+            _diagnose(bytes(block), line, ncols, delimiter, name, "byte-order mark inside the file", used)
         try:
             table = pacsv.read_csv(pa.py_buffer(block), read_options=read_opts, parse_options=parse_opts,
                                    convert_options=convert_opts)
@@ -199,29 +216,25 @@ def _chunks(f, inp, name, file_index, offset, line, carry, ncols, x_cols, y_col,
             table = None
             message = str(e)
         if table is None:
-            _diagnose(bytes(block), line, ncols, delimiter, name, message)
+            _diagnose(bytes(block), line, ncols, delimiter, name, message, used)
         x, y = _to_numpy(table, x_cols, y_col)
-        w = np.array(table.column(w_col).to_numpy(), dtype=np.float32) if w_col is not None else None
+        w = np.array(table.column(f"c{w_col}").to_numpy(), dtype=np.float32) if w_col is not None else None
         if not np.isfinite(x).all() or (y is not None and not np.isfinite(y).all()) or (
                 w is not None and not np.isfinite(w).all()):
-            _diagnose(bytes(block), line, ncols, delimiter, name, "a value is missing or not finite")
+            _diagnose(bytes(block), line, ncols, delimiter, name, "a value is missing or not finite", used)
         if w is not None:
             check_weights(w, name, line, unit="line", line_of=lambda r: _line_of_record(bytes(block), line, r, delimiter))
         seen_any = True
         yield Chunk(x, y, file_index, offset, 0, line, (offset + end) / inp.size if inp.size else 0.0, w)
-        offset += end
-        line += newlines
-        if not data:
-            break
     if not seen_any and has_header:
-        raise DataError("file has a header but no records", source=name, line=line, reason="empty")
+        raise DataError("file has a header but no records", source=name, line=end_line, reason="empty")
 
 
 def _to_numpy(table: pa.Table, x_cols: list[int], y_col: int | None) -> tuple[np.ndarray, np.ndarray | None]:
     x = np.empty((table.num_rows, len(x_cols)), dtype=np.float32)
     for j, i in enumerate(x_cols):
-        x[:, j] = table.column(i).to_numpy()
-    y = np.array(table.column(y_col).to_numpy(), dtype=np.float32) if y_col is not None else None
+        x[:, j] = table.column(f"c{i}").to_numpy()  # by name: the table holds the columns taken only
+    y = np.array(table.column(f"c{y_col}").to_numpy(), dtype=np.float32) if y_col is not None else None
     return x, y
 
 
@@ -283,14 +296,17 @@ def _field_problem(v: str) -> tuple[str, str] | None:
     return f"is not a number: {v[:40]!r}", "not a number"
 
 
-def _diagnose(block: bytes, first_line: int, ncols: int, delimiter: str, name: str, arrow_msg: str):
-    """Raise a DataError naming the first bad record of a block that pyarrow refused or read as non-finite."""
+def _diagnose(block: bytes, first_line: int, ncols: int, delimiter: str, name: str, arrow_msg: str,
+              used: list[int] | None = None):
+    """Raise a DataError naming the first bad record of a block that pyarrow refused or read as non-finite
+    (checking the values of the `used` columns only, when given)."""
+    taken = set(range(ncols) if used is None else used)
     for lineno, fields in _rows(block, first_line, delimiter, name):
         if len(fields) != ncols:
             raise DataError(f"expected {ncols} fields, found {len(fields)}", source=name, line=lineno,
                             reason="wrong field count")
         for j, v in enumerate(fields):
-            problem = _field_problem(v)
+            problem = _field_problem(v) if j in taken else None
             if problem:
                 raise DataError(f"field {j + 1} {problem[0]}", source=name, line=lineno, reason=problem[1])
     last = first_line + block.count(b"\n")

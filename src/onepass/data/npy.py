@@ -15,8 +15,8 @@ SLICE_BYTES = 1 << 24
 
 def read(inp: Input, file_index: int, *, label: str | int | None = None, header: bool | None = None,
          start: int = 0, line: int = 0, block_size: int | None = None,
-         weight: str | int | None = None) -> Iterator[Chunk]:
-    """Yield chunks from row `start` on; a chunk's offset is its first row."""
+         weight: str | int | None = None, columns: list[str | int] | None = None) -> Iterator[Chunk]:
+    """Yield chunks from row `start` on; a chunk's offset is its first row. Columns are chosen by index."""
     try:
         arr = np.load(inp.path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
@@ -28,8 +28,8 @@ def read(inp: Input, file_index: int, *, label: str | int | None = None, header:
                         source=inp.path, reason="bad npy")
     if arr.shape[0] == 0:
         raise DataError("file is empty: no records", source=inp.path, reason="empty")
-    y_col, w_col, x_cols = resolve_columns(label, weight, [str(i) for i in range(arr.shape[1])], inp.path)
-    everything = len(x_cols) == arr.shape[1]
+    y_col, w_col, x_cols = resolve_columns(label, weight, [str(i) for i in range(arr.shape[1])], inp.path, columns)
+    everything = x_cols == list(range(arr.shape[1]))
     step = max(1, SLICE_BYTES // max(1, arr.shape[1] * arr.itemsize))
     for r in range(start, arr.shape[0], step):
         block = np.asarray(arr[r:r + step])

@@ -9,9 +9,11 @@ from pathlib import Path
 
 from ..errors import DataError, UsageError
 
-FORMATS = ("csv", "parquet", "npy", "libsvm")
+FORMATS = ("csv", "parquet", "npy", "libsvm", "jsonl", "arrow", "npz")
 _SUFFIXES = {".csv": "csv", ".txt": "csv", ".tsv": "csv", ".parquet": "parquet", ".pq": "parquet",
-             ".npy": "npy", ".libsvm": "libsvm", ".svm": "libsvm", ".svmlight": "libsvm"}
+             ".npy": "npy", ".libsvm": "libsvm", ".svm": "libsvm", ".svmlight": "libsvm",
+             ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".arrow": "arrow", ".arrows": "arrow",
+             ".feather": "arrow", ".ipc": "arrow", ".npz": "npz"}
 _COMPRESSED = (".gz", ".bz2", ".xz")
 
 

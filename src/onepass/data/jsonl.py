@@ -1,0 +1,214 @@
+"""JSON lines: one flat object of named numbers a line, parsed by pyarrow's JSON reader in blocks cut at line ends.
+
+As for CSV, reading our own blocks gives every chunk a byte offset and a line number, so training resumes at the exact
+record and errors name their line; only when pyarrow refuses a block, or a value in it is missing or not finite,
+does a slow line-by-line pass (Python's json module) look for the exact line and reason.
+
+Fields: the feature fields are `columns` (names or indices into the first record's fields, in that order) when
+given, else every field of the first record that is neither the label nor the weight, in the first record's order.
+Every record must hold every field taken, as a number. A field the first record does not have is an error when
+`columns` is not given (it would be data silently dropped, or a misspelt name); with `columns`, fields not taken
+are ignored, whatever they hold.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.json as pajson
+
+from ..errors import DataError
+from .chunks import Chunk, check_weights, resolve_columns
+from .csv import _READ_ERRORS, _broken, _read_first_line, line_blocks, utf8_line
+from .opening import open_input
+from .sources import Input
+
+BLOCK_SIZE = 1 << 22  # 4 MiB, as CSV: big enough for pyarrow's threads, small enough that memory stays flat
+_PARSE_BLOCK = 1 << 20  # pyarrow's own sub-blocks (parsed in parallel); a longer line makes it retry with more
+_TEXT = re.compile(rb"\S")  # a block holds a record iff it holds a byte other than white space
+
+
+def parse_object(text: bytes, name: str, lineno: int) -> dict:
+    """One line as a JSON object, refusing bad UTF-8, bad JSON, repeated keys and values that are not objects."""
+    try:
+        record = json.loads(utf8_line(text, name, lineno), object_pairs_hook=_unique_keys)
+    except json.JSONDecodeError as e:
+        raise DataError(f"not valid JSON: {e.msg} at character {e.colno}", source=name, line=lineno,
+                        reason="parse error") from None
+    except _RepeatedKey as e:
+        raise DataError(f"field {e.args[0]!r} appears twice", source=name, line=lineno, reason="parse error") from None
+    if not isinstance(record, dict):
+        raise DataError(f"expected a JSON object ({{...}}) on each line, found {type(record).__name__}",
+                        source=name, line=lineno, reason="parse error")
+    return record
+
+
+class _RepeatedKey(Exception):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    d = dict(pairs)
+    if len(d) != len(pairs):
+        seen: set[str] = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise _RepeatedKey(k)
+            seen.add(k)
+    return d
+
+
+def read(inp: Input, file_index: int, *, label: str | int | None = None, header: bool | None = None,
+         start: int = 0, line: int = 1, block_size: int | None = None, weight: str | int | None = None,
+         columns: list[str | int] | None = None) -> Iterator[Chunk]:
+    """Yield chunks of `inp` from byte offset `start` (0, or an offset that a chunk reported, whose line is `line`)."""
+    block_size = block_size or BLOCK_SIZE  # read at call time, so that tests can shrink it
+    name = inp.path if inp.path != "-" else "<stdin>"
+    f = None
+    try:
+        f = open_input(inp)
+        first, consumed, blanks = _read_first_line(f, name)
+        while not first.strip():  # lines of white space before the first record (_read_first_line skips empty ones)
+            blanks += 1
+            first, more, extra = _read_first_line(f, name)
+            consumed, blanks = consumed + more, blanks + extra
+        names = list(parse_object(first, name, blanks + 1))
+        y_col, w_col, x_cols = resolve_columns(label, weight, names, name, columns)
+        if not x_cols:
+            raise DataError(f"no feature fields: every field ({', '.join(map(repr, names))}) is the label or the "
+                            "weight", source=name, line=blanks + 1, reason="no features")
+        if start == 0:
+            start, pending, line = consumed - len(first), first, blanks + 1
+        else:
+            try:
+                f.seek(start)
+            except _READ_ERRORS as e:
+                raise _broken(e, name, line) from None
+            pending = b""
+        taken = _Fields(names, x_cols, y_col, w_col, strict=not columns)
+        for buf, end, offset, at in line_blocks(f, name, start, line, pending, block_size):
+            if not _TEXT.search(buf, 0, end):
+                continue
+            x, y, w = taken.arrays(buf, end, at, name)
+            fraction = min(1.0, (offset + end) / inp.size) if inp.size else 0.0
+            yield Chunk(x, y, file_index, offset, 0, at, fraction, w)
+    except _READ_ERRORS as e:  # opening the input
+        raise _broken(e, name, None) from None
+    finally:
+        if f is not None and f is not sys.stdin.buffer:
+            f.close()
+
+
+class _Fields:
+    """The fields taken from each record, and how to parse a block of records into arrays."""
+
+    def __init__(self, names: list[str], x_cols: list[int], y_col: int | None, w_col: int | None, strict: bool):
+        self.x = [names[i] for i in x_cols]
+        self.y = names[y_col] if y_col is not None else None
+        self.w = names[w_col] if w_col is not None else None
+        self.used = [*self.x, *(n for n in (self.y, self.w) if n is not None)]
+        self.known = set(names) if strict else None  # strict: a field the first record lacks is an error
+        schema = pa.schema([(n, pa.float32()) for n in self.used])
+        self.parse = pajson.ParseOptions(explicit_schema=schema,
+                                         unexpected_field_behavior="error" if strict else "ignore")
+
+    def arrays(self, buf: bytes, end: int, first_line: int,
+               name: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        block = memoryview(buf)[:end]
+        table = None
+        try:
+            table = self._read(block, _PARSE_BLOCK)
+        except pa.ArrowException as e:
+            if "straddle" in str(e):  # a line longer than pyarrow's sub-block: parse the block as one
+                try:
+                    table = self._read(block, end + 1)
+                except pa.ArrowException as e2:
+                    message = str(e2)
+            else:
+                message = str(e)
+        if table is None:
+            self.diagnose(bytes(block), first_line, name, message)
+        rows = table.num_rows
+        # pyarrow also takes two objects on a line, or one over several lines. Cheap counts catch that: a line
+        # that starts with "{" and a line that is not empty per record (almost always). Where either count does
+        # not match, the slow pass counts exactly and names the line that is not one object.
+        lines = buf.count(b"\n", 0, end) + (buf[end - 1:end] != b"\n")
+        empty = buf.count(b"\n\n", 0, end) + (buf[:1] == b"\n")
+        if buf.count(b"\n{", 0, end) + (buf[:1] == b"{") != rows or lines - empty != rows:
+            if self.diagnose(bytes(block), first_line, name, None) != rows:
+                last = first_line + buf.count(b"\n", 0, end)
+                raise DataError(f"pyarrow read {rows} records from lines {first_line}-{last}, which hold a "
+                                "different number", source=name, line=first_line, reason="parse error")
+        cols = {n: table.column(n).to_numpy() for n in self.used}
+        if any(table.column(n).null_count for n in self.used) or not all(
+                np.isfinite(c).all() for n, c in cols.items() if n != self.w):
+            self.diagnose(bytes(block), first_line, name, "a value is missing or not finite")
+        x = np.empty((rows, len(self.x)), dtype=np.float32)
+        for j, n in enumerate(self.x):
+            x[:, j] = cols[n]
+        y = np.array(cols[self.y], dtype=np.float32) if self.y is not None else None
+        w = np.array(cols[self.w], dtype=np.float32) if self.w is not None else None
+        if w is not None:
+            check_weights(w, name, first_line, unit="line",
+                          line_of=lambda r: self.record_lines(bytes(block), first_line, name)[r])
+        return x, y, w
+
+    def _read(self, block: memoryview, sub_block: int) -> pa.Table:
+        return pajson.read_json(pa.py_buffer(block), read_options=pajson.ReadOptions(use_threads=True,
+                                                                                     block_size=sub_block),
+                                parse_options=self.parse)
+
+    def record_lines(self, block: bytes, first_line: int, name: str) -> list[int]:
+        """The line number of each record in a block (the slow path, for messages)."""
+        return [first_line + i for i, text in enumerate(block.split(b"\n")) if text.strip()]
+
+    def diagnose(self, block: bytes, first_line: int, name: str, arrow_msg: str | None) -> int:
+        """Raise a DataError naming the first bad line of a block; when every line is good, return the number of
+        records (if `arrow_msg` is None, else raise an error quoting it: pyarrow refused what Python accepts)."""
+        count = 0
+        for i, text in enumerate(block.split(b"\n")):
+            if not text.strip():
+                continue
+            lineno = first_line + i
+            record = parse_object(text, name, lineno)
+            for n in self.used:
+                if n not in record:
+                    raise DataError(f"field {n!r} is missing", source=name, line=lineno, reason="missing value")
+                problem = _value_problem(record[n])
+                if problem:
+                    raise DataError(f"field {n!r} {problem[0]}", source=name, line=lineno, reason=problem[1])
+            if self.known is not None:
+                extra = next((k for k in record if k not in self.known), None)
+                if extra is not None:
+                    raise DataError(f"unknown field {extra!r} (the first record has no such field; choose the "
+                                    "fields to read with --columns to ignore the others)", source=name, line=lineno,
+                                    reason="unknown field")
+            count += 1
+        if arrow_msg is not None:
+            last = first_line + block.count(b"\n")
+            raise DataError(f"cannot parse lines {first_line}-{last}: {arrow_msg}", source=name, line=first_line,
+                            reason="parse error")
+        return count
+
+
+def _value_problem(v: object) -> tuple[str, str] | None:
+    """Why a field's value is not a finite float32 number; None if it is one."""
+    if v is None:
+        return "is null (missing value)", "missing value"
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return f"is not a number: {json.dumps(v)[:40]}", "not a number"
+    try:
+        value = float(v)
+    except OverflowError:  # an integer beyond any float
+        return f"is inf (NaN and infinity are not allowed): {str(v)[:40]} is beyond the float32 range", "not finite"
+    if not np.isfinite(value):
+        return f"is {value} (NaN and infinity are not allowed)", "not finite"
+    with np.errstate(over="ignore"):
+        if not np.isfinite(np.float32(value)):
+            return f"is inf (NaN and infinity are not allowed): {value} is beyond the float32 range", "not finite"
+    return None
