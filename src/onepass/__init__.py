@@ -24,6 +24,7 @@ import torch as _torch  # noqa: E402
 
 from .algorithms import ALGORITHMS, get as get_algorithm
 from .algorithms import kmeans, pca
+from .algorithms import linear as linear_learner
 from .algorithms.base import Model
 from .data import Batch, Stream
 from .errors import (DataError, IncompatibleStateError, Interrupted, OnepassError, StateFileError,
@@ -58,7 +59,7 @@ def merge(a: State, b: State) -> State:
 
 def __getattr__(name: str):
     # The scikit-learn estimator imports scikit-learn, so it loads only when asked for.
-    if name in ("KMeans", "PCA"):
+    if name in ("KMeans", "PCA", "LinearLearnerClassifier", "LinearLearnerRegressor"):
         from . import sklearn
         return getattr(sklearn, name)
     raise AttributeError(f"module 'onepass' has no attribute {name!r}")
@@ -66,4 +67,5 @@ def __getattr__(name: str):
 
 __all__ = ["ALGORITHMS", "Batch", "DataError", "IncompatibleStateError", "Interrupted", "KMeans", "Model",
            "OnepassError", "PCA", "State", "StateFileError", "Stream", "TrainResult", "UsageError",
-           "as_tensor", "get_algorithm", "kmeans", "load_model", "load_state", "merge", "pca", "train"]
+           "LinearLearnerClassifier", "LinearLearnerRegressor", "as_tensor", "get_algorithm", "kmeans",
+           "linear_learner", "load_model", "load_state", "merge", "pca", "train"]

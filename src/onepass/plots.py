@@ -61,3 +61,25 @@ def explained_variance(ratios: list[float], path: str | Path, chosen: int | None
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
+
+
+def precision_recall(recall: list[float], precision: list[float], path: str | Path,
+                     chosen: tuple[float | None, float | None] | None = None) -> Path:
+    """A binary linear learner's precision against recall on its validation records, with the chosen threshold."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    ax.plot(recall, precision, color="tab:blue")
+    if chosen and None not in chosen:
+        ax.plot([chosen[0]], [chosen[1]], marker="o", color="red", markersize=8,
+                label=f"threshold: recall {chosen[0]:.3f}, precision {chosen[1]:.3f}")
+        ax.legend()
+    ax.set_xlim(0, 1.01)
+    ax.set_ylim(0, 1.01)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_title("precision-recall on validation, chosen model")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
