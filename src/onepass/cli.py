@@ -41,7 +41,22 @@ def _header(value: str) -> bool | None:
     return {"auto": None, "true": True, "false": False}[value]
 
 
+def _storage_options(value: str) -> dict[str, Any]:
+    try:
+        options = json.loads(value)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not JSON ({e})") from None
+    if not isinstance(options, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object, e.g. '{\"anon\": true}'")
+    return options
+
+
 def _add_data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage-options", type=_storage_options, metavar="JSON",
+                   help="fsspec options for URLs, e.g. '{\"endpoint_url\": \"http://host:9000\", \"key\": ...}' "
+                        "(default: the standard AWS_* variables and ~/.aws files); never saved in a checkpoint")
+    p.add_argument("--query", help="a SQL query to read from the database URL given as --data "
+                                   "(sqlite:///file.db, postgresql+psycopg://user@host/db)")
     p.add_argument("--data-format", choices=FORMATS, help="detected from file names if omitted")
     p.add_argument("--label-column", default=None,
                    help="none (default for unsupervised), first, last, an index or a column name")
@@ -70,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                                           for name, algo in sorted(algorithms.ALGORITHMS.items())),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("algorithm", help=f"one of: {', '.join(sorted(algorithms.ALGORITHMS))}")
-    t.add_argument("--data", required=True, help="a file, glob, folder, or - for standard input")
+    t.add_argument("--data", required=True, help="a file, glob, folder, FIFO, SageMaker pipe-mode channel, URL "
+                                                 "(s3://bucket/prefix/*.csv), database URL with --query, or - for "
+                                                 "standard input")
     t.add_argument("--out", required=True, help="the run folder: state, model and metrics")
     t.add_argument("--validation", help="a source to evaluate on at the end of every epoch")
     t.add_argument("--epochs", type=int)
@@ -163,6 +180,7 @@ def cmd_train(args, extra: list[str]) -> int:
                    init_from=args.init_from, overwrite=args.overwrite, data_format=args.data_format,
                    label_column=_label(args.label_column), header=_header(args.csv_header),
                    zero_based=args.zero_based, weight_column=_label(args.weight_column), columns=args.columns,
+                   storage_options=args.storage_options, query=args.query,
                    sync_every=args.sync_every, dist_timeout=args.dist_timeout,
                    progress=_progress(args.quiet or distributed.rank() > 0))
     if distributed.rank() > 0:
@@ -241,7 +259,8 @@ def cmd_predict(args, extra: list[str]) -> int:
     n_features = model.meta.get("n_features")
     stream = Stream(args.data, data_format=args.data_format, label_column=_label(args.label_column),
                     header=_header(args.csv_header), n_features=n_features, zero_based=bool(args.zero_based),
-                    weight_column=_label(args.weight_column), columns=args.columns)
+                    weight_column=_label(args.weight_column), columns=args.columns,
+                    storage_options=args.storage_options, query=args.query)
     check_sparse(algorithms.get(model.algorithm), stream)
     out = sys.stdout if args.output == "-" else open(args.output, "w")
     try:

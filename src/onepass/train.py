@@ -11,6 +11,7 @@ and gives the same state, bit for bit on the CPU, as a run that was never interr
 from __future__ import annotations
 
 import signal
+import sys
 from contextlib import closing
 import threading
 import time
@@ -28,7 +29,7 @@ from .progress import Metrics, Progress
 from .state import MODEL_FILE, STATE_FILE, State
 
 METRICS_FILE = "metrics.jsonl"
-RUN_KEYS = ("mini_batch_size", "seed", "data_format", "label_column", "zero_based", "weight_column", "columns")
+RUN_KEYS = ("mini_batch_size", "seed", "data_format", "label_column", "zero_based", "weight_column", "columns", "query")
 
 
 @dataclass
@@ -86,7 +87,8 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
           resume: bool = False, init_from: str | Path | None = None, overwrite: bool = False,
           data_format: str | None = None, label_column: str | int | None = None, header: bool | None = None,
           zero_based: bool | None = None, weight_column: str | int | None = None,
-          columns: list[str | int] | None = None, sync_every: int | None = None,
+          columns: list[str | int] | None = None, storage_options: dict[str, Any] | None = None,
+          query: str | None = None, sync_every: int | None = None,
           dist_timeout: float | None = None, progress: Progress | None = None, on_event=None) -> TrainResult:
     """Train `algorithm` on `data` into the run folder `out`. See the module docstring."""
     algo = algorithms.get(algorithm)
@@ -116,7 +118,8 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
     state: State | None = None
     position: dict[str, Any] | None = None
     run = {"mini_batch_size": None, "seed": seed, "data_format": data_format, "label_column": label_column,
-           "zero_based": zero_based, "weight_column": weight_column, "columns": list(columns) if columns else None}
+           "zero_based": zero_based, "weight_column": weight_column, "columns": list(columns) if columns else None,
+           "query": query}  # saved in the checkpoint: never storage_options, which may hold secrets
     if resume:
         if not state_path.exists():
             raise UsageError(f"--resume: {out} holds no checkpoint ({STATE_FILE}); start without --resume")
@@ -128,7 +131,7 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
         run = {k: (saved.get(k) if v is None else v) for k, v in run.items()}
         _check_same_run(saved, {**run, "mini_batch_size": hp["mini_batch_size"]})
         data_format, label_column = run["data_format"], run["label_column"]
-        weight_column, columns = run["weight_column"], run["columns"]
+        weight_column, columns, query = run["weight_column"], run["columns"], run.get("query")
         position = state.meta.get("position")
     elif init_from:
         state = State.load(init_from).to(dev)
@@ -159,15 +162,15 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
     options = {"n_features": hp.get("feature_dim"), "zero_based": bool(run["zero_based"]),
                "weight_column": weight_column, "columns": columns}
     stream = Stream(data, data_format=data_format, label_column=label_column, header=header,
-                    shard=session and session.shard, **options)
+                    storage_options=storage_options, query=query, shard=session and session.shard, **options)
     if session:
         session.check_inputs(stream)
     check_sparse(algo, stream)
-    if epochs > 1 and not stream.seekable:
+    if epochs > 1 and not stream.rereadable:
         raise UsageError(f"--epochs {epochs} needs a source that can be read again; {stream.name} "
-                         "can be read once (standard input, a pipe or a compressed stream)")
+                         "can be read once (standard input or a named pipe)")
     val_stream = Stream(validation, data_format=data_format, label_column=label_column, header=header,
-                        **options) if validation is not None else None
+                        storage_options=storage_options, **options) if validation is not None else None
     out.mkdir(parents=True, exist_ok=True)
     (out / MODEL_FILE).unlink(missing_ok=True)  # a model appears only once this run has finished
     metrics = Metrics(out / (session.metrics_name if session else METRICS_FILE))
@@ -180,8 +183,11 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
         if position.get("file") is None:
             position = None
     if resume and position and not stream.seekable:
-        metrics.log("warning", message=f"{stream.name} cannot seek: the records before the checkpoint "
-                    "cannot be skipped exactly, training continues with the data that arrives now")
+        warning = (f"{stream.name} cannot seek: the {int(position.get('records', 0)):,} records of epoch "
+                   f"{start_epoch + 1} read before the checkpoint cannot be skipped, training continues with the "
+                   "data that arrives now")
+        metrics.log("warning", message=warning)
+        print(f"onepass: warning: {warning}", file=sys.stderr)
         position = None
     metrics.log("start", algorithm=algo.NAME, data=stream.name, hyperparameters=hp, device=str(dev),
                 resume=resume, init_from=str(init_from) if init_from else None, epoch=start_epoch)

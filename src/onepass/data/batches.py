@@ -17,12 +17,14 @@ import torch
 
 from ..errors import DataError, UsageError
 from . import arrow, csv, jsonl, libsvm, npy, npz, parquet
+from . import sql
 from .chunks import Chunk
 from .sources import Input, detect_format, resolve
 from .sparse import CSR
 
 READERS = {"csv": csv.read, "parquet": parquet.read, "npy": npy.read, "libsvm": libsvm.read, "jsonl": jsonl.read,
            "arrow": arrow.read, "npz": npz.read}
+READERS["sql"] = sql.read  # query sources: Stream(url, query=...)
 SPARSE_FORMATS = ("libsvm",)  # their batches' x is a torch sparse CSR tensor
 # formats whose readers take `columns` (feature columns by name or index)
 COLUMN_FORMATS: tuple[str, ...] = ("csv", "parquet", "npy", "jsonl", "arrow", "npz")
@@ -46,7 +48,11 @@ class Batch:
 class Stream:
     """A data source opened for reading: `Stream("data/*.csv").batches(5000)`.
 
-    source:       a path, glob, folder, ``-`` (stdin), or a list of those.
+    source:       a path, glob, folder, ``-`` (stdin), a FIFO, a SageMaker pipe-mode channel (its FIFOs ``NAME_0``,
+                  ``NAME_1``... one per call of `batches`), an fsspec URL (``s3://...``, may hold a glob or name a
+                  prefix), a database URL with `query`, or a list of those.
+    storage_options: fsspec options for URLs (credentials, endpoint_url...); never saved in a checkpoint.
+    query:        a SQL query; `source` is then a database URL (``sqlite:///file.db``, ``postgresql://...``).
     data_format:  ``csv``, ``parquet``, ``npy``, ``libsvm``, ``jsonl``, ``arrow`` or ``npz``; detected from the file
                   names when None.
     label_column: None for unsupervised data; ``first``, ``last``, an index or a column name otherwise.
@@ -63,10 +69,13 @@ class Stream:
     def __init__(self, source, data_format: str | None = None, label_column: str | int | None = None,
                  header: bool | None = None, n_features: int | None = None, zero_based: bool = False,
                  weight_column: str | int | None = None, columns: list[str | int] | None = None,
-                 shard: tuple[int, int] | None = None):
+                 shard: tuple[int, int] | None = None, storage_options: dict[str, Any] | None = None,
+                 query: str | None = None):
         self.source = source
-        self.inputs: list[Input] = resolve(source)
-        self.format = detect_format(self.inputs, data_format)
+        self.inputs: list[Input] = resolve(source, storage_options, query)
+        self.format = "sql" if query is not None else detect_format(self.inputs, data_format)
+        self._channels: list[Input] | None = None  # pipe mode: the channels, whose pass n is FIFO NAME_n
+        self._passes = 0
         self.all_inputs = self.inputs  # before sharding (workers check they all found the same)
         self.stride: tuple[int, int] | None = None  # (rank, world_size) when records are shared out by stride
         if shard is not None:
@@ -103,11 +112,18 @@ class Stream:
 
     @property
     def name(self) -> str:
+        if self.inputs and self.inputs[0].query is not None:  # the database URL, its password masked
+            return self.inputs[0].path
         return str(self.source) if not isinstance(self.source, (list, tuple)) else ",".join(map(str, self.source))
 
     @property
     def seekable(self) -> bool:
         return all(i.seekable for i in self.inputs)
+
+    @property
+    def rereadable(self) -> bool:
+        """Whether another epoch can read the source again (not stdin or a lone FIFO)."""
+        return all(i.rereadable for i in (self._channels or self.inputs))
 
     @property
     def total_bytes(self) -> int | None:
@@ -131,8 +147,19 @@ class Stream:
         """Batches of exactly `batch_size` records (the last may be smaller), from `start` when given."""
         if batch_size < 1:
             raise UsageError(f"--mini-batch-size must be at least 1, got {batch_size}")
+        self._next_pass()
         it = self._rebatch(batch_size, start)
         return _prefetch(it, prefetch) if prefetch > 0 else it
+
+    def _next_pass(self) -> None:
+        """Pipe mode: each call of `batches` reads the channel's next FIFO (NAME_0, NAME_1, ...), as SageMaker makes
+        one per pass. Passes are counted, not epochs: a restarted job's FIFOs start again at NAME_0."""
+        if self._channels is None:
+            if not any(i.pipe for i in self.inputs):
+                return
+            self._channels = self.inputs
+        self.inputs = [i.in_pass(self._passes) for i in self._channels]
+        self._passes += 1
 
     def _rebatch(self, batch_size: int, start: dict[str, Any] | None) -> Iterator[Batch]:
         skip = int(start.get("skip", 0)) if start else 0

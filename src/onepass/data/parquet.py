@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 
 from ..errors import DataError
 from .chunks import Chunk, arrow_arrays, check_numeric, resolve_columns
+from .opening import random_access
 from .sources import Input
 
 SLICE_ROWS = 1 << 16
@@ -20,7 +21,7 @@ def read(inp: Input, file_index: int, *, label: str | int | None = None, header:
     """Yield chunks from row group `start` on; a chunk's offset is its row group, its base the rows before it.
     Only the columns taken (features, label, weight) are read."""
     try:
-        pf = pq.ParquetFile(inp.path)
+        pf = pq.ParquetFile(random_access(inp))  # a URL: an fsspec file, read by ranges
     except (pa.ArrowException, OSError) as e:
         raise DataError(f"not a readable Parquet file ({e})", source=inp.path, reason="bad parquet") from None
     names = pf.schema_arrow.names
