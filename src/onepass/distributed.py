@@ -120,8 +120,8 @@ class Session:
         if owns:
             where = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
             try:
-                dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=r, world_size=world,
-                                        timeout=timedelta(seconds=timeout))
+                dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=_store(r, world, timeout),
+                                        rank=r, world_size=world, timeout=timedelta(seconds=timeout))
             except Exception as e:  # torch raises DistStoreError, RuntimeError, TimeoutError... by backend
                 first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 raise DistributedError(
@@ -400,6 +400,16 @@ class Session:
         t = self._padded(blob or b"", int(size))
         dist.broadcast(t, src=0)
         return bytes(t.cpu().numpy())
+
+
+def _store(rank: int, world: int, timeout: float) -> dist.Store:
+    """The rendezvous store (torchrun's agent's, or one rank 0 hosts), under a prefix per torchrun attempt: the
+    agent's store keeps a failed attempt's keys (seen with torch 2.13 and --standalone), and restarted workers
+    read the dead workers' addresses from them and fail to connect."""
+    agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+                          is_master=not agent and rank == 0, timeout=timedelta(seconds=timeout))
+    return dist.PrefixStore(f"onepass/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
 def _flat(config: dict[str, Any]) -> dict[str, Any]:
