@@ -9,6 +9,17 @@ Every algorithm is a module with four functions over an explicit `State` (see DE
 
 plus `HYPERPARAMETERS` (training), `CHOICES` (finalize), `Model` (its model class), `evaluate` and `summary`.
 Algorithms know nothing of files, processes or progress bars: only states, batches and tensors.
+
+Several processes (distributed.py) train one state each on their shards and `merge` them once, at the end. An SGD
+algorithm may also declare
+
+    AVERAGED: tuple[str, ...] = ("weight", "bias")   # names of state tensors
+
+and then `--sync-every K` replaces those tensors, every K mini-batches, by their average over the processes,
+weighted by the records each process saw since the previous average (one all_reduce of their float64 values),
+which keeps the processes' models from drifting apart (K = 1 with plain SGD is synchronous data-parallel SGD).
+The named tensors must mean the same on every process (the same shapes, the same feature scaling); everything
+else in the state stays local until `merge`. Algorithms with exact merges (PCA, k-means) do not declare it.
 """
 
 from __future__ import annotations
