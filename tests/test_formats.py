@@ -488,3 +488,53 @@ def test_series_bad_record_names_file_and_line(tmp_path, bad, reason, words):
     gz = write(tmp_path / "s.jsonl.gz", gzip.compress(path.read_bytes()))
     with pytest.raises(DataError, match=f"{gz}, line 5: "):
         list(read_series(gz))
+
+
+# ------------------------------------------------------------------------------------------- damaged bytes
+
+
+def mutations(raw: bytes, seed: int, n: int = 25):
+    """Copies of `raw` with a few bytes changed, a piece cut out or the end cut off."""
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        b = bytearray(raw)
+        kind = rng.integers(3)
+        if kind == 0:
+            for i in rng.integers(0, len(b), rng.integers(1, 4)):
+                b[i] = int(rng.integers(256))
+        elif kind == 1:
+            i = int(rng.integers(len(b)))
+            del b[i:i + int(rng.integers(1, 20))]
+        else:
+            del b[int(rng.integers(1, len(b))):]
+        yield bytes(b)
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "arrow", "arrows", "npz", "npz-compressed", "series"])
+def test_damaged_input_gives_records_or_a_data_error(tmp_path, fmt):
+    """The only outcomes for damaged bytes: records of the right shape, or a DataError naming the file."""
+    if fmt == "series":
+        raw = b"".join(series_line(target=[1, 2, i], cat=[i % 2]) for i in range(12))
+    else:
+        raw = write_as(fmt, tmp_path / f"good{SUFFIX[fmt]}", records(11, 30)).read_bytes()
+    for k, data in enumerate(mutations(raw, seed=len(fmt))):
+        path = write(tmp_path / f"m{k}{SUFFIX.get(fmt, '.jsonl')}", data)
+        try:
+            if fmt == "series":
+                got = list(read_series(path))
+                assert all(r.target.shape == (3,) for r in got)
+            else:
+                for x, *_ in batches(path):
+                    assert x.dtype == np.float32 and x.shape[1] in (3, 5) and np.isfinite(x).all()
+        except DataError as e:
+            assert str(path) in str(e)
+
+
+def test_errors_after_a_resume_name_the_right_line(tmp_path):
+    path = write(tmp_path / "d.jsonl", GOOD * 30 + b'{"a": 1, "b": "x", "lab": 0}\n')
+    full = []
+    with pytest.raises(DataError):
+        for b in Stream(path, label_column="lab").batches(4, prefetch=0):
+            full.append(dict(b.position))
+    err = data_error(path, 31, lambda: batches(path, 4, start=full[3], label_column="lab"))
+    assert err.reason == "not a number"

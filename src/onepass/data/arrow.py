@@ -17,12 +17,14 @@ import pyarrow.ipc as ipc
 
 from ..errors import DataError
 from .chunks import Chunk, arrow_arrays, check_numeric, resolve_columns
+from .csv import _READ_ERRORS as READ_ERRORS
 from .opening import open_input
 from .sources import Input
 
 SLICE_ROWS = 1 << 16
 _MAGIC = b"ARROW1"  # the file format starts with it and 2 bytes of padding; the stream format follows them
-_READ_ERRORS = (pa.ArrowException, OSError, EOFError)
+# MemoryError: a damaged length in a stream read through Python (stdin, compressed) asks for an absurd buffer
+_READ_ERRORS = (*READ_ERRORS, pa.ArrowException, UnicodeDecodeError, MemoryError)
 
 
 def read(inp: Input, file_index: int, *, label: str | int | None = None, header: bool | None = None,
@@ -37,9 +39,10 @@ def read(inp: Input, file_index: int, *, label: str | int | None = None, header:
         if head.startswith(b"FEA1"):
             raise DataError("a Feather version 1 file: write it again as Feather version 2 (Arrow IPC), for "
                             "example with pyarrow.feather.write_feather", source=name, reason="bad arrow")
-        if head.startswith(_MAGIC) and inp.seekable and os.path.isfile(inp.path):  # random access, zero-copy
+        if inp.seekable and os.path.isfile(inp.path):  # a local file: mapped, zero-copy, lengths checked by pyarrow
             f.close()
             f = pa.memory_map(inp.path)
+        if head.startswith(_MAGIC) and isinstance(f, pa.MemoryMappedFile):  # random access by record batch
             reader = ipc.open_file(f)
             count = reader.num_record_batches
             batches = ((g, reader.get_batch(g), (g + 1) / count) for g in range(count))
@@ -73,6 +76,10 @@ def _chunks(batches: Iterator[tuple[int, pa.RecordBatch, float]], names: list[st
             raise DataError(f"record batch {g + 1} is unreadable ({e})", source=name, row=row,
                             reason="bad arrow") from None
         if g >= start:
+            try:  # a damaged file must not reach NumPy as arrays whose buffers are too short
+                rb.validate(full=True)
+            except _READ_ERRORS as e:
+                raise DataError(f"record batch {g} is damaged ({e})", source=name, row=row, reason="bad arrow") from None
             for base in range(0, rb.num_rows, SLICE_ROWS):
                 part = rb.slice(base, SLICE_ROWS)
                 x, y, w = arrow_arrays({i: part.column(i) for i in used}, names, x_cols, y_col, w_col, name,

@@ -119,10 +119,11 @@ def arrow_arrays(cols: dict[int, pa.Array], names: list[str], x_cols: list[int],
                             reason="missing value")
     n = len(next(iter(cols.values())))
     x = np.empty((n, len(x_cols)), dtype=np.float32)
-    for j, i in enumerate(x_cols):
-        x[:, j] = cols[i].to_numpy(zero_copy_only=False)
-    y = cols[y_col].to_numpy(zero_copy_only=False).astype(np.float32) if y_col is not None else None
-    w = cols[w_col].to_numpy(zero_copy_only=False).astype(np.float32) if w_col is not None else None
+    with np.errstate(over="ignore", invalid="ignore"):  # beyond float32: inf, refused below with its row
+        for j, i in enumerate(x_cols):
+            x[:, j] = cols[i].to_numpy(zero_copy_only=False)
+        y = cols[y_col].to_numpy(zero_copy_only=False).astype(np.float32) if y_col is not None else None
+        w = cols[w_col].to_numpy(zero_copy_only=False).astype(np.float32) if w_col is not None else None
     check_finite(x, source, row)
     if y is not None:
         check_finite(y[:, None], source, row)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import struct
 import zipfile
+import zlib
 from typing import Iterator
 
 import numpy as np
@@ -27,7 +28,7 @@ from .sources import Input
 
 SLICE_BYTES = 1 << 24
 _LOCAL_HEADER = struct.Struct("<4s5H3L2H")  # a zip member's local header: signature ... name length, extra length
-_READ_ERRORS = (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, RuntimeError)
+_READ_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, NotImplementedError, RuntimeError)
 
 
 class _Array:
