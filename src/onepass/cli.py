@@ -143,6 +143,15 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--k", type=int, default=10, help="blobs: clusters")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--no-label", action="store_true", help="leave the label column out")
+
+    c = sub.add_parser("convert", allow_abbrev=False, help="stream a source into another format",
+                       description="Write every record of SRC (any source and format onepass reads) to FILE, "
+                                   "streamed in bounded memory; the label (--label-column) goes with each record.")
+    c.add_argument("--data", required=True, help="a file, glob, folder, URL, or - for standard input")
+    c.add_argument("--to", required=True, choices=("recordio-protobuf",), help="the output format")
+    c.add_argument("--out", required=True, help="the output file (.gz, .bz2 or .xz compress it), or - for stdout")
+    c.add_argument("--feature-dim", type=int, help="LibSVM sources: the number of features")
+    _add_data_options(c)
     return parser
 
 
@@ -344,9 +353,23 @@ def cmd_datasets(args, extra: list[str]) -> int:
     return 0
 
 
+def cmd_convert(args, extra: list[str]) -> int:
+    if extra:
+        raise UsageError(f"convert: unexpected arguments {' '.join(extra)}")
+    from .data.recordio import write_chunks
+    stream = Stream(args.data, data_format=args.data_format, label_column=_label(args.label_column),
+                    header=_header(args.csv_header), n_features=args.feature_dim, zero_based=bool(args.zero_based),
+                    weight_column=_label(args.weight_column), columns=args.columns,
+                    storage_options=args.storage_options, query=args.query)
+    n = write_chunks(stream.chunks(), args.out)
+    if args.out != "-":
+        print(f"wrote {n:,} records to {args.out}", file=sys.stderr)
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "finalize": cmd_finalize, "predict": cmd_predict, "merge": cmd_merge,
             "inspect": cmd_inspect,
-            "datasets": cmd_datasets}
+            "datasets": cmd_datasets, "convert": cmd_convert}
 
 
 def main(argv: list[str] | None = None) -> int:

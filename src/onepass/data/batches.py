@@ -7,6 +7,7 @@ ones an uninterrupted run would have seen: batching depends only on the sequence
 
 from __future__ import annotations
 
+import functools
 import queue
 import threading
 from dataclasses import dataclass, field, replace
@@ -18,6 +19,7 @@ import torch
 from ..errors import DataError, UsageError
 from . import arrow, csv, jsonl, libsvm, npy, npz, parquet
 from . import sql
+from . import recordio
 from .chunks import Chunk
 from .sources import Input, detect_format, resolve
 from .sparse import CSR
@@ -25,7 +27,10 @@ from .sparse import CSR
 READERS = {"csv": csv.read, "parquet": parquet.read, "npy": npy.read, "libsvm": libsvm.read, "jsonl": jsonl.read,
            "arrow": arrow.read, "npz": npz.read}
 READERS["sql"] = sql.read  # query sources: Stream(url, query=...)
+READERS["recordio-protobuf"] = recordio.read
 SPARSE_FORMATS = ("libsvm",)  # their batches' x is a torch sparse CSR tensor
+# formats whose files may be dense or sparse: their first record tells (True, False, or None: cannot look ahead)
+EITHER_FORMATS = {"recordio-protobuf": recordio.first_is_sparse}
 # formats whose readers take `columns` (feature columns by name or index)
 COLUMN_FORMATS: tuple[str, ...] = ("csv", "parquet", "npy", "jsonl", "arrow", "npz")
 
@@ -105,10 +110,13 @@ class Stream:
         else:
             self.stride = (rank, world)
 
-    @property
+    @functools.cached_property
     def sparse(self) -> bool:
-        """Whether batches hold sparse CSR features (checked before reading, by algorithms that need dense)."""
-        return self.format in SPARSE_FORMATS
+        """Whether batches hold sparse CSR features (checked before reading, by algorithms that need dense): by the
+        format, or for one that may be either by a look at the first record; a source that cannot be looked at
+        (a FIFO) is taken as dense, and a sparse record in it is then refused (see _rebatch)."""
+        peek = EITHER_FORMATS.get(self.format)
+        return self.format in SPARSE_FORMATS or bool(peek and self.inputs and peek(self.inputs[0]))
 
     @property
     def name(self) -> str:
@@ -178,6 +186,11 @@ class Stream:
             elif ch.x.shape[1] != dim:
                 raise DataError(f"has {ch.x.shape[1]} feature columns where earlier data had {dim}",
                                 source=self.inputs[ch.file].path, reason="wrong field count")
+            if isinstance(ch.x, CSR) != self.sparse:
+                raise DataError(f"{'sparse' if self.sparse else 'dense'} data was expected (from the first input, "
+                                f"or dense where the first record could not be read ahead) but this is "
+                                f"{'dense' if self.sparse else 'sparse'}", source=self.inputs[ch.file].path,
+                                reason="mixed kinds")
             s = min(skip, len(ch))
             skip -= s
             # part: this rank's records of ch, whose record i is ch's record first + i step

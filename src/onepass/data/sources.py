@@ -14,11 +14,12 @@ from typing import Any
 
 from ..errors import DataError, OnepassError, UsageError
 
-FORMATS = ("csv", "parquet", "npy", "libsvm", "jsonl", "arrow", "npz")
+FORMATS = ("csv", "parquet", "npy", "libsvm", "jsonl", "arrow", "npz", "recordio-protobuf")
 _SUFFIXES = {".csv": "csv", ".txt": "csv", ".tsv": "csv", ".parquet": "parquet", ".pq": "parquet",
              ".npy": "npy", ".libsvm": "libsvm", ".svm": "libsvm", ".svmlight": "libsvm",
              ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".arrow": "arrow", ".arrows": "arrow",
-             ".feather": "arrow", ".ipc": "arrow", ".npz": "npz"}
+             ".feather": "arrow", ".ipc": "arrow", ".npz": "npz",
+             ".rec": "recordio-protobuf", ".recordio": "recordio-protobuf", ".pbr": "recordio-protobuf"}
 _COMPRESSED = (".gz", ".bz2", ".xz", ".zst")
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 PIPE_WAIT_SECONDS = 60.0  # how long a pipe-mode pass waits for its FIFO to appear (SageMaker makes it lazily)
