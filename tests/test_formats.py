@@ -228,6 +228,10 @@ def test_jsonl_fields_in_first_record_order_blank_lines_and_crlf(tmp_path):
     got = batches(path, label_column="y")
     assert got[0][0].tolist() == [[1, 2.5], [-3, 4], [0, 1000]] and got[0][1].tolist() == [0, 1, 1]
     assert Stream(write(tmp_path / "d.json", path.read_bytes())).format == "jsonl"
+    doc = write(tmp_path / "doc.json", b'[{"a": 1},\n {"a": 2}]\n')
+    assert "one object a line" in str(data_error(doc, 1, lambda: batches(doc)))
+    pretty = write(tmp_path / "pretty.json", b'{\n  "a": 1\n}\n')
+    assert "one object a line" in str(data_error(pretty, 1, lambda: batches(pretty)))
 
 
 def test_jsonl_long_lines_and_many_fields(tmp_path):

@@ -33,17 +33,18 @@ _PARSE_BLOCK = 1 << 20  # pyarrow's own sub-blocks (parsed in parallel); a longe
 _TEXT = re.compile(rb"\S")  # a block holds a record iff it holds a byte other than white space
 
 
-def parse_object(text: bytes, name: str, lineno: int) -> dict:
-    """One line as a JSON object, refusing bad UTF-8, bad JSON, repeated keys and values that are not objects."""
+def parse_object(text: bytes, name: str, lineno: int, hint: str = "") -> dict:
+    """One line as a JSON object, refusing bad UTF-8, bad JSON, repeated keys and values that are not objects
+    (`hint` ends the message of the last two)."""
     try:
         record = json.loads(utf8_line(text, name, lineno), object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as e:
-        raise DataError(f"not valid JSON: {e.msg} at character {e.colno}", source=name, line=lineno,
+        raise DataError(f"not valid JSON: {e.msg} at character {e.colno}{hint}", source=name, line=lineno,
                         reason="parse error") from None
     except _RepeatedKey as e:
         raise DataError(f"field {e.args[0]!r} appears twice", source=name, line=lineno, reason="parse error") from None
     if not isinstance(record, dict):
-        raise DataError(f"expected a JSON object ({{...}}) on each line, found {type(record).__name__}",
+        raise DataError(f"expected a JSON object ({{...}}) on each line, found {type(record).__name__}{hint}",
                         source=name, line=lineno, reason="parse error")
     return record
 
@@ -77,7 +78,9 @@ def read(inp: Input, file_index: int, *, label: str | int | None = None, header:
             blanks += 1
             first, more, extra = _read_first_line(f, name)
             consumed, blanks = consumed + more, blanks + extra
-        names = list(parse_object(first, name, blanks + 1))
+        # the first line says what the format is: a .json file may hold one document rather than lines
+        names = list(parse_object(first, name, blanks + 1, hint=" (JSON lines: one object a line; a JSON array or "
+                                  "a document over several lines is not read)"))
         y_col, w_col, x_cols = resolve_columns(label, weight, names, name, columns)
         if not x_cols:
             raise DataError(f"no feature fields: every field ({', '.join(map(repr, names))}) is the label or the "
