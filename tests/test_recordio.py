@@ -199,6 +199,37 @@ def test_errors_name_file_record_and_byte_offset(tmp_path):
     assert "empty" in _error(tmp_path, b"")
 
 
+def test_damaged_bytes_give_a_data_error_or_records(tmp_path):
+    """Random byte changes, cuts and insertions: the reader yields records or raises DataError, nothing else."""
+    rng = np.random.default_rng(4)
+    bases = []
+    for sparse in (False, True):
+        for dtype in (np.float32, np.float64, np.int64):
+            x = (rng.normal(size=(20, 5)) * 10).astype(dtype)
+            x[rng.random(x.shape) < 0.5] = 0
+            out = io.BytesIO()
+            recordio.write_recordio(out, x, np.arange(20), sparse=sparse)
+            bases.append(out.getvalue())
+    path = tmp_path / "fuzz.rec"
+    for t in range(300):
+        data = bytearray(bases[t % len(bases)])
+        for _ in range(rng.integers(1, 4)):
+            at, op = int(rng.integers(len(data))), rng.integers(3)
+            if op == 0:
+                data[at] = int(rng.integers(256))
+            elif op == 1:
+                del data[at:at + int(rng.integers(1, 9))]
+            else:
+                data[at:at] = rng.integers(0, 256, int(rng.integers(1, 5)), dtype=np.uint8).tobytes()
+        path.write_bytes(data)
+        for label in (None, "values"):
+            try:
+                for _ in recordio.read(Input(str(path), len(data)), 0, label=label, block_size=256):
+                    pass
+            except DataError:
+                pass
+
+
 def test_stream_kind_peek_and_k_means_refusal(tmp_path):
     from onepass import algorithms
     from onepass.train import check_sparse

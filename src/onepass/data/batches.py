@@ -58,8 +58,8 @@ class Stream:
                   prefix), a database URL with `query`, or a list of those.
     storage_options: fsspec options for URLs (credentials, endpoint_url...); never saved in a checkpoint.
     query:        a SQL query; `source` is then a database URL (``sqlite:///file.db``, ``postgresql://...``).
-    data_format:  ``csv``, ``parquet``, ``npy``, ``libsvm``, ``jsonl``, ``arrow`` or ``npz``; detected from the file
-                  names when None.
+    data_format:  ``csv``, ``parquet``, ``npy``, ``libsvm``, ``jsonl``, ``arrow``, ``npz`` or ``recordio-protobuf``;
+                  detected from the file names when None.
     label_column: None for unsupervised data; ``first``, ``last``, an index or a column name otherwise.
     header:       CSV only: True, False, or None to detect a header line.
     weight_column: None, or the column (index or name) holding each record's weight (dense formats with columns).

@@ -234,7 +234,8 @@ class _Located(Exception):
 def _to_float32(values: np.ndarray, kind: int) -> np.ndarray:
     if kind == 7:
         values = values.astype(np.int64).astype(np.int32)  # int32 varints are sign-extended to 64 bits
-    return values.astype(np.float32)
+    with np.errstate(over="ignore"):  # a Float64 beyond float32's range becomes infinite, refused as not finite
+        return values.astype(np.float32)
 
 
 def _shape_of(view, spans: list) -> tuple[int, ...]:
@@ -702,11 +703,11 @@ def _dense_template(buf: bytes, frames: _Frames, kind: _Kind,
     if edge < length:
         fits &= (rows[:, edge:] == rows[0, edge:]).all(axis=1)
     s, e, dt = spans[0]
-    x = np.ascontiguousarray(rows[:, s:e]).view(dt).astype(np.float32, copy=dt != np.float32)
+    x = _to_float32(np.ascontiguousarray(rows[:, s:e]).view(dt), 2)
     y = None
     if lab is not None:
         s, e, dt = spans[1]
-        y = np.ascontiguousarray(rows[:, s:e]).view(dt)[:, 0].astype(np.float32)
+        y = _to_float32(np.ascontiguousarray(rows[:, s:e]).view(dt)[:, 0], 2)
     return x, y, fits
 
 
