@@ -6,6 +6,8 @@
 #   bash benchmarks/run.sh --quick    # smoke run, a few minutes (report in benchmarks/data/runs/QUICK.md)
 #   bash benchmarks/run.sh --help     # sizes, systems, k values, time limits
 #   bash benchmarks/run.sh pca [--quick | --help]   # the PCA benchmark (run_pca.py)
+#   bash benchmarks/run.sh distributed [--quick | --help]   # 1 and 2 processes (run_distributed.py)
+#   bash benchmarks/run.sh linear [--quick | --help]   # the linear learner benchmark (run_linear.py)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"
@@ -25,5 +27,15 @@ script=run_kmeans.py
 if [ "${1:-}" = "pca" ]; then
     script=run_pca.py
     shift
+elif [ "${1:-}" = "distributed" ]; then
+    script=run_distributed.py
+    shift
+elif [ "${1:-}" = "linear" ]; then
+    script=run_linear.py
+    shift
+    # LetterRecognition ships in Debian's r-cran-mlbench (its .rda is read with pyreadr, without R)
+    if [ ! -f /usr/lib/R/site-library/mlbench/data/LetterRecognition.rda ] && [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && apt-get install -y -qq r-cran-mlbench
+    fi
 fi
 exec "$venv/bin/python" "$here/$script" "$@"

@@ -253,6 +253,11 @@ class Session:
             if done == self.world:
                 return
 
+    def all_agree(self, flag: bool) -> bool:
+        """Whether `flag` holds on every process: decisions taken apart (early stopping on each process's own
+        validation) must come out the same everywhere, or the processes' collectives would no longer match."""
+        return self._sum([float(bool(flag))])[0] == self.world
+
     def _on_signal(self, signum, frame) -> None:
         self._signal = signum
 
