@@ -8,13 +8,25 @@ import pytest
 pytest.importorskip("sklearn")
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
-from onepass.sklearn import PCA, KMeans  # noqa: E402
+from onepass.sklearn import PCA, KMeans, LinearLearnerClassifier, LinearLearnerRegressor  # noqa: E402
 from onepass.testing import decaying_spectrum, gaussian_mixture  # noqa: E402
 
 from conftest import write_csv  # noqa: E402
 
 
-@parametrize_with_checks([KMeans(k=3), PCA(), PCA(n_components=2, algorithm_mode="randomized", extra_components=1)])
+def _expected_failures(estimator) -> dict[str, str]:
+    if isinstance(estimator, (LinearLearnerClassifier, LinearLearnerRegressor)):
+        # as scikit-learn's own SGDClassifier: stochastic updates over mini-batches see a weight of 2 and a
+        # repeated record differently (the step sizes differ), so the models are close but not equal
+        why = "mini-batch SGD: a weighted record and a repeated one give different steps"
+        return {"check_sample_weight_equivalence_on_dense_data": why,
+                "check_sample_weight_equivalence_on_sparse_data": why}
+    return {}
+
+
+@parametrize_with_checks([KMeans(k=3), PCA(), PCA(n_components=2, algorithm_mode="randomized", extra_components=1),
+                          LinearLearnerClassifier(), LinearLearnerRegressor()],
+                         expected_failed_checks=_expected_failures)
 def test_sklearn_check_estimator(estimator, check):
     check(estimator)
 

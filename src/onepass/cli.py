@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "standard input")
     t.add_argument("--out", required=True, help="the run folder: state, model and metrics")
     t.add_argument("--validation", help="a source to evaluate on at the end of every epoch")
+    t.add_argument("--test", help="a labelled source to measure the final model on (metrics prefixed test:)")
     t.add_argument("--epochs", type=int)
     t.add_argument("--mini-batch-size", type=int)
     t.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -117,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("state", help="a run folder or a state file")
     f.add_argument("--out", help="where to write the model (default: DIR/model.safetensors)")
     f.add_argument("--k-range", metavar="A:B", help="kmeans: report the cost for each k in A..B (elbow)")
-    f.add_argument("--plot", metavar="FILE.png", help="kmeans: the cost against k; pca: the explained variance "
+    f.add_argument("--plot", metavar="FILE.png", help="kmeans: the cost against k; linear_learner (binary): "
+                   "precision against recall; pca: the explained variance "
                    "of every component the state holds (needs matplotlib)")
 
     p = sub.add_parser("predict", allow_abbrev=False, help="apply a model to a source")
@@ -189,7 +191,7 @@ def cmd_train(args, extra: list[str]) -> int:
                    init_from=args.init_from, overwrite=args.overwrite, data_format=args.data_format,
                    label_column=_label(args.label_column), header=_header(args.csv_header),
                    zero_based=args.zero_based, weight_column=_label(args.weight_column), columns=args.columns,
-                   storage_options=args.storage_options, query=args.query,
+                   storage_options=args.storage_options, query=args.query, test=args.test,
                    sync_every=args.sync_every, dist_timeout=args.dist_timeout,
                    progress=_progress(args.quiet or distributed.rank() > 0))
     if distributed.rank() > 0:
@@ -222,9 +224,10 @@ def _print_model(algorithm: str, model: Model) -> None:
 def cmd_finalize(args, extra: list[str]) -> int:
     state = State.load(args.state)
     algo = algorithms.get(state.algorithm)
-    if (args.k_range and state.algorithm != "kmeans") or (args.plot and state.algorithm not in ("kmeans", "pca")):
+    plotted = ("kmeans", "pca", "linear_learner")
+    if (args.k_range and state.algorithm != "kmeans") or (args.plot and state.algorithm not in plotted):
         raise UsageError(f"{state.algorithm} has no {'--k-range' if args.k_range else '--plot'} "
-                         "(--k-range: kmeans; --plot: kmeans and pca)")
+                         "(--k-range: kmeans; --plot: kmeans, pca and binary linear_learner)")
     choice = _extra_options(extra, "finalize")
     model = algo.finalize(state, **choice)
     out = Path(args.out) if args.out else (Path(args.state) if Path(args.state).is_dir()
@@ -245,6 +248,13 @@ def cmd_finalize(args, extra: list[str]) -> int:
         ratios = algo.finalize(state, **{**choice, "num_components": algo.available_components(
             state, model.meta["subtract_mean"])}).meta["explained_variance_ratio"]
         print(f"plot:  {explained_variance(ratios, args.plot, chosen=model.meta['num_components'])}")
+    elif state.algorithm == "linear_learner" and args.plot:
+        if model.meta["predictor_type"] != "binary_classifier":
+            raise UsageError("--plot: the precision-recall plot is for binary classifiers")
+        from .plots import precision_recall
+        recall, precision = algo.precision_recall(model)
+        point = (model.meta["validation"].get("recall"), model.meta["validation"].get("precision"))
+        print(f"plot:  {precision_recall(recall, precision, args.plot, chosen=point)}")
     print(f"model: {out}")
     return 0
 

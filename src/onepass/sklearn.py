@@ -33,17 +33,20 @@ from typing import Any
 import numpy as np
 import torch
 import scipy.sparse as sp
-from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
+from sklearn.base import (BaseEstimator, ClassifierMixin, ClassNamePrefixFeaturesOutMixin, ClusterMixin,
+                          RegressorMixin, TransformerMixin)
+from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+from sklearn.utils.validation import _check_sample_weight, check_array, check_is_fitted, validate_data
 
 from .algorithms import kmeans as _kmeans
+from .algorithms import linear as _linear
 from .algorithms import pca as _pca
 from .data.batches import Batch, Stream
 from .errors import UsageError
 from .state import State
 
-__all__ = ["KMeans", "PCA"]
+__all__ = ["KMeans", "LinearLearnerClassifier", "LinearLearnerRegressor", "PCA"]
 
 
 def _seed(random_state) -> int:
@@ -268,3 +271,193 @@ def _as_tensor(X) -> torch.Tensor:
                                        torch.from_numpy(X.data.astype(np.float64)), size=X.shape,
                                        check_invariants=False)  # scipy's CSR is valid
     return torch.tensor(X, dtype=torch.float64)  # a copy: the caller's array may be read-only
+
+
+class _LinearLearner(BaseEstimator):
+    """What the linear learner estimators share: SageMaker's hyperparameters, epochs over an array (shuffled once,
+    so the hash-chosen holdout stays the same records), early stopping, and `state_` for re-choosing later."""
+
+    _predictor_type = "regressor"
+    _defaults: dict[str, Any] = {}
+
+    def __init__(self, *, num_models: Any = "auto", loss: str = "auto", optimizer: str = "auto",
+                 learning_rate: Any = "auto", wd: Any = "auto", l1: Any = "auto", epochs: int = 15,
+                 mini_batch_size: Any = "auto", early_stopping_patience: int = 3, holdout_fraction: float = 0.1,
+                 num_point_for_scaler: int = 10000, hyperparameters: dict[str, Any] | None = None,
+                 random_state=None, device: str = "cpu"):
+        self.num_models = num_models
+        self.loss = loss
+        self.optimizer = optimizer
+        self.learning_rate = learning_rate
+        self.wd = wd
+        self.l1 = l1
+        self.epochs = epochs
+        self.mini_batch_size = mini_batch_size
+        self.early_stopping_patience = early_stopping_patience
+        self.holdout_fraction = holdout_fraction
+        self.num_point_for_scaler = num_point_for_scaler
+        self.hyperparameters = hyperparameters
+        self.random_state = random_state
+        self.device = device
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
+    def _hp(self, n: int, extra: dict[str, Any]) -> dict[str, Any]:
+        size = self.mini_batch_size
+        if size == "auto":  # at least about 50 steps an epoch on small arrays; SageMaker's 1000 on large ones
+            size = int(min(1000, max(8, -(-n // 50))))
+        hp = {"num_models": self.num_models, "loss": self.loss, "optimizer": self.optimizer,
+              "learning_rate": self.learning_rate, "wd": self.wd, "l1": self.l1, "epochs": self.epochs,
+              "mini_batch_size": size, "early_stopping_patience": self.early_stopping_patience,
+              "holdout_fraction": self.holdout_fraction, "num_point_for_scaler": self.num_point_for_scaler,
+              **self._defaults, **(self.hyperparameters or {}), **extra}
+        return hp
+
+    def _validate(self, X, reset: bool):
+        return validate_data(self, X, reset=reset, accept_sparse="csr", dtype=[np.float64, np.float32],
+                             ensure_min_samples=1)
+
+    def _validate_xy(self, X, y, sample_weight, reset: bool):
+        X, y = validate_data(self, X, y, reset=reset, accept_sparse="csr", dtype=[np.float64, np.float32],
+                             y_numeric=self._predictor_type == "regressor")
+        w = None if sample_weight is None else _check_sample_weight(sample_weight, X, dtype=np.float32,
+                                                                     ensure_non_negative=True)
+        if w is not None and not w.any():
+            raise ValueError("sample_weight is zero everywhere: nothing to learn from")
+        return X, y, w
+
+    def _targets(self, y) -> tuple[np.ndarray, dict[str, Any]]:
+        """Labels as the algorithm takes them, and the hyperparameters they imply."""
+        return np.asarray(y, dtype=np.float32), {"predictor_type": "regressor"}
+
+    def _batches(self, X, y, w, size: int, order: np.ndarray):
+        for s in range(0, len(order), size):
+            rows = order[s:s + size]
+            yield Batch(_as_tensor(X[rows]).float(), torch.from_numpy(y[rows]),
+                        w=None if w is None else torch.from_numpy(w[rows]))
+
+    def fit(self, X, y, sample_weight=None):
+        """Train every model of the grid over `epochs` passes (stopping early when none improves)."""
+        for name in [n for n in self.__dict__ if n.endswith("_") and not n.startswith("_")]:
+            del self.__dict__[name]
+        X, y, w = self._validate_xy(X, y, sample_weight, reset=True)
+        labels, extra = self._targets(y)
+        hp = self._hp(X.shape[0], extra)
+        try:
+            state = _linear.init(hp, X.shape[1], _seed(self.random_state), self.device)
+        except UsageError as e:
+            raise ValueError(str(e)) from None
+        order = np.random.default_rng(_seed(self.random_state)).permutation(X.shape[0])
+        for _ in range(state.hyperparameters["epochs"]):
+            for batch in self._batches(X, labels, w, state.hyperparameters["mini_batch_size"], order):
+                state = _linear.update(state, batch)
+            state, stop = _linear.end_epoch(state)
+            if stop:
+                break
+        self.state_ = state
+        return self._finish()
+
+    def partial_fit(self, X, y, sample_weight=None, **kwargs):
+        """One pass over one more chunk (no epochs, no early stopping), then refresh the model."""
+        first = not hasattr(self, "state_")
+        X, y, w = self._validate_xy(X, y, sample_weight, reset=first)
+        labels, extra = self._targets(y, **kwargs) if first else self._encode(y)
+        if first:
+            self.state_ = _linear.init(self._hp(X.shape[0], extra), X.shape[1], _seed(self.random_state),
+                                       self.device)
+        for batch in self._batches(X, labels, w, self.state_.hyperparameters["mini_batch_size"],
+                                   np.arange(X.shape[0])):
+            self.state_ = _linear.update(self.state_, batch)
+        return self._finish()
+
+    def _encode(self, y) -> tuple[np.ndarray, dict[str, Any]]:
+        return np.asarray(y, dtype=np.float32), {}
+
+    def _finish(self):
+        self.model_ = _linear.finalize(self.state_)
+        self.coef_ = self.model_.weight.T.cpu().numpy().astype(np.float64)
+        self.intercept_ = self.model_.bias.cpu().numpy().astype(np.float64)
+        return self
+
+    def _decision(self, X) -> np.ndarray:
+        check_is_fitted(self, "model_")
+        X = self._validate(X, reset=False)
+        return self.model_.decision_function(_as_tensor(X).float()).cpu().numpy().astype(np.float64)
+
+
+class LinearLearnerClassifier(ClassifierMixin, _LinearLearner):
+    """Binary or multiclass linear learner (see `onepass.algorithms.linear`): every model of a grid trained at
+    once, the best chosen on held-out records by its loss. To place the threshold by another
+    `binary_classifier_model_selection_criteria` (SageMaker's default is accuracy), pass it and its targets in
+    `hyperparameters`; predict then follows the threshold, and predict_proba stays the model's probability.
+
+    >>> import numpy as np
+    >>> from onepass.sklearn import LinearLearnerClassifier
+    >>> X = np.random.default_rng(0).normal(size=(600, 2)); y = np.where(X[:, 0] + X[:, 1] > 0, "yes", "no")
+    >>> clf = LinearLearnerClassifier(random_state=0).fit(X, y)
+    >>> clf.score(X, y) > 0.95, clf.predict([[3.0, 3.0]]).tolist()
+    (True, ['yes'])
+
+    Learned attributes: `classes_`, `coef_`, `intercept_`, `n_features_in_`, `state_` (every model, for
+    `onepass.linear_learner.finalize` under other criteria) and `model_`.
+    """
+
+    def _targets(self, y, classes=None) -> tuple[np.ndarray, dict[str, Any]]:
+        check_classification_targets(y)
+        self.classes_ = np.unique(y) if classes is None else np.asarray(classes)
+        if len(self.classes_) < 2:
+            raise ValueError(f"the data holds only one class ({self.classes_[0]!r}): a classifier needs two or more")
+        extra = {"predictor_type": "binary_classifier"} if len(self.classes_) == 2 else \
+            {"predictor_type": "multiclass_classifier", "num_classes": len(self.classes_)}
+        return self._encode(y)[0], extra
+
+    def _encode(self, y) -> tuple[np.ndarray, dict[str, Any]]:
+        index = np.searchsorted(self.classes_, y)
+        if np.any(index >= len(self.classes_)) or np.any(self.classes_[np.minimum(index, len(self.classes_) - 1)] != y):
+            raise ValueError(f"labels outside the classes seen first: {sorted(set(y) - set(self.classes_))}")
+        return index.astype(np.float32), {}
+
+    _predictor_type = "classifier"
+    # scikit-learn's contract: predict is the argmax of predict_proba, so the threshold stays at probability 0.5
+    # unless another criterion is asked for in `hyperparameters`
+    _defaults = {"binary_classifier_model_selection_criteria": "loss_function"}
+
+    def decision_function(self, X) -> np.ndarray:
+        """Scores: (n,) for two classes, minus the chosen threshold, so that > 0 predicts the second class;
+        (n, C) for more."""
+        s = self._decision(X)
+        return s - self.model_.meta["threshold"] if s.ndim == 1 else s
+
+    def predict(self, X) -> np.ndarray:
+        check_is_fitted(self, "model_")
+        X = self._validate(X, reset=False)
+        label = self.model_.predict(_as_tensor(X).float())["predicted_label"].cpu().numpy().astype(np.int64)
+        return self.classes_[label]
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Probabilities per class (logistic and softmax losses; hinge scores are not probabilities)."""
+        check_is_fitted(self, "model_")
+        if self.model_.meta["loss"] not in ("logistic", "softmax_loss"):
+            raise AttributeError(f"predict_proba needs logistic or softmax loss, not {self.model_.meta['loss']}")
+        X = self._validate(X, reset=False)
+        score = self.model_.predict(_as_tensor(X).float())["score"].cpu().numpy().astype(np.float64)
+        return np.column_stack([1 - score, score]) if score.ndim == 1 else score
+
+
+class LinearLearnerRegressor(RegressorMixin, _LinearLearner):
+    """Linear regression by the linear learner (squared loss by default; huber, quantile, absolute and the
+    eps-insensitive losses via `loss`), the best model of the grid chosen on held-out records.
+
+    >>> import numpy as np
+    >>> from onepass.sklearn import LinearLearnerRegressor
+    >>> X = np.random.default_rng(0).normal(size=(2000, 3)); y = X @ [1.0, -2.0, 0.5] + 3.0
+    >>> reg = LinearLearnerRegressor(random_state=0).fit(X, y)
+    >>> reg.score(X, y) > 0.99
+    True
+    """
+
+    def predict(self, X) -> np.ndarray:
+        return self._decision(X)

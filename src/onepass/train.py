@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import signal
 import sys
-from contextlib import closing
+from contextlib import closing, nullcontext
 import threading
 import time
 from dataclasses import dataclass, field
@@ -88,11 +88,14 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
           data_format: str | None = None, label_column: str | int | None = None, header: bool | None = None,
           zero_based: bool | None = None, weight_column: str | int | None = None,
           columns: list[str | int] | None = None, storage_options: dict[str, Any] | None = None,
-          query: str | None = None, sync_every: int | None = None,
-          dist_timeout: float | None = None, progress: Progress | None = None, on_event=None) -> TrainResult:
+          query: str | None = None, test=None, sync_every: int | None = None, dist_timeout: float | None = None,
+          progress: Progress | None = None,
+          on_event=None) -> TrainResult:
     """Train `algorithm` on `data` into the run folder `out`. See the module docstring."""
     algo = algorithms.get(algorithm)
     out = Path(out)
+    if label_column is None and getattr(algo, "SUPERVISED", False) and not resume:
+        label_column = "first"  # SageMaker's layout: the label leads the record
     if threads:
         torch.set_num_threads(int(threads))
     dev = resolve_device(device)
@@ -110,7 +113,7 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
         algorithm=algo.NAME, data=data, out=str(out), hyperparameters=given, validation=validation, seed=seed,
         resume=resume, init_from=init_from, overwrite=overwrite, checkpoint_every=checkpoint_every,
         checkpoint_seconds=checkpoint_seconds, data_format=data_format, label_column=label_column, header=header,
-        zero_based=zero_based, weight_column=weight_column, columns=columns),
+        zero_based=zero_based, weight_column=weight_column, columns=columns, query=query),
         timeout=dist_timeout, sync_every=sync_every)
     if session and session.restarted and session.has_checkpoint(out):
         resume, init_from = True, None  # torchrun restarted the group after a failure: continue the checkpoint
@@ -220,6 +223,8 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
                     for batch in (session.batches(batches, lambda: state, checkpoint) if session else batches):
                         if state is None:
                             state = algo.init(hp, batch.x.shape[1], seed, dev)
+                            if val_stream is not None:  # validated on that source, nothing held out
+                                state.meta["external_validation"] = True
                         state = algo.update(state, batch)
                         state.meta["position"] = {"epoch": epoch, **batch.position}
                         progress.update(state.meta["records_seen"], batch.fraction, epoch, epochs)
@@ -235,11 +240,25 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
                 if state is None:
                     raise UsageError(f"{stream.name}: no records to train on")
                 state.meta["position"] = {"epoch": epoch + 1, "file": None, "records": 0}
-                if val_stream is not None:
-                    val_metrics = evaluate(algo.finalize(state), val_stream, hp, algo)
+                stop_early = False
+                if hasattr(algo, "end_epoch"):  # the algorithm validates its own models (and may stop early)
+                    with closing(val_stream.batches(hp["mini_batch_size"])) if val_stream is not None \
+                            else nullcontext(None) as val_batches:
+                        state, stop_early = algo.end_epoch(state, val_batches)
+                    if session:  # every process stops, or none
+                        stop_early = session.all_agree(stop_early)
+                if val_stream is not None or hasattr(algo, "end_epoch"):
+                    val_metrics = evaluate(algo.finalize(state), val_stream, hp, algo) \
+                        if not hasattr(algo, "end_epoch") else algo.finalize(state).meta.get("validation", {})
                     metrics.log("validation", epoch=epoch + 1, **val_metrics)
                 metrics.log("epoch", epoch=epoch + 1, **algo.describe(state))
+                if stop_early:
+                    state.meta["position"] = {"epoch": epochs, "file": None, "records": 0}
+                    metrics.log("early_stop", epoch=epoch + 1, message="no model improved on validation for "
+                                f"{hp.get('early_stopping_patience')} epochs")
                 checkpoint("epoch end")
+                if stop_early:
+                    break
     finally:
         progress.close()
     if state is None:
@@ -252,7 +271,11 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
     else:
         model = algo.finalize(state)
         model.save(out / MODEL_FILE)
-    summary = {**algo.describe(state), **{f"validation:{k}": v for k, v in val_metrics.items()}}
+    summary = {**_brief(algo.describe(state)), **{f"validation:{k}": v for k, v in val_metrics.items()}}
+    if test is not None:
+        test_stream = Stream(test, data_format=data_format, label_column=label_column, header=header,
+                             storage_options=storage_options, **options)
+        summary.update({f"test:{k}": v for k, v in evaluate(model, test_stream, hp, algo).items()})
     metrics.log("finished", model=str(out / MODEL_FILE), model_meta=model.meta, **summary)
     return TrainResult(state, model, out, summary)
 
@@ -264,13 +287,21 @@ def check_sparse(algo, stream: Stream) -> None:
                          "batches (use a dense format such as CSV)")
 
 
+def _brief(described: dict[str, Any]) -> dict[str, Any]:
+    """What the end-of-run summary shows of `describe`: its numbers and words, not its tables (a model grid)."""
+    return {k: v for k, v in described.items() if not isinstance(v, (list, dict))}
+
+
 def evaluate(model: Model, stream: Stream, hp: dict[str, Any], algo) -> dict[str, float]:
-    """Metrics of `model` over a whole stream, with SageMaker's names (for k-means: msd, ssd)."""
-    sums: dict[str, float] = {}
+    """Metrics of `model` over a whole stream, with SageMaker's names (for k-means: msd, ssd). An algorithm
+    whose `evaluate` gives sums of tensors names its metrics itself (`metrics(model, sums)`)."""
+    sums: dict[str, Any] = {}
     with closing(stream.batches(hp["mini_batch_size"])) as batches:
         for batch in batches:
             for k, v in algo.evaluate(model, batch).items():
-                sums[k] = sums.get(k, 0.0) + v
+                sums[k] = sums[k] + v if k in sums else v
+    if hasattr(algo, "metrics"):
+        return algo.metrics(model, sums)
     out = {}
     wanted = hp.get("eval_metrics", ["msd"])
     if "ssd" in sums and "count" in sums:

@@ -52,7 +52,8 @@ def loss_and_grad(name: str, s: torch.Tensor, y: torch.Tensor, **p: Any) -> tupl
                 torch.where(inside, r, delta * torch.sign(r)))
     if name == "quantile_loss":                                  # pinball: tau (y - s)+ + (1 - tau) (s - y)+
         tau = p.get("quantile", 0.5)
-        return torch.where(r < 0, -tau * r, (1 - tau) * r), torch.where(r < 0, -tau, 1 - tau) * torch.ones_like(r)
+        return (torch.where(r < 0, -tau * r, (1 - tau) * r),
+                torch.where(r < 0, torch.full_like(r, -tau), torch.full_like(r, 1 - tau)))
     eps = p.get("loss_insensitivity", 0.01)
     excess = (r.abs() - eps).clamp(min=0)
     if name == "eps_insensitive_squared_loss":                  # L = max(0, |r| - eps)^2 / 2
