@@ -16,7 +16,8 @@ a dense file the same bytes around the values, so a block of records is checked 
 as one 2-D byte array and the values are taken out as a column slice. Other records (sparse ones, Int32 varints) are
 walked field by field for the whole block at once with NumPy, in step with the block's first record; only records
 laid out differently from it are walked one by one in Python. Values, keys and labels are then decoded a whole block
-at a time (varints too): 10^5 sparse records of 10 non-zeros read in 0.18 s. It is also one dependency fewer; the
+at a time (varints too): 2x10^5 sparse records of 100 non-zeros in 10^5 columns (144 MB) read in 1.2 s
+(170 K records/s, 124 MB/s, about the LibSVM reader's speed); 10^6 dense records of 100 float32 in 0.46 s. It is also one dependency fewer; the
 bytes written equal those of the ``protobuf`` package (checked by a test when it is installed).
 
 Reading rules: dense or sparse is decided by the first record of a file (sparse when its features have ``keys``,
@@ -201,9 +202,7 @@ def _gather(data: memoryview, kind: int, rec: np.ndarray, s: np.ndarray, e: np.n
     they are stored (float32, float64, or uint64 varints) and the count per record."""
     lengths = e - s
     sizes = np.bincount(rec, weights=lengths, minlength=n).astype(np.int64)
-    total = int(lengths.sum())  # one NumPy gather (slicing a memoryview per span costs 1 us each)
-    index = np.repeat(s - (np.cumsum(lengths) - lengths), lengths) + np.arange(total)
-    joined = np.frombuffer(data, np.uint8)[index].tobytes()
+    joined = _concat(np.frombuffer(data, np.uint8), s, e, lengths).tobytes()
     if kind in (2, 3):
         width = _TYPES[kind].itemsize
         if np.any(sizes % width):
@@ -221,6 +220,20 @@ def _gather(data: memoryview, kind: int, rec: np.ndarray, s: np.ndarray, e: np.n
     except _Bad as b:
         raise _Located(int(np.searchsorted(ends_at, b.at, side="right")), str(b)) from None
     return values, np.diff(np.searchsorted(ends, np.concatenate([[0], ends_at])))
+
+
+def _concat(data: np.ndarray, s: np.ndarray, e: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """data[s[0]:e[0]] + data[s[1]:e[1]] + ... in one NumPy operation (a memoryview slice per span costs 1 us):
+    a mask over the buffer when the spans come in order (the usual case), else an index of every byte."""
+    keep = lengths > 0
+    s, e = s[keep], e[keep]
+    if np.all(s[1:] >= e[:-1]):
+        edges = np.zeros(len(data) + 1, np.int8)
+        edges[s] = 1
+        edges[e] -= 1  # a span may start where the one before it ends
+        return data[np.cumsum(edges[:-1], dtype=np.int8).view(bool)]
+    lengths = e - s
+    return data[np.repeat(s - (np.cumsum(lengths) - lengths), lengths) + np.arange(int(lengths.sum()))]
 
 
 class _Located(Exception):
