@@ -17,8 +17,9 @@ as one 2-D byte array and the values are taken out as a column slice. Other reco
 walked field by field for the whole block at once with NumPy, in step with the block's first record; only records
 laid out differently from it are walked one by one in Python. Values, keys and labels are then decoded a whole block
 at a time (varints too): 2x10^5 sparse records of 100 non-zeros in 10^5 columns (144 MB) read in 1.2 s
-(170 K records/s, 124 MB/s, about the LibSVM reader's speed); 10^6 dense records of 100 float32 in 0.46 s. It is also one dependency fewer; the
-bytes written equal those of the ``protobuf`` package (checked by a test when it is installed).
+(170 K records/s, 124 MB/s, about the LibSVM reader's speed); 10^6 dense records of 100 float32 in 0.46 s.
+It is also one dependency fewer; the bytes written equal those of the ``protobuf`` package (checked by a test when
+it is installed).
 
 Reading rules: dense or sparse is decided by the first record of a file (sparse when its features have ``keys``,
 or a ``shape`` and no values: SageMaker writes an all-zero sparse row that way), and a record of the other kind is
