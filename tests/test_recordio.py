@@ -32,7 +32,8 @@ INT32 = (MAGIC + "2e000000" + "0a1b" + VALUES + "1211" + "3a0f" + "0a0d" + "03" 
 SPARSE = (MAGIC + "35000000" + "0a1f" + VALUES + "1215" + "1213" + "0a080000003f00000040" + "120301c801" + "1a02ac02"
           + "1212" + VALUES + "120812060a0400000000" + "000000")
 # An all-zero sparse row as SageMaker writes it: only shape [300]; label 1.0; 38 bytes, 2 bytes of padding.
-EMPTY_ROW = MAGIC + "26000000" + "0a10" + VALUES + "1206" + "12041a02ac02" + "1212" + VALUES + "120812060a040000803f" + "0000"
+EMPTY_ROW = (MAGIC + "26000000" + "0a10" + VALUES + "1206" + "12041a02ac02" + "1212" + VALUES + "120812060a040000803f"
+             + "0000")
 # The spec example with both features equal to the magic number's bytes (at aligned payload offsets 16 and 20),
 # split as dmlc's writer splits it: start part (cflag 1, 16 bytes), middle part (cflag 2, 0 bytes), end part
 # (cflag 3, 20 bytes); the 4 magic bytes at each cut are left out and put back by the reader.
@@ -115,6 +116,13 @@ def test_block_of_many_records_with_odd_ones(tmp_path):
     assert np.array_equal(x, expected) and y is None
     x, y, _ = _read(_file(tmp_path, [SPEC] * 20 + [odd, extra] + [SPEC] * 3), label="values")
     assert np.all(x == [1.5, 2.0]) and np.all(y == 1.0)
+    shaped = (MAGIC + "2f000000" + "0a19" + VALUES + "120f" + "120d" + "0a080000c03f00000040" + "1a0102"
+              + "1212" + VALUES + "120812060a040000803f" + "00")  # dense, with shape [2]
+    x, y, _ = _read(_file(tmp_path, [shaped] * 12 + [SPEC] + [shaped] * 12), label="values")
+    assert np.all(x == [1.5, 2.0]) and np.all(y == 1.0)
+    wrong = shaped.replace("1a0102", "1a0103")  # shape [3] for 2 values
+    with pytest.raises(DataError, match="record 13 .*shape"):
+        _read(_file(tmp_path, [shaped] * 12 + [wrong]))
     parts = [SPARSE] * 20 + [EMPTY_ROW] + [SPARSE] * 10  # sparse records walked at once, the empty row alone
     x, y, _ = _read(_file(tmp_path, parts), label="values")
     assert np.array_equal(np.diff(x.indptr), [0 if p == EMPTY_ROW else 2 for p in parts])

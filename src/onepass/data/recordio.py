@@ -702,10 +702,12 @@ def _dense_template(buf: bytes, frames: _Frames, kind: _Kind,
         if t[0] == 7 or len(t[1]) != 1 or t[2]:
             return None
         spans.append((t[1][0][0] - starts[0], t[1][0][1] - starts[0], _TYPES[t[0]]))
-    if feats is None or (label_key is not None and lab is None) or (spans[0][1] - spans[0][0]) != \
-            kind.width * spans[0][2].itemsize or (lab is not None and spans[1][1] - spans[1][0] != spans[1][2].itemsize):
+    if feats is None or (label_key is not None and lab is None):
         return None
-    if feats[3] and int(np.prod(_shape_of(buf, feats))) != kind.width:
+    if spans[0][1] - spans[0][0] != kind.width * spans[0][2].itemsize or \
+            (lab is not None and spans[1][1] - spans[1][0] != spans[1][2].itemsize):
+        return None
+    if feats[3] and int(np.prod(_shape_of(buf, feats[3]))) != kind.width:
         return None
     rows = np.frombuffer(buf, np.uint8, count=n * stride, offset=starts[0] - 8).reshape(n, stride)[:, 8:8 + length]
     fits = np.ones(n, dtype=bool)
