@@ -71,6 +71,15 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
                    help="LibSVM: feature indices start at 0 (default: at 1, as SVMlight's)")
 
 
+def _add_bad_record_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--on-bad-record", choices=("fail", "skip"), default=None,
+                   help="fail (default): stop at the first bad record, naming it; skip: leave bad records out and "
+                        "count them by reason")
+    p.add_argument("--max-bad-fraction", type=float, default=None, metavar="F",
+                   help="with skip: stop once more than this share of the records read were bad (checked after "
+                        "1000 records and at the end; default 0.01)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     # No abbreviations: `--k` must reach the algorithm, not be read as `--k-range`.
     parser = argparse.ArgumentParser(prog="onepass", description="One-pass training on streams of any length.",
@@ -113,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dist-timeout", type=float, metavar="S", help="several processes: seconds to wait for the "
                    "others to start or answer before failing (default 300)")
     _add_data_options(t)
+    _add_bad_record_options(t)
 
     f = sub.add_parser("finalize", allow_abbrev=False, help="another model from a state, without reading data")
     f.add_argument("state", help="a run folder or a state file")
@@ -129,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("json", "jsonl", "csv"), default="jsonl")
     p.add_argument("--mini-batch-size", type=int, default=10000)
     _add_data_options(p)
+    _add_bad_record_options(p)
 
     m = sub.add_parser("merge", allow_abbrev=False, help="merge states trained on different data into one")
     m.add_argument("states", nargs="+", help="run folders or state files, same algorithm and configuration")
@@ -193,7 +204,8 @@ def cmd_train(args, extra: list[str]) -> int:
                    zero_based=args.zero_based, weight_column=_label(args.weight_column), columns=args.columns,
                    storage_options=args.storage_options, query=args.query, test=args.test,
                    sync_every=args.sync_every, dist_timeout=args.dist_timeout,
-                   progress=_progress(args.quiet or distributed.rank() > 0))
+                   progress=_progress(args.quiet or distributed.rank() > 0), on_bad_record=args.on_bad_record,
+                   max_bad_fraction=args.max_bad_fraction)
     if distributed.rank() > 0:
         return 0  # rank 0 speaks for all processes
     st, model = result.state, result.model
@@ -201,7 +213,10 @@ def cmd_train(args, extra: list[str]) -> int:
           + (f" ({len(st.meta['lineage'])} earlier run(s) continued)" if st.meta.get("lineage") else ""))
     _print_model(st.algorithm, model)
     for k, v in result.metrics.items():
-        print(f"  {k}: {_fmt(v)}")
+        if k != "bad_records":
+            print(f"  {k}: {_fmt(v)}")
+    if "bad_records" in result.metrics:
+        print(result.metrics["bad_records"])
     print(f"state:   {result.state_path}")
     print(f"model:   {result.model_path}")
     print(f"metrics: {result.out / 'metrics.jsonl'}")
@@ -279,7 +294,8 @@ def cmd_predict(args, extra: list[str]) -> int:
     stream = Stream(args.data, data_format=args.data_format, label_column=_label(args.label_column),
                     header=_header(args.csv_header), n_features=n_features, zero_based=bool(args.zero_based),
                     weight_column=_label(args.weight_column), columns=args.columns,
-                    storage_options=args.storage_options, query=args.query)
+                    storage_options=args.storage_options, query=args.query, on_bad_record=args.on_bad_record,
+                    max_bad_fraction=args.max_bad_fraction)
     check_sparse(algorithms.get(model.algorithm), stream)
     out = sys.stdout if args.output == "-" else open(args.output, "w")
     try:
@@ -309,6 +325,8 @@ def cmd_predict(args, extra: list[str]) -> int:
     finally:
         if out is not sys.stdout:
             out.close()
+    if stream.bad is not None:  # skipped records have no output line
+        print(f"onepass predict: {stream.bad.summary()} (no output line for them)", file=sys.stderr)
     return 0
 
 

@@ -23,13 +23,15 @@ import torch
 
 from . import algorithms, distributed
 from .algorithms.base import Model
+from .data.bad_records import BadRecords, resolve as resolve_bad_records
 from .data.batches import Stream
 from .errors import IncompatibleStateError, Interrupted, UsageError
 from .progress import Metrics, Progress
 from .state import MODEL_FILE, STATE_FILE, State
 
 METRICS_FILE = "metrics.jsonl"
-RUN_KEYS = ("mini_batch_size", "seed", "data_format", "label_column", "zero_based", "weight_column", "columns", "query")
+RUN_KEYS = ("mini_batch_size", "seed", "data_format", "label_column", "zero_based", "weight_column", "columns", "query",
+            "on_bad_record", "max_bad_fraction")
 
 
 @dataclass
@@ -89,9 +91,13 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
           zero_based: bool | None = None, weight_column: str | int | None = None,
           columns: list[str | int] | None = None, storage_options: dict[str, Any] | None = None,
           query: str | None = None, test=None, sync_every: int | None = None, dist_timeout: float | None = None,
-          progress: Progress | None = None,
-          on_event=None) -> TrainResult:
-    """Train `algorithm` on `data` into the run folder `out`. See the module docstring."""
+          progress: Progress | None = None, on_bad_record: str | None = None,
+          max_bad_fraction: float | None = None, on_event=None) -> TrainResult:
+    """Train `algorithm` on `data` into the run folder `out`. See the module docstring.
+
+    on_bad_record: "fail" (default) stops at the first bad record; "skip" leaves bad records out, counts them by
+    reason (in the state's meta, `bad_records`, so a resumed run goes on counting, and in metrics.jsonl) and stops
+    once more than `max_bad_fraction` of the records (default 0.01) were bad."""
     algo = algorithms.get(algorithm)
     out = Path(out)
     if label_column is None and getattr(algo, "SUPERVISED", False) and not resume:
@@ -122,7 +128,8 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
     position: dict[str, Any] | None = None
     run = {"mini_batch_size": None, "seed": seed, "data_format": data_format, "label_column": label_column,
            "zero_based": zero_based, "weight_column": weight_column, "columns": list(columns) if columns else None,
-           "query": query}  # saved in the checkpoint: never storage_options, which may hold secrets
+           "query": query, "on_bad_record": on_bad_record,
+           "max_bad_fraction": max_bad_fraction}  # saved in the checkpoint: never storage_options, which may hold secrets
     if resume:
         if not state_path.exists():
             raise UsageError(f"--resume: {out} holds no checkpoint ({STATE_FILE}); start without --resume")
@@ -132,6 +139,10 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
         saved = state.meta.get("run", {})
         # What was not given again is taken from the checkpoint; what was given must match it.
         run = {k: (saved.get(k) if v is None else v) for k, v in run.items()}
+        if on_bad_record is not None and max_bad_fraction is None and on_bad_record != saved.get("on_bad_record"):
+            run["max_bad_fraction"] = None  # another policy, refused below: not with the checkpoint's fraction
+        run["on_bad_record"], run["max_bad_fraction"] = resolve_bad_records(run["on_bad_record"],
+                                                                            run["max_bad_fraction"])
         _check_same_run(saved, {**run, "mini_batch_size": hp["mini_batch_size"]})
         data_format, label_column = run["data_format"], run["label_column"]
         weight_column, columns, query = run["weight_column"], run["columns"], run.get("query")
@@ -157,17 +168,21 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
             (out / name).unlink(missing_ok=True)
     run["mini_batch_size"] = hp["mini_batch_size"]
     run["zero_based"] = bool(run["zero_based"])
+    run["on_bad_record"], run["max_bad_fraction"] = resolve_bad_records(run["on_bad_record"], run["max_bad_fraction"])
     run["seed"] = seed = int(run["seed"] if run["seed"] is not None else
                              (state.meta.get("seed", 0) if state is not None else 0))
     epochs = hp["epochs"]
 
     # sparse formats (LibSVM) take their width from the algorithm's feature_dim
     options = {"n_features": hp.get("feature_dim"), "zero_based": bool(run["zero_based"]),
-               "weight_column": weight_column, "columns": columns}
+               "weight_column": weight_column, "columns": columns, "on_bad_record": run["on_bad_record"],
+               "max_bad_fraction": run["max_bad_fraction"]}
     stream = Stream(data, data_format=data_format, label_column=label_column, header=header,
                     storage_options=storage_options, query=query, shard=session and session.shard, **options)
     if session:
         session.check_inputs(stream)
+    if stream.bad is not None and state is not None and resume:  # go on counting where the checkpoint stood
+        stream.bad.restore(state.meta.get("bad_records"))
     check_sparse(algo, stream)
     if epochs > 1 and not stream.rereadable:
         raise UsageError(f"--epochs {epochs} needs a source that can be read again; {stream.name} "
@@ -214,6 +229,8 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
         last_ckpt_records, last_ckpt_time = state.meta["records_seen"], time.monotonic()
         metrics.log("checkpoint", reason=reason, records_seen=state.meta["records_seen"],
                     position=state.meta.get("position"))
+        if stream.bad is not None:
+            metrics.log("bad_records", reason=reason, **state.meta.get("bad_records", BadRecords().to_meta()))
 
     try:
         with _StopFlag() as stop:
@@ -227,6 +244,8 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
                                 state.meta["external_validation"] = True
                         state = algo.update(state, batch)
                         state.meta["position"] = {"epoch": epoch, **batch.position}
+                        if batch.bad is not None:
+                            state.meta["bad_records"] = batch.bad
                         progress.update(state.meta["records_seen"], batch.fraction, epoch, epochs)
                         if stop.signal is not None:
                             checkpoint(f"signal {signal.Signals(stop.signal).name}")
@@ -240,6 +259,8 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
                 if state is None:
                     raise UsageError(f"{stream.name}: no records to train on")
                 state.meta["position"] = {"epoch": epoch + 1, "file": None, "records": 0}
+                if stream.bad is not None:  # the pass is over: bad records after its last batch count too
+                    state.meta["bad_records"] = stream.bad.to_meta()
                 stop_early = False
                 if hasattr(algo, "end_epoch"):  # the algorithm validates its own models (and may stop early)
                     with closing(val_stream.batches(hp["mini_batch_size"])) if val_stream is not None \
@@ -272,6 +293,10 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
         model = algo.finalize(state)
         model.save(out / MODEL_FILE)
     summary = {**_brief(algo.describe(state)), **{f"validation:{k}": v for k, v in val_metrics.items()}}
+    if stream.bad is not None:
+        tally = BadRecords(run["max_bad_fraction"])
+        tally.restore(state.meta.get("bad_records"))
+        summary["bad_records"] = tally.summary()
     if test is not None:
         test_stream = Stream(test, data_format=data_format, label_column=label_column, header=header,
                              storage_options=storage_options, **options)

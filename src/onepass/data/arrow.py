@@ -29,8 +29,9 @@ _READ_ERRORS = (*READ_ERRORS, pa.ArrowException, UnicodeDecodeError, MemoryError
 
 def read(inp: Input, file_index: int, *, label: str | int | None = None, header: bool | None = None,
          start: int = 0, line: int = 0, block_size: int | None = None, weight: str | int | None = None,
-         columns: list[str | int] | None = None) -> Iterator[Chunk]:
-    """Yield chunks from record batch `start` on."""
+         columns: list[str | int] | None = None, bad=None) -> Iterator[Chunk]:
+    """Yield chunks from record batch `start` on. `bad` (on_bad_record="skip"): rows holding a null or a value that
+    is not finite are left out and attached to the chunks; a chunk's base counts the good rows before it."""
     name = inp.path if inp.path != "-" else "<stdin>"
     f = None
     try:
@@ -55,7 +56,7 @@ def read(inp: Input, file_index: int, *, label: str | int | None = None, header:
         y_col, w_col, x_cols = resolve_columns(label, weight, names, name, columns)
         used = sorted({*x_cols, *(c for c in (y_col, w_col) if c is not None)})
         check_numeric(reader.schema, used, name)
-        yield from _chunks(batches, names, used, x_cols, y_col, w_col, name, file_index, start)
+        yield from _chunks(batches, names, used, x_cols, y_col, w_col, name, file_index, start, bad is not None)
     except _READ_ERRORS as e:
         raise DataError(f"not a readable Arrow IPC file or stream ({e})", source=name, reason="bad arrow") from None
     finally:
@@ -65,7 +66,7 @@ def read(inp: Input, file_index: int, *, label: str | int | None = None, header:
 
 def _chunks(batches: Iterator[tuple[int, pa.RecordBatch, float]], names: list[str], used: list[int],
             x_cols: list[int], y_col: int | None, w_col: int | None, name: str, file_index: int,
-            start: int) -> Iterator[Chunk]:
+            start: int, skip: bool = False) -> Iterator[Chunk]:
     row, g = 0, -1
     while True:
         try:
@@ -80,11 +81,13 @@ def _chunks(batches: Iterator[tuple[int, pa.RecordBatch, float]], names: list[st
                 rb.validate(full=True)
             except _READ_ERRORS as e:
                 raise DataError(f"record batch {g} is damaged ({e})", source=name, row=row, reason="bad arrow") from None
+            good = 0  # rows handed on from this batch (all of them, unless `skip` left bad ones out)
             for base in range(0, rb.num_rows, SLICE_ROWS):
                 part = rb.slice(base, SLICE_ROWS)
-                x, y, w = arrow_arrays({i: part.column(i) for i in used}, names, x_cols, y_col, w_col, name,
-                                       row + base)
-                yield Chunk(x, y, file_index, g, base, row + base, fraction, w)
+                x, y, w, *events = arrow_arrays({i: part.column(i) for i in used}, names, x_cols, y_col, w_col,
+                                                name, row + base, skip)
+                yield Chunk(x, y, file_index, g, good, row + base, fraction, w, *events)
+                good += len(x)
         row += rb.num_rows
     if row == 0:
         raise DataError("file is empty: no records", source=name, reason="empty")

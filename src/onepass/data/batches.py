@@ -20,6 +20,7 @@ from ..errors import DataError, UsageError
 from . import arrow, csv, jsonl, libsvm, npy, npz, parquet
 from . import sql
 from . import recordio
+from .bad_records import BadRecords, resolve as resolve_bad_records
 from .chunks import Chunk
 from .sources import Input, detect_format, resolve
 from .sparse import CSR
@@ -33,6 +34,8 @@ SPARSE_FORMATS = ("libsvm",)  # their batches' x is a torch sparse CSR tensor
 EITHER_FORMATS = {"recordio-protobuf": recordio.first_is_sparse}
 # formats whose readers take `columns` (feature columns by name or index)
 COLUMN_FORMATS: tuple[str, ...] = ("csv", "parquet", "npy", "jsonl", "arrow", "npz")
+# formats whose readers can skip bad records (on_bad_record="skip"; they take `bad`)
+SKIP_FORMATS: tuple[str, ...] = ("csv", "parquet", "npy", "libsvm", "jsonl", "arrow", "npz", "sql")
 
 
 @dataclass
@@ -45,6 +48,7 @@ class Batch:
     position: dict[str, Any] = field(default_factory=dict)
     fraction: float | None = None  # share of the epoch read, when the size is known
     w: torch.Tensor | None = None  # per-record weights; None means every record weighs 1
+    bad: dict[str, Any] | None = None  # on_bad_record="skip": the stream's bad-record tally after this batch
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -69,13 +73,17 @@ class Stream:
     zero_based:   LibSVM only: feature indices start at 0 (default: at 1, as SVMlight's).
     shard:        (rank, world_size): read only this worker's share, so that N workers read every record once:
                   whole files when there are at least N (balanced by size), else every N-th record.
+    on_bad_record: ``fail`` (a bad record raises a DataError naming it) or ``skip`` (bad records are left out and
+                  counted in `bad`, see bad_records.py); max_bad_fraction: with skip, the largest share of bad
+                  records allowed (default 0.01) before a DataError stops reading.
     """
 
     def __init__(self, source, data_format: str | None = None, label_column: str | int | None = None,
                  header: bool | None = None, n_features: int | None = None, zero_based: bool = False,
                  weight_column: str | int | None = None, columns: list[str | int] | None = None,
                  shard: tuple[int, int] | None = None, storage_options: dict[str, Any] | None = None,
-                 query: str | None = None):
+                 query: str | None = None, on_bad_record: str | None = None,
+                 max_bad_fraction: float | None = None):
         self.source = source
         self.inputs: list[Input] = resolve(source, storage_options, query)
         self.format = "sql" if query is not None else detect_format(self.inputs, data_format)
@@ -97,6 +105,13 @@ class Stream:
                 raise UsageError(f"--columns: {self.format} input cannot choose columns "
                                  f"(formats that can: {', '.join(COLUMN_FORMATS)})")
             self.options["columns"] = list(columns)
+        policy, fraction = resolve_bad_records(on_bad_record, max_bad_fraction)
+        self.bad: BadRecords | None = None  # the tally under skip; None under fail (readers raise)
+        if policy == "skip":
+            if self.format not in SKIP_FORMATS:
+                raise UsageError(f"--on-bad-record skip: {self.format} input can only fail at a bad record "
+                                 f"(formats that can skip: {', '.join(SKIP_FORMATS)})")
+            self.bad = BadRecords(fraction, self.name)
 
     def _shard(self, rank: int, world: int) -> None:
         if not 0 <= rank < world:
@@ -146,9 +161,10 @@ class Stream:
                              f"now {self.inputs[first].path!r}; resume needs the same inputs")
         for i in range(first, len(self.inputs)):
             at = start if (start and i == first) else None
+            extra = {"bad": self.bad} if self.bad is not None else {}
             yield from read(self.inputs[i], i, label=self.label_column, header=self.header,
                             start=int(at["offset"]) if at else 0,
-                            line=int(at.get("offset_line", 1)) if at else 1, **self.options)
+                            line=int(at.get("offset_line", 1)) if at else 1, **self.options, **extra)
 
     def batches(self, batch_size: int, start: dict[str, Any] | None = None,
                 prefetch: int = 2) -> Iterator[Batch]:
@@ -180,7 +196,29 @@ class Stream:
         ys: list[np.ndarray] = []
         ws: list[np.ndarray] = []
         have, dim = 0, None
+        tally = self.bad
+        # bad records met after the current restart offset (counted or left out as counted before the start)
+        drop = int(start.get("bad_skip", 0)) if start and tally is not None else 0
+        where, at_offset = ((start["file"], start["offset"]) if start else None), 0
         for ch in self.chunks(start):
+            if (ch.file, ch.offset) != where:
+                where, at_offset = (ch.file, ch.offset), 0
+            events, ei = ch.bad or (), 0
+
+            def count(upto: int) -> None:
+                """Count the chunk's bad records before its good record `upto` (in chunk order)."""
+                nonlocal ei, drop, at_offset
+                while ei < len(events) and events[ei][0] <= upto:
+                    if drop:
+                        drop -= 1
+                    elif not self.stride or (at + events[ei][0]) % self.stride[1] == self.stride[0]:
+                        tally.add(events[ei][1])  # by stride: the rank of the next record counts it
+                    ei, at_offset = ei + 1, at_offset + 1
+
+            if not len(ch):  # every record of it was bad
+                at = index
+                count(0)
+                continue
             if dim is None:
                 dim = ch.x.shape[1]
             elif ch.x.shape[1] != dim:
@@ -209,13 +247,29 @@ class Stream:
                 s, have = s + take, have + take
                 if have == batch_size:
                     records += have
-                    yield self._batch(xs, ys, ws, ch, min(first + s * step, len(ch)), records, sizes, total, at)
+                    nxt = min(first + s * step, len(ch))
+                    bad = None
+                    if tally is not None:
+                        count(nxt)
+                        tally.records += have
+                        tally.check()
+                        bad = {**tally.to_meta(), "bad_skip": at_offset}
+                    yield self._batch(xs, ys, ws, ch, nxt, records, sizes, total, at, bad)
                     xs, ys, ws, have = [], [], [], 0
+            if tally is not None:
+                count(len(ch))
         if have:
             records += have
-            yield self._batch(xs, ys, ws, ch, len(ch), records, sizes, total, at)
+            bad = None
+            if tally is not None:
+                tally.records += have
+                bad = {**tally.to_meta(), "bad_skip": at_offset}
+            yield self._batch(xs, ys, ws, ch, len(ch), records, sizes, total, at, bad)
+        if tally is not None:
+            tally.check(at_end=True)
 
-    def _batch(self, xs, ys, ws, ch: Chunk, s: int, records: int, sizes, total, at: int = 0) -> Batch:
+    def _batch(self, xs, ys, ws, ch: Chunk, s: int, records: int, sizes, total, at: int = 0,
+               bad: dict[str, Any] | None = None) -> Batch:
         """A batch of the records in xs, ys, ws; the next record is record `s` of `ch`, whose first is number `at`
         of the source (counted for stride sharding only)."""
         if isinstance(xs[0], CSR):
@@ -229,8 +283,10 @@ class Stream:
                     "skip": ch.base + s, "line": ch.line + s, "offset_line": ch.line, "records": records}
         if self.stride:
             position["index"] = at + s
+        if bad is not None:  # the skipped records after `offset` already counted (a resumed run leaves them out)
+            position["bad_skip"] = bad.pop("bad_skip")
         fraction = (sum(sizes[:ch.file]) + ch.fraction * sizes[ch.file]) / total if total else None
-        return Batch(x, y, position, fraction, w)
+        return Batch(x, y, position, fraction, w, bad)
 
 
 def shard_files(sizes: list[int], world: int) -> list[list[int]]:

@@ -23,6 +23,8 @@ class Chunk:
     line:     line number (CSV, 1-based) or row number (0-based) of the first record, for messages.
     fraction: share of the input read once this chunk is done (0..1), for the progress display.
     w:        per-record weights, float32, shape (n,), or None (every record weighs 1).
+    bad:      under on_bad_record="skip": the records left out, as (k, DataError) with k good records of this
+              chunk before each (see bad_records.py); `base` and `offset` count good records only.
     """
 
     x: np.ndarray | CSR
@@ -33,6 +35,7 @@ class Chunk:
     line: int
     fraction: float
     w: np.ndarray | None = None
+    bad: list[tuple[int, DataError]] | None = None
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -108,25 +111,74 @@ def check_numeric(schema: pa.Schema, used: list[int], source: str) -> None:
             raise DataError(f"column {fld.name!r} is {fld.type}, not numeric", source=source, reason="not a number")
 
 
+def drop_bad_rows(x: np.ndarray, y: np.ndarray | None, w: np.ndarray | None, source: str, row: int,
+                  known: dict[int, DataError] | None = None):
+    """Under on_bad_record="skip": (x, y, w, bad) without the rows found bad already (`known`: row -> error, such
+    as a missing value) or holding a value that is not finite or a bad weight; `bad` lists each as (good rows
+    before it, DataError), with the message the fail policy gives. Cheap when every row is good."""
+    with np.errstate(invalid="ignore"):
+        wrong = ~np.isfinite(x).all(axis=1) if x.size else np.zeros(len(x), dtype=bool)
+        if y is not None:
+            wrong |= ~np.isfinite(y)
+        if w is not None:
+            wrong |= ~np.isfinite(w) | (w < 0)
+    if known:
+        wrong[list(known)] = True
+    if not wrong.any():
+        return x, y, w, None
+    bad = []
+    for k, r in enumerate(np.flatnonzero(wrong)):
+        r = int(r)
+        try:
+            if known and r in known:
+                raise known[r]
+            check_finite(x[r:r + 1], source, row + r)
+            if y is not None:
+                check_finite(y[r:r + 1, None], source, row + r)
+            if w is not None:
+                check_weights(w[r:r + 1], source, row + r)
+        except DataError as e:
+            bad.append((r - k, e))
+    keep = ~wrong
+    pick = (lambda a: None if a is None else a[keep])
+    return x[keep], pick(y), pick(w), bad
+
+
 def arrow_arrays(cols: dict[int, pa.Array], names: list[str], x_cols: list[int], y_col: int | None,
-                 w_col: int | None, source: str, row: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+                 w_col: int | None, source: str, row: int, skip: bool = False):
     """Features, labels and weights of columnar records (Parquet, Arrow IPC) whose first is row `row`, checked:
-    no missing value, finite features and labels, valid weights. `cols` maps a column's index to its values."""
+    no missing value, finite features and labels, valid weights. `cols` maps a column's index to its values.
+    With `skip` (on_bad_record="skip"), bad rows are left out instead: (x, y, w, bad) as drop_bad_rows gives."""
+    if skip:
+        nulls = {i: c.is_null().to_numpy(zero_copy_only=False) for i, c in cols.items() if c.null_count}
+        known: dict[int, DataError] = {}
+        for i in sorted(nulls, reverse=True):  # the first column missing a value names the row
+            known.update({int(r): DataError(f"column {names[i]!r} is missing a value", source=source, row=row + int(r),
+                                            reason="missing value") for r in np.flatnonzero(nulls[i])})
+        x, y, w = _arrow_values({i: c.fill_null(0) if i in nulls else c for i, c in cols.items()},
+                                x_cols, y_col, w_col)
+        return drop_bad_rows(x, y, w, source, row, known)
     for i, c in cols.items():
         if c.null_count:
             r = int(np.flatnonzero(c.is_null().to_numpy(zero_copy_only=False))[0])
             raise DataError(f"column {names[i]!r} is missing a value", source=source, row=row + r,
                             reason="missing value")
-    n = len(next(iter(cols.values())))
-    x = np.empty((n, len(x_cols)), dtype=np.float32)
-    with np.errstate(over="ignore", invalid="ignore"):  # beyond float32: inf, refused below with its row
-        for j, i in enumerate(x_cols):
-            x[:, j] = cols[i].to_numpy(zero_copy_only=False)
-        y = cols[y_col].to_numpy(zero_copy_only=False).astype(np.float32) if y_col is not None else None
-        w = cols[w_col].to_numpy(zero_copy_only=False).astype(np.float32) if w_col is not None else None
+    x, y, w = _arrow_values(cols, x_cols, y_col, w_col)
     check_finite(x, source, row)
     if y is not None:
         check_finite(y[:, None], source, row)
     if w is not None:
         check_weights(w, source, row)
+    return x, y, w
+
+
+def _arrow_values(cols: dict[int, pa.Array], x_cols: list[int], y_col: int | None,
+                  w_col: int | None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    n = len(next(iter(cols.values())))
+    x = np.empty((n, len(x_cols)), dtype=np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):  # beyond float32: inf, refused with its row
+        for j, i in enumerate(x_cols):
+            x[:, j] = cols[i].to_numpy(zero_copy_only=False)
+        y = cols[y_col].to_numpy(zero_copy_only=False).astype(np.float32) if y_col is not None else None
+        w = cols[w_col].to_numpy(zero_copy_only=False).astype(np.float32) if w_col is not None else None
     return x, y, w

@@ -36,6 +36,7 @@ _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
 _INFINITY = re.compile(r"[+-]?inf(?:inity)?", re.ASCII | re.IGNORECASE)
 _NAN = re.compile(r"[+-]?nan\b.*", re.ASCII | re.IGNORECASE)
 _CONTENT = re.compile(rb"[^\r\n]")  # a block holds a record iff it holds a byte other than line ends
+_SURROGATE = re.compile("[\udc80-\udcff]")  # bad UTF-8 bytes, decoded with errors="surrogateescape"
 
 
 def _open(inp: Input) -> BinaryIO:
@@ -127,9 +128,10 @@ def _is_number(field: str) -> bool:
 
 def read(inp: Input, file_index: int, *, label: str | int | None = None, header: bool | None = None,
          start: int = 0, line: int = 1, block_size: int | None = None,
-         weight: str | int | None = None, columns: list[str | int] | None = None) -> Iterator[Chunk]:
+         weight: str | int | None = None, columns: list[str | int] | None = None, bad=None) -> Iterator[Chunk]:
     """Yield chunks of `inp` from byte offset `start` (0, or an offset that a chunk reported, whose line is `line`).
-    Columns not taken (not in `columns`, nor the label or weight) must be there but need not be numbers."""
+    Columns not taken (not in `columns`, nor the label or weight) must be there but need not be numbers.
+    `bad` (on_bad_record="skip"): bad records are left out and attached to the chunks (bad_records.py)."""
     block_size = block_size or BLOCK_SIZE  # read at call time, so that tests can shrink it
     lower = inp.path.lower()
     for ext in COMPRESSED:
@@ -162,7 +164,7 @@ def read(inp: Input, file_index: int, *, label: str | int | None = None, header:
                 raise _broken(e, name, line) from None
             pending = b""
         yield from _chunks(f, inp, name, file_index, start, line, pending, ncols, x_cols, y_col, w_col,
-                           delimiter, block_size, has_header)
+                           delimiter, block_size, has_header, bad)
     except _READ_ERRORS as e:  # opening the input
         raise _broken(e, name, None) from None
     finally:
@@ -191,7 +193,7 @@ def _read_first_line(f: BinaryIO, name: str) -> tuple[bytes, int, int]:
 
 
 def _chunks(f, inp, name, file_index, offset, line, carry, ncols, x_cols, y_col, w_col, delimiter, block_size,
-            has_header) -> Iterator[Chunk]:
+            has_header, bad=None) -> Iterator[Chunk]:
     """Blocks of whole lines; `offset` is always the byte offset of `carry`'s first byte in the file, `line` its
     line number."""
     column_names = [f"c{i}" for i in range(ncols)]
@@ -207,25 +209,40 @@ def _chunks(f, inp, name, file_index, offset, line, carry, ncols, x_cols, y_col,
         if not _CONTENT.search(block):  # empty lines only (a line of spaces is a record with an empty field)
             end_line = line + buf.count(b"\n", 0, end)
             continue
+        def slow(message: str):
+            """The line-by-line pass: under fail, raise naming the first bad record; under skip, the good ones."""
+            if bad is None:
+                _diagnose(bytes(block), line, ncols, delimiter, name, message, used)
+            return _salvage(bytes(block), line, ncols, delimiter, name, message, used, x_cols, y_col, w_col)
+
+        salvaged = None
         if buf.startswith(_BOM):  # pyarrow would skip a byte-order mark at the start of any block
-            _diagnose(bytes(block), line, ncols, delimiter, name, "byte-order mark inside the file", used)
-        try:
-            table = pacsv.read_csv(pa.py_buffer(block), read_options=read_opts, parse_options=parse_opts,
-                                   convert_options=convert_opts)
-        except pa.ArrowException as e:
-            table = None
-            message = str(e)
-        if table is None:
-            _diagnose(bytes(block), line, ncols, delimiter, name, message, used)
-        x, y = _to_numpy(table, x_cols, y_col)
-        w = np.array(table.column(f"c{w_col}").to_numpy(), dtype=np.float32) if w_col is not None else None
-        if not np.isfinite(x).all() or (y is not None and not np.isfinite(y).all()) or (
-                w is not None and not np.isfinite(w).all()):
-            _diagnose(bytes(block), line, ncols, delimiter, name, "a value is missing or not finite", used)
-        if w is not None:
-            check_weights(w, name, line, unit="line", line_of=lambda r: _line_of_record(bytes(block), line, r, delimiter))
+            salvaged = slow("byte-order mark inside the file")
+        if salvaged is None:
+            try:
+                table = pacsv.read_csv(pa.py_buffer(block), read_options=read_opts, parse_options=parse_opts,
+                                       convert_options=convert_opts)
+            except pa.ArrowException as e:
+                table = None
+                message = str(e)
+            if table is None:
+                salvaged = slow(message)
+        if salvaged is None:
+            x, y = _to_numpy(table, x_cols, y_col)
+            w = np.array(table.column(f"c{w_col}").to_numpy(), dtype=np.float32) if w_col is not None else None
+            if not np.isfinite(x).all() or (y is not None and not np.isfinite(y).all()) or (
+                    w is not None and not np.isfinite(w).all()):
+                salvaged = slow("a value is missing or not finite")
+            elif w is not None and bad is None:
+                check_weights(w, name, line, unit="line",
+                              line_of=lambda r: _line_of_record(bytes(block), line, r, delimiter))
+            elif w is not None and not (w >= 0).all():
+                salvaged = slow("a weight is negative")
+        events = None
+        if salvaged is not None:
+            x, y, w, events = salvaged
         seen_any = True
-        yield Chunk(x, y, file_index, offset, 0, line, (offset + end) / inp.size if inp.size else 0.0, w)
+        yield Chunk(x, y, file_index, offset, 0, line, (offset + end) / inp.size if inp.size else 0.0, w, events)
     if not seen_any and has_header:
         raise DataError("file has a header but no records", source=name, line=end_line, reason="empty")
 
@@ -246,10 +263,13 @@ def _line_of_record(block: bytes, first_line: int, index: int, delimiter: str) -
     return first_line
 
 
-def _rows(block: bytes, first_line: int, delimiter: str, name: str) -> Iterator[tuple[int, list[str]]]:
-    """(line number, fields) of every non-empty record in a block, by Python's csv module: the slow path."""
+def _rows(block: bytes, first_line: int, delimiter: str, name: str,
+          lenient: bool = False) -> Iterator[tuple[int, list[str] | DataError]]:
+    """(line number, fields) of every non-empty record in a block, by Python's csv module: the slow path.
+    `lenient` (skipping bad records): bad UTF-8 is decoded as surrogates and a record the csv module cannot split
+    comes as its DataError, so that reading goes on."""
     try:
-        text = block.decode("utf-8")
+        text = block.decode("utf-8", "surrogateescape" if lenient else "strict")
     except UnicodeDecodeError as e:
         bad_line = first_line + block[:e.start].count(b"\n")
         column = e.start - block.rfind(b"\n", 0, e.start)
@@ -271,8 +291,12 @@ def _rows(block: bytes, first_line: int, delimiter: str, name: str) -> Iterator[
         except StopIteration:
             return
         except _pycsv.Error as e:
-            raise DataError(f"cannot split the line into fields ({e})", source=name, line=lineno,
-                            reason="parse error") from None
+            error = DataError(f"cannot split the line into fields ({e})", source=name, line=lineno,
+                              reason="parse error")
+            if not lenient:
+                raise error from None
+            yield lineno, error
+            continue
         if fields:  # an empty line; a line of spaces is a record
             yield lineno, fields
 
@@ -311,3 +335,59 @@ def _diagnose(block: bytes, first_line: int, ncols: int, delimiter: str, name: s
                 raise DataError(f"field {j + 1} {problem[0]}", source=name, line=lineno, reason=problem[1])
     last = first_line + block.count(b"\n")
     raise DataError(f"cannot parse lines {first_line}-{last}: {arrow_msg}", source=name, reason="parse error")
+
+
+def _salvage(block: bytes, first_line: int, ncols: int, delimiter: str, name: str, arrow_msg: str, used: list[int],
+             x_cols: list[int], y_col: int | None, w_col: int | None):
+    """Under on_bad_record="skip", a block the fast path refused: (x, y, w, bad) of its good records, converted by
+    pyarrow's own string-to-float32 cast (the values the fast path gives), and its bad records as (k, DataError),
+    k good records before each. A block whose records all pass here is refused as a whole, as _diagnose does."""
+    records: list[tuple[int, list[str] | DataError]] = []
+    for lineno, fields in _rows(block, first_line, delimiter, name, lenient=True):
+        if not isinstance(fields, DataError):
+            fields = _record_error(fields, lineno, ncols, used, name) or fields
+        records.append((lineno, fields))
+    ok = [i for i, (_, f) in enumerate(records) if not isinstance(f, DataError)]
+    try:
+        cols = {j: pa.array([records[i][1][j].strip(" \t") for i in ok], pa.string()).cast(pa.float32())
+                .to_numpy(zero_copy_only=False) for j in used}
+    except pa.ArrowException as e:
+        last = first_line + block.count(b"\n")
+        raise DataError(f"cannot parse lines {first_line}-{last}: {e}", source=name, reason="parse error") from None
+    keep = np.ones(len(ok), dtype=bool)
+    if w_col is not None:
+        for r in np.flatnonzero(cols[w_col] < 0):
+            lineno = records[ok[r]][0]
+            records[ok[r]] = (lineno, DataError(f"weight is {cols[w_col][r]} (weights must be finite and not "
+                                                "negative)", source=name, line=lineno, reason="bad weight"))
+            keep[r] = False
+    if len(ok) == len(records) and keep.all():
+        last = first_line + block.count(b"\n")
+        raise DataError(f"cannot parse lines {first_line}-{last}: {arrow_msg}", source=name, reason="parse error")
+    events, good = [], 0
+    for _, f in records:
+        if isinstance(f, DataError):
+            events.append((good, f))
+        else:
+            good += 1
+    x = np.empty((int(keep.sum()), len(x_cols)), dtype=np.float32)
+    for j, i in enumerate(x_cols):
+        x[:, j] = cols[i][keep]
+    y = cols[y_col][keep].astype(np.float32) if y_col is not None else None
+    w = cols[w_col][keep].astype(np.float32) if w_col is not None else None
+    return x, y, w, events
+
+
+def _record_error(fields: list[str], lineno: int, ncols: int, used: list[int], name: str) -> DataError | None:
+    """What is wrong with one record (the checks of _diagnose, and bad UTF-8), or None."""
+    if len(fields) != ncols:
+        return DataError(f"expected {ncols} fields, found {len(fields)}", source=name, line=lineno,
+                         reason="wrong field count")
+    for j, v in enumerate(fields):
+        if _SURROGATE.search(v):
+            return DataError(f"invalid UTF-8 in field {j + 1}", source=name, line=lineno, reason="bad utf-8")
+    for j in used:
+        problem = _field_problem(fields[j])
+        if problem:
+            return DataError(f"field {j + 1} {problem[0]}", source=name, line=lineno, reason=problem[1])
+    return None

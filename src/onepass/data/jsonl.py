@@ -66,8 +66,9 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
 
 def read(inp: Input, file_index: int, *, label: str | int | None = None, header: bool | None = None,
          start: int = 0, line: int = 1, block_size: int | None = None, weight: str | int | None = None,
-         columns: list[str | int] | None = None) -> Iterator[Chunk]:
-    """Yield chunks of `inp` from byte offset `start` (0, or an offset that a chunk reported, whose line is `line`)."""
+         columns: list[str | int] | None = None, bad=None) -> Iterator[Chunk]:
+    """Yield chunks of `inp` from byte offset `start` (0, or an offset that a chunk reported, whose line is `line`).
+    `bad` (on_bad_record="skip"): bad lines are left out and attached to the chunks (bad_records.py)."""
     block_size = block_size or BLOCK_SIZE  # read at call time, so that tests can shrink it
     name = inp.path if inp.path != "-" else "<stdin>"
     f = None
@@ -97,9 +98,15 @@ def read(inp: Input, file_index: int, *, label: str | int | None = None, header:
         for buf, end, offset, at in line_blocks(f, name, start, line, pending, block_size):
             if not _TEXT.search(buf, 0, end):
                 continue
-            x, y, w = taken.arrays(buf, end, at, name)
+            events = None
+            try:
+                x, y, w = taken.arrays(buf, end, at, name)
+            except DataError as e:
+                if bad is None:
+                    raise
+                x, y, w, events = taken.salvage(bytes(memoryview(buf)[:end]), at, name, e)
             fraction = min(1.0, (offset + end) / inp.size) if inp.size else 0.0
-            yield Chunk(x, y, file_index, offset, 0, at, fraction, w)
+            yield Chunk(x, y, file_index, offset, 0, at, fraction, w, events)
     except _READ_ERRORS as e:  # opening the input
         raise _broken(e, name, None) from None
     finally:
@@ -165,6 +172,32 @@ class _Fields:
         return pajson.read_json(pa.py_buffer(block), read_options=pajson.ReadOptions(use_threads=True,
                                                                                      block_size=sub_block),
                                 parse_options=self.parse)
+
+    def salvage(self, block: bytes, first_line: int, name: str, error: DataError):
+        """Under on_bad_record="skip", a block the fast path refused: (x, y, w, bad) of its good lines, parsed by the
+        fast path again with the bad lines blanked (line numbers stay), and its bad lines as (k, DataError), k good
+        records before each. `error` (the fast path's) is raised when no single line is to blame."""
+        lines, events, good = block.split(b"\n"), [], 0
+        for i, text in enumerate(lines):
+            if not text.strip():
+                continue
+            try:
+                self.diagnose(text, first_line + i, name, None)
+                if self.w is not None and json.loads(text)[self.w] < 0:
+                    raise DataError(f"weight is {json.loads(text)[self.w]} (weights must be finite and not negative)",
+                                    source=name, line=first_line + i, reason="bad weight")
+                good += 1
+            except DataError as e:
+                events.append((good, e))
+                lines[i] = b""
+        if not events:
+            raise error
+        if not good:
+            empty = np.empty(0, dtype=np.float32)
+            return (np.empty((0, len(self.x)), dtype=np.float32), None if self.y is None else empty,
+                    None if self.w is None else empty, events)
+        kept = b"\n".join(lines)
+        return (*self.arrays(kept, len(kept), first_line, name), events)
 
     def record_lines(self, block: bytes, first_line: int, name: str) -> list[int]:
         """The line number of each record in a block (the slow path, for messages)."""

@@ -52,8 +52,9 @@ _TOKEN_OPTIONS = (pacsv.ReadOptions(column_names=["v"], use_threads=True, block_
 
 def read(inp: Input, file_index: int, *, label: str | int | None = None, header: bool | None = None,
          start: int = 0, line: int = 1, block_size: int | None = None, n_features: int | None = None,
-         zero_based: bool = False) -> Iterator[Chunk]:
-    """Yield chunks (x a CSR of width `n_features`, y the labels) from byte offset `start`, whose line is `line`."""
+         zero_based: bool = False, bad=None) -> Iterator[Chunk]:
+    """Yield chunks (x a CSR of width `n_features`, y the labels) from byte offset `start`, whose line is `line`.
+    `bad` (on_bad_record="skip"): bad lines are left out and attached to the chunks (bad_records.py)."""
     if n_features is None:
         raise UsageError("LibSVM data needs the number of features, which a stream cannot know before its end: "
                          "give --feature-dim N (Python: feature_dim=N, or Stream(..., n_features=N))")
@@ -68,11 +69,20 @@ def read(inp: Input, file_index: int, *, label: str | int | None = None, header:
             f.seek(start)
         seen = False
         for offset, first_line, block in _blocks(f, name, start, line, block_size):
-            parsed = _parse(block, name, first_line, n_features, zero_based)
-            if parsed is not None:
+            events = None
+            try:
+                parsed = _parse(block, name, first_line, n_features, zero_based)
+            except DataError:
+                if bad is None:
+                    raise
+                parsed, events = _salvage(block, name, first_line, n_features, zero_based)
+            if parsed is not None or events:
                 seen = True
                 done = min(1.0, (offset + len(block)) / inp.size) if inp.size else 0.0
-                yield Chunk(parsed[0], parsed[1], file_index, offset, 0, first_line, done)
+                if parsed is None:  # every record of the block was bad
+                    parsed = (CSR(np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32),
+                                  (0, n_features)), np.zeros(0, np.float32))
+                yield Chunk(parsed[0], parsed[1], file_index, offset, 0, first_line, done, None, events)
         if not seen and start == 0:
             raise DataError("file is empty: no records", source=name, reason="empty")
     except _READ_ERRORS as e:  # opening or seeking
@@ -183,6 +193,22 @@ def _diagnose(block: bytes, name: str, first_line: int, n_features: int, zero_ba
             raise DataError(problem[0], source=name, line=first_line + k, reason=problem[1])
     last = first_line + block.count(b"\n")
     raise DataError(f"cannot parse lines {first_line}-{last}: {why}", source=name, reason="parse error")
+
+
+def _salvage(block: bytes, name: str, first_line: int, n_features: int, zero_based: bool):
+    """Under on_bad_record="skip", a block the fast path refused: its good lines parsed by the fast path (bad ones
+    blanked, so that line numbers stay) or None, and its bad lines as (k, DataError), k good records before each."""
+    lines, events, good = block.split(b"\n"), [], 0
+    for k, raw in enumerate(lines):
+        problem = _line_problem(raw, n_features, zero_based)
+        if problem:
+            events.append((good, DataError(problem[0], source=name, line=first_line + k, reason=problem[1])))
+            lines[k] = b""
+        elif raw.split(b"#", 1)[0].split():
+            good += 1
+    if not events:  # the fast path refused what the line-by-line pass takes: refuse the block, naming why
+        _parse(block, name, first_line, n_features, zero_based)
+    return _parse(b"\n".join(lines), name, first_line, n_features, zero_based), events
 
 
 def _line_problem(raw: bytes, n_features: int, zero_based: bool) -> tuple[str, str] | None:

@@ -7,7 +7,7 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import DataError
-from .chunks import Chunk, check_finite, check_weights, resolve_columns
+from .chunks import Chunk, check_finite, check_weights, drop_bad_rows, resolve_columns
 from .sources import Input
 
 SLICE_BYTES = 1 << 24
@@ -15,8 +15,9 @@ SLICE_BYTES = 1 << 24
 
 def read(inp: Input, file_index: int, *, label: str | int | None = None, header: bool | None = None,
          start: int = 0, line: int = 0, block_size: int | None = None,
-         weight: str | int | None = None, columns: list[str | int] | None = None) -> Iterator[Chunk]:
-    """Yield chunks from row `start` on; a chunk's offset is its first row. Columns are chosen by index."""
+         weight: str | int | None = None, columns: list[str | int] | None = None, bad=None) -> Iterator[Chunk]:
+    """Yield chunks from row `start` on; a chunk's offset is its first row. Columns are chosen by index. `bad`
+    (on_bad_record="skip"): rows holding a value that is not finite are left out and attached to the chunks."""
     try:
         arr = np.load(inp.path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
@@ -37,9 +38,12 @@ def read(inp: Input, file_index: int, *, label: str | int | None = None, header:
         x = np.array(block if everything else block[:, x_cols], dtype=np.float32, order="C", copy=True)
         y = block[:, y_col].astype(np.float32) if y_col is not None else None
         w = block[:, w_col].astype(np.float32) if w_col is not None else None
+        events = None
+        if bad is not None:
+            x, y, w, events = drop_bad_rows(x, y, w, inp.path, r)
         check_finite(x, inp.path, r)
         if y is not None:
             check_finite(y[:, None], inp.path, r)
         if w is not None:
             check_weights(w, inp.path, r)
-        yield Chunk(x, y, file_index, r, 0, r, min(1.0, (r + step) / arr.shape[0]), w)
+        yield Chunk(x, y, file_index, r, 0, r, min(1.0, (r + step) / arr.shape[0]), w, events)

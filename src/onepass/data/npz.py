@@ -23,7 +23,7 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import DataError, UsageError
-from .chunks import Chunk, check_finite, check_weights, resolve_columns
+from .chunks import Chunk, check_finite, check_weights, drop_bad_rows, resolve_columns
 from .sources import Input
 
 SLICE_BYTES = 1 << 24
@@ -83,8 +83,9 @@ class _Array:
 
 def read(inp: Input, file_index: int, *, label: str | int | None = None, header: bool | None = None,
          start: int = 0, line: int = 0, block_size: int | None = None, weight: str | int | None = None,
-         columns: list[str | int] | None = None) -> Iterator[Chunk]:
-    """Yield chunks from row `start` on; a chunk's offset is its first row."""
+         columns: list[str | int] | None = None, bad=None) -> Iterator[Chunk]:
+    """Yield chunks from row `start` on; a chunk's offset is its first row. `bad` (on_bad_record="skip"): rows
+    holding a value that is not finite are left out and attached to the chunks."""
     if not (inp.seekable and os.path.isfile(inp.path)):
         raise DataError("an .npz archive needs random access: read it from a local, uncompressed file",
                         source=inp.path if inp.path != "-" else "<stdin>", reason="bad npz")
@@ -133,12 +134,15 @@ def read(inp: Input, file_index: int, *, label: str | int | None = None, header:
                      block[:, w_col] if w_col is not None else None)
                 y = None if y is None else y.astype(np.float32)
                 w = None if w is None else w.astype(np.float32)
+                events = None
+                if bad is not None:
+                    x, y, w, events = drop_bad_rows(x, y, w, inp.path, r)
                 check_finite(x, inp.path, r)
                 if y is not None:
                     check_finite(y[:, None], inp.path, r)
                 if w is not None:
                     check_weights(w, inp.path, r)
-                yield Chunk(x, y, file_index, r, 0, r, min(1.0, (r + step) / n), w)
+                yield Chunk(x, y, file_index, r, 0, r, min(1.0, (r + step) / n), w, events)
     except _READ_ERRORS as e:
         raise DataError(f"not a readable .npz archive ({e})", source=inp.path, reason="bad npz") from None
     finally:

@@ -17,9 +17,10 @@ SLICE_ROWS = 1 << 16
 
 def read(inp: Input, file_index: int, *, label: str | int | None = None, header: bool | None = None,
          start: int = 0, line: int = 0, block_size: int | None = None,
-         weight: str | int | None = None, columns: list[str | int] | None = None) -> Iterator[Chunk]:
-    """Yield chunks from row group `start` on; a chunk's offset is its row group, its base the rows before it.
-    Only the columns taken (features, label, weight) are read."""
+         weight: str | int | None = None, columns: list[str | int] | None = None, bad=None) -> Iterator[Chunk]:
+    """Yield chunks from row group `start` on; a chunk's offset is its row group, its base the rows before it
+    (the good ones: with `bad`, on_bad_record="skip", rows holding a null or a value that is not finite are left
+    out and attached to the chunk). Only the columns taken (features, label, weight) are read."""
     try:
         pf = pq.ParquetFile(random_access(inp))  # a URL: an fsspec file, read by ranges
     except (pa.ArrowException, OSError) as e:
@@ -33,15 +34,16 @@ def read(inp: Input, file_index: int, *, label: str | int | None = None, header:
         raise DataError("file is empty: no records", source=inp.path, reason="empty")
     row = sum(meta.row_group(g).num_rows for g in range(start))
     for g in range(start, meta.num_row_groups):
-        base = 0
+        base = raw = 0  # good rows, all rows of the group before the slice
         try:
             batches = pf.iter_batches(batch_size=SLICE_ROWS, row_groups=[g], columns=[names[i] for i in used],
                                       use_threads=True)
             for rb in batches:
                 cols = {i: rb.column(names[i]) for i in used}
-                x, y, w = arrow_arrays(cols, names, x_cols, y_col, w_col, inp.path, row + base)
-                yield Chunk(x, y, file_index, g, base, row + base, (g + 1) / meta.num_row_groups, w)
-                base += rb.num_rows
+                x, y, w, *events = arrow_arrays(cols, names, x_cols, y_col, w_col, inp.path, row + raw,
+                                                bad is not None)
+                yield Chunk(x, y, file_index, g, base, row + raw, (g + 1) / meta.num_row_groups, w, *events)
+                base, raw = base + len(x), raw + rb.num_rows
         except (pa.ArrowException, OSError) as e:
             raise DataError(f"row group {g} is unreadable ({e})", source=inp.path, reason="bad parquet") from None
         row += meta.row_group(g).num_rows

@@ -23,7 +23,7 @@ from urllib.parse import quote, unquote
 import numpy as np
 
 from ..errors import DataError, UsageError
-from .chunks import Chunk, check_finite, check_weights, resolve_columns
+from .chunks import Chunk, check_finite, check_weights, drop_bad_rows, resolve_columns
 from .sources import Input
 
 FETCH_ROWS = 10_000  # rows per fetch: the size of a round trip, and of a chunk
@@ -32,34 +32,42 @@ _NUMBERS = (int, float, bool, Decimal, np.number, np.bool_)
 
 def read(inp: Input, file_index: int, *, label: str | int | None = None, header: bool | None = None,
          start: int = 0, line: int = 0, block_size: int | None = None,
-         weight: str | int | None = None) -> Iterator[Chunk]:
-    """Yield chunks of the query's rows; a chunk's base is the rows before it (the query cannot restart midway)."""
+         weight: str | int | None = None, bad=None) -> Iterator[Chunk]:
+    """Yield chunks of the query's rows; a chunk's base is the rows before it (the query cannot restart midway).
+    `bad` (on_bad_record="skip"): rows holding a NULL, a value that is not a number or not finite are left out and
+    attached to the chunks; base then counts the good rows."""
     with _rows(inp) as (names, fetches):
         y_col, w_col, x_cols = resolve_columns(label, weight, names, inp.path)
         if not x_cols:
             raise DataError("the query returns no feature columns (only the label or the weight)", source=inp.path,
                             reason="no features")
-        row = 0
+        row = base = 0
         for rows in fetches:
             if not rows:
                 break
-            values = _numbers(rows, names, inp.path, row + 1)
+            known: dict[int, DataError] | None = {} if bad is not None else None
+            values = _numbers(rows, names, inp.path, row + 1, known)
             x = np.ascontiguousarray(values[:, x_cols], dtype=np.float32)
             y = values[:, y_col].astype(np.float32) if y_col is not None else None
             w = values[:, w_col].astype(np.float32) if w_col is not None else None
+            events = None
+            if bad is not None:
+                x, y, w, events = drop_bad_rows(x, y, w, inp.path, row + 1, known)
             check_finite(x, inp.path, row + 1)
             if y is not None:
                 check_finite(y[:, None], inp.path, row + 1)
             if w is not None:
                 check_weights(w, inp.path, row + 1)
-            yield Chunk(x, y, file_index, 0, row, row + 1, 0.0, w)
-            row += len(rows)
+            yield Chunk(x, y, file_index, 0, base, row + 1, 0.0, w, events)
+            row, base = row + len(rows), base + len(x)
         if row == 0:
             raise DataError("the query returned no rows", source=inp.path, reason="empty")
 
 
-def _numbers(rows: list, names: list[str], source: str, first: int) -> np.ndarray:
-    """The rows as a float64 matrix; a NULL or a value that is not a number raises, naming column and row."""
+def _numbers(rows: list, names: list[str], source: str, first: int,
+             known: dict[int, DataError] | None = None) -> np.ndarray:
+    """The rows as a float64 matrix; a NULL or a value that is not a number raises, naming column and row (or,
+    given `known`, is noted there by row and read as 0, the row to be left out)."""
     try:
         arr = np.array(rows)  # numeric rows convert at C speed; NULLs, text and dates give another kind
     except ValueError:
@@ -71,11 +79,15 @@ def _numbers(rows: list, names: list[str], source: str, first: int) -> np.ndarra
         for r, v in enumerate(column):
             if not isinstance(v, _NUMBERS):
                 if v is None:
-                    raise DataError(f"column {names[j]!r} is NULL (missing value)", source=source, row=first + r,
-                                    reason="missing value")
-                raise DataError(f"column {names[j]!r} is {type(v).__name__} {str(v)[:40]!r}, not a number",
-                                source=source, row=first + r, reason="not a number")
-        out[:, j] = np.array([float(v) for v in column], dtype=np.float64)
+                    error = DataError(f"column {names[j]!r} is NULL (missing value)", source=source, row=first + r,
+                                      reason="missing value")
+                else:
+                    error = DataError(f"column {names[j]!r} is {type(v).__name__} {str(v)[:40]!r}, not a number",
+                                      source=source, row=first + r, reason="not a number")
+                if known is None:
+                    raise error
+                known.setdefault(r, error)
+        out[:, j] = np.array([float(v) if isinstance(v, _NUMBERS) else 0.0 for v in column], dtype=np.float64)
     return out
 
 
