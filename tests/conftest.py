@@ -11,6 +11,24 @@ import pytest
 from onepass.testing import gaussian_mixture
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session, exitstatus):
+    session.config.stash[_EXIT] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    """Leave at once once pytest is done, as the `onepass` command does (`onepass.cli.run`): the interpreter's
+    teardown can race pyarrow's and torch's native thread pools and abort a run whose tests all passed."""
+    if _EXIT in config.stash and not hasattr(sys, "_called_from_xdist"):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(config.stash[_EXIT])
+
+
+_EXIT = pytest.StashKey[int]()
+
+
 def run_cli(*args: str, stdin=None, check: bool = False, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
     """Run `python -m onepass ARGS` in a subprocess, as a user would from a shell."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
