@@ -67,6 +67,11 @@ def rank() -> int:
     return int(os.environ.get("RANK", "0") or 0)
 
 
+def _trained(state: State) -> int:
+    """Records a state's model was trained on (an SGD learner may hold some back: a scaling sample, a holdout)."""
+    return int(state.meta.get("records_trained", state.meta["records_seen"]))
+
+
 class Session:
     """One process's part in a training run on several processes (None from `from_env` when running alone)."""
 
@@ -82,6 +87,7 @@ class Session:
         self._ckpt_time = time.monotonic()
         self._avg_records = 0
         self._signal: int | None = None
+        self.algo = None  # the algorithm module, for its optional shared_parameters hooks
         self.stats = {"control_syncs": 0, "control_bytes": 0, "averages": 0, "average_bytes": 0,
                       "checkpoints": 0, "gather_bytes": 0}
 
@@ -129,6 +135,7 @@ class Session:
                     f"(--dist-timeout): {first}. Are all {world} processes started, with the same MASTER_ADDR "
                     "and MASTER_PORT?") from None
         session = cls(r, world, device, averaged, sync_every, owns)
+        session.algo = algo
         session.check_same({**config, "sync_every": sync_every, "world_size": world,
                             "device": device.type}, "settings")
         return session, device
@@ -220,7 +227,8 @@ class Session:
         finished, steps, last = False, 0, time.monotonic()
         if self._ckpt_records is None:
             state = state_of()
-            self._ckpt_records = self._avg_records = state.meta["records_seen"] if state is not None else 0
+            self._ckpt_records = state.meta["records_seen"] if state is not None else 0
+            self._avg_records = _trained(state) if state is not None else 0
         while True:
             if not finished:
                 batch = next(it, None)
@@ -274,9 +282,11 @@ class Session:
     def _average(self, state: State) -> None:
         """Replace the AVERAGED tensors by their average over processes, weighted by the records each saw since
         the last average (a process that saw none, its shard done, takes the others' average)."""
-        weight = float(state.meta["records_seen"] - self._avg_records)
-        self._avg_records = state.meta["records_seen"]
-        tensors = [state.tensors[name] for name in self.averaged]
+        weight = float(_trained(state) - self._avg_records)
+        self._avg_records = _trained(state)
+        # an algorithm whose tensors depend on a per-process scaling averages them in a shared form instead
+        shared = getattr(self.algo, "shared_parameters", None)
+        tensors = list(shared(state).values()) if shared else [state.tensors[name] for name in self.averaged]
         flat = torch.cat([t.detach().reshape(-1).to(self.comm, torch.float64) * weight for t in tensors]
                          + [torch.tensor([weight], dtype=torch.float64, device=self.comm)])
         dist.all_reduce(flat)
@@ -289,6 +299,8 @@ class Session:
         for t in tensors:
             t.copy_((flat[at:at + t.numel()] / total).view(t.shape).to(t.device, t.dtype))
             at += t.numel()
+        if shared:
+            self.algo.set_shared_parameters(state, dict(zip(self.averaged, tensors)))
 
     # ---------------------------------------------------------------------------------- checkpoints
 

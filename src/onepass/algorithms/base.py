@@ -19,7 +19,11 @@ and then `--sync-every K` replaces those tensors, every K mini-batches, by their
 weighted by the records each process saw since the previous average (one all_reduce of their float64 values),
 which keeps the processes' models from drifting apart (K = 1 with plain SGD is synchronous data-parallel SGD).
 The named tensors must mean the same on every process (the same shapes, the same feature scaling); everything
-else in the state stays local until `merge`. Algorithms with exact merges (PCA, k-means) do not declare it.
+else in the state stays local until `merge`. An algorithm whose tensors depend on something each process fixes on
+its own (the linear learner's feature scaling) also defines `shared_parameters(state) -> {name: tensor}` (the
+AVERAGED tensors in a form every process shares, fresh tensors) and `set_shared_parameters(state, tensors)`
+(back into its own form); the average is then taken of the shared form. Algorithms with exact merges (PCA,
+k-means) do not declare any of it.
 """
 
 from __future__ import annotations
