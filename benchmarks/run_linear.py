@@ -525,6 +525,7 @@ def run_one(system: str, ds: str, spec: dict, args, env: dict) -> dict:
         cmd += ["--num-classes", str(spec["classes"])] if task == "multiclass" else []
         cmd += ["--data-format", "libsvm", "--feature-dim", str(spec["features"])] if sparse else \
             ["--label-column", "first"]
+        cmd += ["--epochs", "1"] if stream else []  # one pass over a stream, as the peers' partial_fit and VW
         cmd += ["--threads", str(args.threads), "--quiet"]
     else:
         train, test = files["train"], files["test"]
