@@ -105,7 +105,8 @@ def test_refinalizing_at_a_target_recall_reaches_it_on_the_validation_data():
 def test_sparse_and_dense_input_of_the_same_data_give_the_same_model():
     x, y = _linear_data(4000, d=6, seed=6)
     x[x.abs() < 0.1] = 0.0  # a few zeros; every feature still appears in every batch
-    hp = {"predictor_type": "binary_classifier", "unbias_data": False, "num_models": 6, "num_point_for_scaler": 800}
+    hp = {"predictor_type": "binary_classifier", "unbias_data": False, "normalize_data": True, "num_models": 6,
+          "num_point_for_scaler": 800}
     dense = _fit(hp, x, y, batch=200)
     sparse = ll.init(hp, 6, 0)
     for s in range(0, 4000, 200):
