@@ -43,9 +43,20 @@ def parse_object(text: bytes, name: str, lineno: int, hint: str = "") -> dict:
                         reason="parse error") from None
     except _RepeatedKey as e:
         raise DataError(f"field {e.args[0]!r} appears twice", source=name, line=lineno, reason="parse error") from None
+    except RecursionError:  # Python's decoder recurses into nested arrays and objects
+        raise DataError(f"not valid JSON: nested too deeply{hint}", source=name, line=lineno,
+                        reason="parse error") from None
+    except ValueError as e:  # an integer of more digits than Python converts (sys.get_int_max_str_digits)
+        raise DataError(f"not readable JSON: {e}", source=name, line=lineno, reason="parse error") from None
     if not isinstance(record, dict):
         raise DataError(f"expected a JSON object ({{...}}) on each line, found {type(record).__name__}{hint}",
                         source=name, line=lineno, reason="parse error")
+    for key in record:  # a \ud800 escape decodes to a lone surrogate, which no UTF-8 text (nor pyarrow) can hold
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:
+            raise DataError(f"field name {key!r} is not valid Unicode (a lone surrogate escape)", source=name,
+                            line=lineno, reason="bad utf-8") from None
     return record
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tokenize
 from typing import Iterator
 
 import numpy as np
@@ -20,7 +21,9 @@ def read(inp: Input, file_index: int, *, label: str | int | None = None, header:
     (on_bad_record="skip"): rows holding a value that is not finite are left out and attached to the chunks."""
     try:
         arr = np.load(inp.path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
+    # SyntaxError, TokenError, TypeError: NumPy parses the header as a Python literal (then sorts its keys); a
+    # damaged one can raise them
+    except (ValueError, OSError, EOFError, SyntaxError, tokenize.TokenError, TypeError) as e:
         raise DataError(f"not a readable .npy file ({e})", source=inp.path, reason="bad npy") from None
     if arr.ndim == 1:
         arr = arr[:, None]
@@ -30,6 +33,9 @@ def read(inp: Input, file_index: int, *, label: str | int | None = None, header:
     if arr.shape[0] == 0:
         raise DataError("file is empty: no records", source=inp.path, reason="empty")
     y_col, w_col, x_cols = resolve_columns(label, weight, [str(i) for i in range(arr.shape[1])], inp.path, columns)
+    if not x_cols:  # as .npz: records without features are refused, not handed on as empty rows
+        raise DataError(f"no feature columns: the array has {arr.shape[1]} column(s), none of them a feature",
+                        source=inp.path, reason="no features")
     everything = x_cols == list(range(arr.shape[1]))
     step = max(1, SLICE_BYTES // max(1, arr.shape[1] * arr.itemsize))
     for r in range(start, arr.shape[0], step):

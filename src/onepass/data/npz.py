@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import struct
+import tokenize
 import zipfile
 import zlib
 from typing import Iterator
@@ -38,12 +39,15 @@ class _Array:
         self.name = info.filename.removesuffix(".npy")
         f = zf.open(info)
         version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            self.shape, fortran, self.dtype = np.lib.format.read_array_header_1_0(f)
-        elif version == (2, 0):
-            self.shape, fortran, self.dtype = np.lib.format.read_array_header_2_0(f)
-        else:
-            raise ValueError(f"array {self.name!r} is in .npy format version {version}, which is not read")
+        try:
+            if version == (1, 0):
+                self.shape, fortran, self.dtype = np.lib.format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                self.shape, fortran, self.dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                raise ValueError(f"array {self.name!r} is in .npy format version {version}, which is not read")
+        except (SyntaxError, tokenize.TokenError, TypeError) as e:  # NumPy parses the header as a Python literal
+            raise ValueError(f"array {self.name!r} has a damaged header ({type(e).__name__}: {e})") from None
         if self.dtype.hasobject:
             raise DataError(f"array {self.name!r} holds Python objects (reading them would unpickle code; never done)",
                             source=path, reason="bad npz")
