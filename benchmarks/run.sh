@@ -8,6 +8,7 @@
 #   bash benchmarks/run.sh pca [--quick | --help]   # the PCA benchmark (run_pca.py)
 #   bash benchmarks/run.sh distributed [--quick | --help]   # 1 and 2 processes (run_distributed.py)
 #   bash benchmarks/run.sh linear [--quick | --help]   # the linear learner benchmark (run_linear.py)
+#   bash benchmarks/run.sh data [--quick | --help]   # the data-layer benchmark, every format (run_data.py)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"
@@ -29,6 +30,9 @@ if [ "${1:-}" = "pca" ]; then
     shift
 elif [ "${1:-}" = "distributed" ]; then
     script=run_distributed.py
+    shift
+elif [ "${1:-}" = "data" ]; then
+    script=run_data.py
     shift
 elif [ "${1:-}" = "linear" ]; then
     script=run_linear.py
