@@ -41,7 +41,7 @@ RUNS = DATA / "runs"
 ALGORITHMS = {
     "kmeans": ["--k", "10"],
     "pca": ["--num-components", "10"],
-    "linear_learner": ["--predictor-type", "multiclass_classifier", "--num-classes", "10"],
+    "linear_learner": ["--predictor-type", "multiclass_classifier", "--num-classes", "10", "--epochs", "1"],
 }
 
 

@@ -103,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int)
     t.add_argument("--mini-batch-size", type=int)
     t.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    t.add_argument("--threads", type=int, help="CPU threads for compute (default: torch's choice)")
+    t.add_argument("--threads", type=int, help="CPU threads for compute and parsing (default: all cores); 1 is one "
+                   "thread in all, without read-ahead")
     t.add_argument("--seed", type=int, help="random seed (default 0)")
     t.add_argument("--checkpoint-every", type=int, metavar="N", help="write a checkpoint every N records")
     t.add_argument("--checkpoint-seconds", type=float, default=600.0, metavar="T",

@@ -104,6 +104,11 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
         label_column = "first"  # SageMaker's layout: the label leads the record
     if threads:
         torch.set_num_threads(int(threads))
+        import pyarrow
+        pyarrow.set_cpu_count(int(threads))  # the parser's threads too: --threads bounds the whole process
+    # --threads 1 is one thread in all: no read-ahead thread either (parsing and compute take turns), so that N
+    # processes of one thread each measure parallel efficiency honestly on N cores
+    read_ahead = 0 if threads == 1 else 2
     dev = resolve_device(device)
     given = dict(hyperparameters or {})
     if epochs is not None:
@@ -236,7 +241,7 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
         with _StopFlag() as stop:
             for epoch in range(start_epoch, epochs):
                 # closed however the loop ends, so the read-ahead thread stops before the process exits
-                with closing(stream.batches(hp["mini_batch_size"], start=position)) as batches:
+                with closing(stream.batches(hp["mini_batch_size"], start=position, prefetch=read_ahead)) as batches:
                     for batch in (session.batches(batches, lambda: state, checkpoint) if session else batches):
                         if state is None:
                             state = algo.init(hp, batch.x.shape[1], seed, dev)
