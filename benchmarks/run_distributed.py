@@ -131,7 +131,7 @@ def report(rows: list[dict], n: int, d: int, parts: int, path: Path) -> None:
         lines.append(f"| {r['algorithm']} | {r['processes']} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {speed} | {cpu} "
                      f"| {dist.get('control_syncs', '-')} | {dist.get('control_bytes', '-')} "
                      f"| {dist.get('average_bytes', '-') or '-'} | {dist.get('gather_bytes', '-')} | {r['quality']} |")
-    lines += ["", "Control syncs happen about every 50 ms (one all_reduce of 5 float64), so their number follows the "
+    lines += ["", "Control syncs happen about every second (one all_reduce of 5 float64), so their number follows the "
               "run's duration, not the number of records; the final gather is the states' size, fixed before the "
               "first record (PCA: d x d sums; k-means: its summary and sample)."]
     path.parent.mkdir(parents=True, exist_ok=True)
