@@ -162,7 +162,7 @@ def _bare(a, info: dict) -> tuple[int, float]:
 
 def run_read(system: str, kind: str, fmt: str, path: Path, args, env: dict, tag_extra: str = "",
              n_features: int | None = None) -> dict:
-    tag = f"data_{kind}_{fmt}_{system}{tag_extra}"
+    tag = f"{_prefix(args)}_{kind}_{fmt}_{system}{tag_extra}"
     out = RUNS / f"{tag}.json"
     out.unlink(missing_ok=True)
     cmd = [sys.executable, str(Path(__file__).resolve()), "_worker", system, fmt.split("-")[0], str(path), str(out)]
@@ -173,7 +173,7 @@ def run_read(system: str, kind: str, fmt: str, path: Path, args, env: dict, tag_
 
 
 def run_kmeans(path: Path, args, env: dict) -> dict:
-    tag = "data_dense_csv_kmeans"
+    tag = f"{_prefix(args)}_dense_csv_kmeans"
     out_dir = RUNS / f"{tag}.run"
     shutil.rmtree(out_dir, ignore_errors=True)
     cmd = [_onepass_exe(), "train", "kmeans", "--data", str(path), "--out", str(out_dir), "--k", "10",
@@ -191,6 +191,11 @@ def run_kmeans(path: Path, args, env: dict) -> dict:
                 "pass_s": None if epoch is None else epoch - start, "stdout": _tail(RUNS / "logs" / f"{tag}.log", 5)}
 
     return _run(cmd, tag, args, env, info, system="kmeans", kind="dense", format="csv", file=str(path))
+
+
+def _prefix(args) -> str:
+    """Run files' names: a --quick run's never meet a full run's, should both run at once."""
+    return "data_quick" if args.quick else "data"
 
 
 def _warm(path: Path) -> None:
