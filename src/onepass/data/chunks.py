@@ -111,6 +111,26 @@ def check_numeric(schema: pa.Schema, used: list[int], source: str) -> None:
             raise DataError(f"column {fld.name!r} is {fld.type}, not numeric", source=source, reason="not a number")
 
 
+def check_rows(x: np.ndarray, y: np.ndarray | None, w: np.ndarray | None, source: str, row: int) -> None:
+    """Refuse a value that is not finite (features, label) or a bad weight, naming the first row that holds one."""
+    check_finite(x, source, row)
+    if y is not None:
+        check_finite(y[:, None], source, row)
+    if w is not None:
+        check_weights(w, source, row)
+
+
+def checked_rows(x: np.ndarray, y: np.ndarray | None, w: np.ndarray | None, source: str, row: int, skip: bool,
+                 known: dict[int, DataError] | None = None):
+    """(x, y, w, bad): with `skip`, the rows `check_rows` would refuse are left out (see drop_bad_rows); without,
+    the first of them is refused."""
+    bad = None
+    if skip:
+        x, y, w, bad = drop_bad_rows(x, y, w, source, row, known)
+    check_rows(x, y, w, source, row)
+    return x, y, w, bad
+
+
 def drop_bad_rows(x: np.ndarray, y: np.ndarray | None, w: np.ndarray | None, source: str, row: int,
                   known: dict[int, DataError] | None = None):
     """Under on_bad_record="skip": (x, y, w, bad) without the rows found bad already (`known`: row -> error, such
@@ -132,11 +152,8 @@ def drop_bad_rows(x: np.ndarray, y: np.ndarray | None, w: np.ndarray | None, sou
         try:
             if known and r in known:
                 raise known[r]
-            check_finite(x[r:r + 1], source, row + r)
-            if y is not None:
-                check_finite(y[r:r + 1, None], source, row + r)
-            if w is not None:
-                check_weights(w[r:r + 1], source, row + r)
+            check_rows(x[r:r + 1], None if y is None else y[r:r + 1], None if w is None else w[r:r + 1], source,
+                       row + r)
         except DataError as e:
             bad.append((r - k, e))
     keep = ~wrong
@@ -164,11 +181,7 @@ def arrow_arrays(cols: dict[int, pa.Array], names: list[str], x_cols: list[int],
             raise DataError(f"column {names[i]!r} is missing a value", source=source, row=row + r,
                             reason="missing value")
     x, y, w = _arrow_values(cols, x_cols, y_col, w_col)
-    check_finite(x, source, row)
-    if y is not None:
-        check_finite(y[:, None], source, row)
-    if w is not None:
-        check_weights(w, source, row)
+    check_rows(x, y, w, source, row)
     return x, y, w
 
 

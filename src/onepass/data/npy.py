@@ -8,7 +8,7 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import DataError
-from .chunks import Chunk, check_finite, check_weights, drop_bad_rows, resolve_columns
+from .chunks import Chunk, checked_rows, resolve_columns
 from .sources import Input
 
 SLICE_BYTES = 1 << 24
@@ -44,12 +44,5 @@ def read(inp: Input, file_index: int, *, label: str | int | None = None, header:
         x = np.array(block if everything else block[:, x_cols], dtype=np.float32, order="C", copy=True)
         y = block[:, y_col].astype(np.float32) if y_col is not None else None
         w = block[:, w_col].astype(np.float32) if w_col is not None else None
-        events = None
-        if bad is not None:
-            x, y, w, events = drop_bad_rows(x, y, w, inp.path, r)
-        check_finite(x, inp.path, r)
-        if y is not None:
-            check_finite(y[:, None], inp.path, r)
-        if w is not None:
-            check_weights(w, inp.path, r)
+        x, y, w, events = checked_rows(x, y, w, inp.path, r, skip=bad is not None)
         yield Chunk(x, y, file_index, r, 0, r, min(1.0, (r + step) / arr.shape[0]), w, events)

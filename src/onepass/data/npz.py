@@ -24,7 +24,7 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import DataError, UsageError
-from .chunks import Chunk, check_finite, check_weights, drop_bad_rows, resolve_columns
+from .chunks import Chunk, checked_rows, resolve_columns
 from .sources import Input
 
 SLICE_BYTES = 1 << 24
@@ -138,14 +138,7 @@ def read(inp: Input, file_index: int, *, label: str | int | None = None, header:
                      block[:, w_col] if w_col is not None else None)
                 y = None if y is None else y.astype(np.float32)
                 w = None if w is None else w.astype(np.float32)
-                events = None
-                if bad is not None:
-                    x, y, w, events = drop_bad_rows(x, y, w, inp.path, r)
-                check_finite(x, inp.path, r)
-                if y is not None:
-                    check_finite(y[:, None], inp.path, r)
-                if w is not None:
-                    check_weights(w, inp.path, r)
+                x, y, w, events = checked_rows(x, y, w, inp.path, r, skip=bad is not None)
                 yield Chunk(x, y, file_index, r, 0, r, min(1.0, (r + step) / n), w, events)
     except _READ_ERRORS as e:
         raise DataError(f"not a readable .npz archive ({e})", source=inp.path, reason="bad npz") from None

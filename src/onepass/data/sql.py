@@ -23,7 +23,7 @@ from urllib.parse import quote, unquote
 import numpy as np
 
 from ..errors import DataError, UsageError
-from .chunks import Chunk, check_finite, check_weights, drop_bad_rows, resolve_columns
+from .chunks import Chunk, checked_rows, resolve_columns
 from .sources import Input
 
 FETCH_ROWS = 10_000  # rows per fetch: the size of a round trip, and of a chunk
@@ -50,14 +50,7 @@ def read(inp: Input, file_index: int, *, label: str | int | None = None, header:
             x = np.ascontiguousarray(values[:, x_cols], dtype=np.float32)
             y = values[:, y_col].astype(np.float32) if y_col is not None else None
             w = values[:, w_col].astype(np.float32) if w_col is not None else None
-            events = None
-            if bad is not None:
-                x, y, w, events = drop_bad_rows(x, y, w, inp.path, row + 1, known)
-            check_finite(x, inp.path, row + 1)
-            if y is not None:
-                check_finite(y[:, None], inp.path, row + 1)
-            if w is not None:
-                check_weights(w, inp.path, row + 1)
+            x, y, w, events = checked_rows(x, y, w, inp.path, row + 1, skip=bad is not None, known=known)
             yield Chunk(x, y, file_index, 0, base, row + 1, 0.0, w, events)
             row, base = row + len(rows), base + len(x)
         if row == 0:
