@@ -163,7 +163,7 @@ def update(state: State, batch: Batch) -> State:
         w.mul_(decay)
         sse.mul_(decay)
     active = meta["n_active"]
-    keep = torch.ones(n, dtype=torch.bool, device=C.device)
+    rest = x
 
     # 1. Fill free slots with records of the batch.
     if active < C.shape[0]:
@@ -176,11 +176,12 @@ def update(state: State, batch: Batch) -> State:
         C[active:active + take] = x[chosen]
         w[active:active + take] = 1.0
         sse[active:active + take] = 0.0
+        keep = torch.ones(n, dtype=torch.bool, device=C.device)
         keep[chosen] = False
+        rest = x[keep]
         active += take
         meta["n_active"] = active
 
-    rest = x[keep]
     arrival = 0.0
     if len(rest):
         idx, d2 = _nearest(rest, C[:active])
@@ -238,7 +239,7 @@ def _refine(state: State, x: torch.Tensor) -> None:
         meta["refine_restart_at"] = 2 * meta["records_seen"]
         return
     R, count = t["refined"], t["refined_count"]
-    idx, _ = _nearest(x, R)
+    idx = _nearest(x, R, with_d2=False)
     n = torch.bincount(idx, minlength=len(R)).to(torch.float64)
     sums = torch.zeros_like(R).index_add_(0, idx, x)
     hit = n > 0
@@ -249,8 +250,9 @@ def _refine(state: State, x: torch.Tensor) -> None:
         meta["refine_restart_at"] = 2 * meta["records_seen"]
 
 
-def _nearest(x: torch.Tensor, C: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Index of and squared distance to the nearest centre, for each row of x (float32 search, exact d2)."""
+def _nearest(x: torch.Tensor, C: torch.Tensor, with_d2: bool = True):
+    """Index of and squared distance to the nearest centre, for each row of x (float32 search, exact d2);
+    the index alone when not `with_d2`."""
     # Row blocks of at most 8 MiB of distances: larger temporaries are fresh mmaps whose page faults cost as
     # much system time as the search itself (measured at K = 2000).
     chunk = max(256, (1 << 21) // max(1, len(C)))
@@ -262,8 +264,10 @@ def _nearest(x: torch.Tensor, C: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
         xs = (x[s:s + chunk] - ref).to(torch.float32)
         # |x - c|^2 = |x|^2 - 2 x.c + |c|^2; |x|^2 is the same for every centre, so it is left out of argmin
         idx[s:s + chunk] = torch.addmm(cc, xs, C32.T, alpha=-2.0).argmin(1)
-    d2 = ((x - C[idx]) ** 2).sum(1)
-    return idx, d2
+    if not with_d2:
+        return idx
+    diff = x - C[idx]
+    return idx, diff.mul_(diff).sum(1)
 
 
 def _absorb(x: torch.Tensor, idx: torch.Tensor, d2: torch.Tensor, C: torch.Tensor, w: torch.Tensor,
@@ -342,7 +346,7 @@ def _open_far_records(x, d2, C, w, sse, active: int) -> tuple[torch.Tensor, list
     if active < C.shape[0] or active < 2:
         return None
     limit = max(1, active // 8)
-    far = torch.argsort(d2, descending=True)[:limit]
+    far = torch.topk(d2, min(limit, len(d2))).indices  # farthest first
     # Joining its nearest centre adds about d2 to the cost; the cheapest merge adds `cost`.
     best, partner = _ward_nearest(C[:active], w[:active])
     if float(d2[far[0]]) <= float(best.min()):

@@ -24,7 +24,7 @@ import pyarrow.json as pajson
 
 from ..errors import DataError
 from .chunks import Chunk, check_weights, resolve_columns
-from .csv import _READ_ERRORS, _broken, _read_first_line, line_blocks, utf8_line
+from .csv import _READ_ERRORS, _broken, _read_first_line, line_blocks, newlines, utf8_line
 from .opening import open_input
 from .sources import Input
 
@@ -158,7 +158,7 @@ class _Fields:
         # pyarrow also takes two objects on a line, or one over several lines. Cheap counts catch that: a line
         # that starts with "{" and a line that is not empty per record (almost always). Where either count does
         # not match, the slow pass counts exactly and names the line that is not one object.
-        lines = buf.count(b"\n", 0, end) + (buf[end - 1:end] != b"\n")
+        lines = newlines(buf, end) + (buf[end - 1:end] != b"\n")
         empty = buf.count(b"\n\n", 0, end) + (buf[:1] == b"\n")
         if buf.count(b"\n{", 0, end) + (buf[:1] == b"{") != rows or lines - empty != rows:
             if self.diagnose(bytes(block), first_line, name, None) != rows:

@@ -30,7 +30,7 @@ import pyarrow.csv as pacsv
 
 from ..errors import DataError, UsageError
 from .chunks import Chunk
-from .csv import _READ_ERRORS, _Broken, _broken, _field_problem, _open, _read
+from .csv import _READ_ERRORS, _Broken, _broken, _field_problem, _open, _read, newlines
 from .sources import Input
 from .sparse import CSR
 
@@ -112,7 +112,7 @@ def _blocks(f: BinaryIO, name: str, offset: int, line: int, block_size: int) -> 
         if block:
             yield offset, line, block
             offset += len(block)
-            line += block.count(b"\n")
+            line += newlines(block)
         if not data:
             return
 
