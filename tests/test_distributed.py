@@ -105,10 +105,12 @@ def _train(algo: str, data, out, *args: str) -> list[str]:
             *args]
 
 
-def _launch(args: list[str], nproc: int = 2, max_restarts: int = 0, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                             f"--nproc-per-node={nproc}", f"--max-restarts={max_restarts}", "-m", "onepass", *args],
-                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+def _launch(args: list[str], nproc: int = 2, max_restarts: int = 0, how: str = "torchrun", **kw) -> subprocess.Popen:
+    """torchrun running `python -m onepass` workers, or onepass's own `--nproc` (torchrun's agent forking them)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           f"--max-restarts={max_restarts}", "-m", "onepass", *args] if how == "torchrun" else \
+        [sys.executable, "-m", "onepass", *args, "--nproc", str(nproc), "--max-restarts", str(max_restarts)]
+    return subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
 def _close(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-6) -> bool:
@@ -188,7 +190,8 @@ def _workers(pid: int) -> list[int]:
     return kids
 
 
-def test_worker_killed_mid_run_restarts_from_the_checkpoint(tmp_path):
+@pytest.mark.parametrize("how", ["torchrun", "--nproc"])
+def test_worker_killed_mid_run_restarts_from_the_checkpoint(tmp_path, how):
     """SIGKILL of one worker under --max-restarts 1: torchrun restarts both, they resume the last checkpoint
     (TORCHELASTIC_RESTART_COUNT), and the PCA model is still exact."""
     n = 200_000
@@ -196,7 +199,7 @@ def test_worker_killed_mid_run_restarts_from_the_checkpoint(tmp_path):
     hp = ["--num-components", "3", "--mini-batch-size", "100"]
     run_cli(*_train("pca", data, tmp_path / "one", *hp, "--mini-batch-size", "5000"), check=True)
     out = tmp_path / "two"
-    proc = _launch(_train("pca", data, out, *hp, "--checkpoint-every", "5000"), max_restarts=1)
+    proc = _launch(_train("pca", data, out, *hp, "--checkpoint-every", "5000"), max_restarts=1, how=how)
     deadline = time.monotonic() + 60
     while not (out / "checkpoint.json").exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
@@ -213,6 +216,48 @@ def test_worker_killed_mid_run_restarts_from_the_checkpoint(tmp_path):
     one, two = load_model(tmp_path / "one"), load_model(out)
     for k in one.tensors:
         assert _close(one.tensors[k], two.tensors[k]), k
+
+
+def test_sigterm_to_the_launcher_checkpoints_every_process_and_resume_finishes(tmp_path):
+    """`onepass train --nproc 2` stopped by SIGTERM: torchrun's agent passes it on, every process checkpoints at
+    the same point, the status is 4 (interrupted), and --resume on 2 processes finishes with every record once."""
+    n = 300_000  # one record a batch: seconds of work, while the ranks meet (and see the signal) every second
+    data = write_csv(tmp_path / "pca.csv", T.decaying_spectrum(n, 6))
+    out = tmp_path / "run"
+    args = _train("pca", data, out, "--num-components", "3", "--mini-batch-size", "1")
+    proc = _launch(args, how="--nproc")
+    deadline = time.monotonic() + 60
+    while b'"start"' not in _read(out / "metrics.jsonl") and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert proc.poll() is None, "the run ended before it could be stopped:\n" + proc.communicate()[1]
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 4, err
+    assert "stopped by SIGTERM" in err and "Traceback" not in err
+    manifest = json.loads((out / "checkpoint.json").read_text())
+    assert manifest["reason"] == "signal SIGTERM" and not manifest["complete"]
+    run_cli(*args, "--nproc", "2", "--resume", check=True)
+    assert State.load(out).meta["records_seen"] == n
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return b""
+
+
+def test_a_failed_worker_gives_its_exit_status_and_message(tmp_path):
+    """--nproc 2 where one process's shard holds a bad record: the data error's status (3) and its message
+    naming the file and line, not a launcher's traceback."""
+    (tmp_path / "data").mkdir()
+    good = write_csv(tmp_path / "data" / "a.csv", T.decaying_spectrum(1000, 1))
+    (tmp_path / "data" / "b.csv").write_text(good.read_text().replace("\n", "\nnot,a,number\n", 1))
+    p = run_cli(*_train("pca", tmp_path / "data", tmp_path / "run", "--num-components", "2", "--nproc", "2"))
+    assert p.returncode == 3, p.stderr
+    assert "b.csv" in p.stderr and "line 2" in p.stderr
+    assert "Traceback" not in p.stderr
+    assert not (tmp_path / "run" / "model.safetensors").exists()
 
 
 def _free_port() -> int:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow
 import torch
 
 from . import algorithms, distributed
@@ -62,7 +63,10 @@ def resolve_device(device: str | None) -> torch.device:
 
 
 class _StopFlag:
-    """SIGINT/SIGTERM set a flag; the loop checkpoints at the next batch boundary and stops."""
+    """SIGINT/SIGTERM set a flag; the loop checkpoints at the next batch boundary and stops.
+
+    pyarrow's own handlers are off meanwhile: a signal during a CSV block's parse in this thread (--threads 1
+    reads without a read-ahead thread) would cancel the parse, which read as a parse error, not as a stop."""
 
     def __init__(self):
         self.signal: int | None = None
@@ -72,6 +76,7 @@ class _StopFlag:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._old[sig] = signal.signal(sig, self._handle)
+            pyarrow.enable_signal_handlers(False)
         return self
 
     def _handle(self, signum, frame):
@@ -80,6 +85,8 @@ class _StopFlag:
     def __exit__(self, *exc):
         for sig, old in self._old.items():
             signal.signal(sig, old)
+        if self._old:
+            pyarrow.enable_signal_handlers(True)  # pyarrow's default (it has no getter to restore from)
 
 
 def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, Any] | None = None,
@@ -104,7 +111,6 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
         label_column = "first"  # SageMaker's layout: the label leads the record
     if threads:
         torch.set_num_threads(int(threads))
-        import pyarrow
         pyarrow.set_cpu_count(int(threads))  # the parser's threads too: --threads bounds the whole process
     # --threads 1 is one thread in all: no read-ahead thread either (parsing and compute take turns), so that N
     # processes of one thread each measure parallel efficiency honestly on N cores
