@@ -234,7 +234,7 @@ def _refine(state: State, x: torch.Tensor) -> None:
     if meta["refine_restart_at"] == 0:
         if meta["n_active"] < meta["summary_size"] or meta["records_seen"] < REFINE_AFTER * meta["summary_size"]:
             return
-        t["refined"].copy_(_reduce(state, _choice(state, {}))[0])
+        t["refined"].copy_(_reduce(state, _choice(state, {}), on_records=False)[0])
         t["refined_count"].zero_()
         meta["refine_restart_at"] = 2 * meta["records_seen"]
         return
@@ -473,12 +473,20 @@ def _kmeanspp(x: torch.Tensor, weight: torch.Tensor, k: int, gen: torch.Generato
     n = len(x)
     tries = 2 + int(math.log(k)) if greedy else 1
     chosen = torch.empty(k, dtype=torch.long)
+    # |x - c|^2 = |x|^2 - 2 x.c + |c|^2 on centred records: one matrix-vector product a pick (the differences
+    # x - c cost 5x as much: 0.2 s to fill 200 slots from 5,000 records of 100 features)
+    xc = x - x.mean(0)
+    xx = (xc * xc).sum(1)
+
+    def sq_dist(i: torch.Tensor) -> torch.Tensor:
+        return (xx - 2.0 * (xc @ xc[i]) + xx[i]).clamp_(min=0.0)
+
     if existing is not None and len(existing):
         d2 = _nearest(x, existing)[1]
         start = 0
     else:
         chosen[0] = torch.multinomial(weight.cpu().float(), 1, generator=gen)[0]
-        d2 = ((x - x[chosen[0]]) ** 2).sum(1)
+        d2 = sq_dist(chosen[0])
         start = 1
     for i in range(start, k):
         p = (weight * d2).cpu()
@@ -491,7 +499,7 @@ def _kmeanspp(x: torch.Tensor, weight: torch.Tensor, k: int, gen: torch.Generato
         cand = torch.multinomial(p.float(), tries, replacement=True, generator=gen).to(x.device)
         if tries == 1:
             chosen[i] = cand[0]
-            d2 = torch.minimum(d2, ((x - x[cand[0]]) ** 2).sum(1))
+            d2 = torch.minimum(d2, sq_dist(cand[0]))
             continue
         # |x - c|^2 for every candidate c at once; keep the candidate with the lowest resulting cost
         d2c = torch.minimum(d2[None, :], torch.cdist(x[cand], x).square_())
@@ -504,11 +512,12 @@ def _kmeanspp(x: torch.Tensor, weight: torch.Tensor, k: int, gen: torch.Generato
 def _lloyd(X, wt, centers, max_iter: int, tol: float) -> tuple[torch.Tensor, float]:
     """Weighted Lloyd iterations on the summary; returns centres and weighted cost."""
     prev = math.inf
+    wX = wt[:, None] * X
     for _ in range(max_iter):
         idx, d2 = _nearest(X, centers)
         cost = float((wt * d2).sum())
         mass = torch.zeros(len(centers), dtype=torch.float64, device=X.device).index_add_(0, idx, wt)
-        sums = torch.zeros_like(centers).index_add_(0, idx, wt[:, None] * X)
+        sums = torch.zeros_like(centers).index_add_(0, idx, wX)
         hit = mass > 0
         centers = centers.clone()
         centers[hit] = sums[hit] / mass[hit, None]
@@ -531,17 +540,19 @@ def _choice(state: State, choice: dict[str, Any]) -> dict[str, Any]:
     return c
 
 
-def _reduce(state: State, c: dict[str, Any]) -> tuple[torch.Tensor, float]:
+def _reduce(state: State, c: dict[str, Any], on_records: bool = True) -> tuple[torch.Tensor, float]:
     """The best of several weighted k-means++ + Lloyd runs: centres and their cost.
 
-    The runs cluster the summary's centres, or the records themselves while the sample holds every record. The
+    The runs cluster the summary's centres, or the records themselves while the sample holds every record (unless
+    not `on_records`: the start of the refinement, which moves the centres over the stream anyway, costs 25x less
+    on a summary of 200 centres than on the first 5,000 records, for the same final cost on the benchmarks). The
     best run is the cheapest on the sample when there is one (the summary's own cost misjudged which run is
     best by up to 1.6 % on digits), else on the summary. Repeatable: the seedings draw from a generator seeded
     by the state's seed, never from the state itself.
     """
     t, meta = state.tensors, state.meta
     active, filled = meta["n_active"], meta["sample_filled"]
-    if filled and filled == meta["records_seen"]:
+    if on_records and filled and filled == meta["records_seen"]:
         X = t["sample"][:filled].to(torch.float64)
         wt, internal = torch.ones(filled, dtype=torch.float64, device=X.device), 0.0
     else:
