@@ -177,7 +177,7 @@ def run_kmeans(path: Path, args, env: dict) -> dict:
     out_dir = RUNS / f"{tag}.run"
     shutil.rmtree(out_dir, ignore_errors=True)
     cmd = [_onepass_exe(), "train", "kmeans", "--data", str(path), "--out", str(out_dir), "--k", "10",
-           "--threads", str(args.threads), "--seed", "0", "--quiet"]
+           "--threads", str(args.threads), "--seed", "0", "--quiet", "--overwrite"]  # --repeat runs it again
 
     def info(r: dict) -> dict:
         events = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
