@@ -160,23 +160,29 @@ def test_kmeans_on_two_processes_reaches_one_process_cost(tmp_path):
 
 
 def test_linear_learner_on_two_processes_reaches_one_process_quality(tmp_path):
-    """SGD models on 2 processes: merged once at the end, or averaged every 5 steps (--sync-every) as raw-feature
-    models (each process fixes its own scaling); both within 5 % of one process's log-loss."""
+    """SGD models on 2 processes: merged once at the end (--sync-every 0), or averaged every 5 steps, or every 100
+    (the default; the end here) as raw-feature models (each process fixes its own scaling); all within 5 % of one
+    process's log-loss."""
     data = T.linear_classes(40_000, 9)
     labelled = np.column_stack([data[:, -1], data[:, :-1]])  # SageMaker's layout: the label first
     path = write_csv(tmp_path / "ll.csv", labelled)
     hp = ["--predictor-type", "binary_classifier", "--num-models", "4", "--epochs", "1", "--mini-batch-size", "200",
           "--num-point-for-scaler", "2000", "--learning-rate", "0.1"]  # converged in the steps each process takes
     run_cli(*_train("linear_learner", path, tmp_path / "one", *hp), check=True)
-    run_cli(*_train("linear_learner", path, tmp_path / "merged", *hp, "--nproc", "2"), check=True)
+    run_cli(*_train("linear_learner", path, tmp_path / "merged", *hp, "--nproc", "2", "--sync-every", "0"),
+            check=True)
+    run_cli(*_train("linear_learner", path, tmp_path / "default", *hp, "--nproc", "2"), check=True)
     synced = run_cli(*_train("linear_learner", path, tmp_path / "synced", *hp, "--nproc", "2", "--sync-every", "5"),
                      check=True)
     assert "trained linear_learner on 40,000 records" in synced.stdout
     one = T.logistic_loss(load_model(tmp_path / "one"), data)
-    for name in ("merged", "synced"):
+    for name in ("merged", "synced", "default"):
         loss = T.logistic_loss(load_model(tmp_path / name), data)
         assert loss <= one * 1.05, f"{name}: log-loss {loss:.4f} vs one process {one:.4f}"
     assert State.load(tmp_path / "synced").meta["records_seen"] == 40_000
+    averages = {name: next(json.loads(line)["averages"] for line in (tmp_path / name / "metrics.jsonl").open()
+                           if json.loads(line)["event"] == "distributed") for name in ("merged", "default")}
+    assert averages["merged"] == 0 and averages["default"] >= 1, averages
 
 
 def _workers(pid: int) -> list[int]:

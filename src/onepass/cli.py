@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-restarts", type=int, default=0, metavar="R",
                    help="with --nproc: restart the processes up to R times after a failure, from the last checkpoint")
     t.add_argument("--sync-every", type=int, metavar="K", help="several processes, SGD algorithms: average the "
-                   "models every K mini-batches (default: once, at the end)")
+                   "models every K mini-batches (default 100; 0: once, at the end)")
     t.add_argument("--dist-timeout", type=float, metavar="S", help="several processes: seconds to wait for the "
                    "others to start or answer before failing (default 300)")
     _add_data_options(t)
