@@ -473,8 +473,8 @@ def _kmeanspp(x: torch.Tensor, weight: torch.Tensor, k: int, gen: torch.Generato
     n = len(x)
     tries = 2 + int(math.log(k)) if greedy else 1
     chosen = torch.empty(k, dtype=torch.long)
-    # |x - c|^2 = |x|^2 - 2 x.c + |c|^2 on centred records: one matrix-vector product a pick (the differences
-    # x - c cost 5x as much: 0.2 s to fill 200 slots from 5,000 records of 100 features)
+    # |x - c|^2 = |x|^2 - 2 x.c + |c|^2 on centred records: one matrix-vector product a pick (filling 200 slots
+    # from 5,000 records of 100 features: 0.035 s, against 0.065 s through the differences x - c)
     xc = x - x.mean(0)
     xx = (xc * xc).sum(1)
 
