@@ -38,6 +38,7 @@ _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
 _INFINITY = re.compile(r"[+-]?inf(?:inity)?", re.ASCII | re.IGNORECASE)
 _NAN = re.compile(r"[+-]?nan\b.*", re.ASCII | re.IGNORECASE)
 _CONTENT = re.compile(rb"[^\r\n]")  # a block holds a record iff it holds a byte other than line ends
+_EMPTY = object()  # a block of empty lines: nothing to parse
 _SURROGATE = re.compile("[\udc80-\udcff]")  # bad UTF-8 bytes, decoded with errors="surrogateescape"
 
 
@@ -232,8 +233,10 @@ def _chunks(f, inp, name, file_index, offset, line, carry, ncols, x_cols, y_col,
             return
         buf, end, _, _ = item
         block = memoryview(buf)[:end]  # a view: no copy of the megabytes it holds
-        if not _CONTENT.search(block) or buf.startswith(_BOM):
-            parsed = None  # no record (empty lines), or the slow path (a byte-order mark inside the file)
+        if not _CONTENT.search(block):  # empty lines only (a line of spaces is a record with an empty field)
+            parsed = _EMPTY
+        elif buf.startswith(_BOM):
+            parsed = None  # the slow path: pyarrow would skip a byte-order mark at the start of any block
         elif pool is not None:
             parsed = pool.submit(_parse, block, x_cols, y_col, w_col, options)
         else:
@@ -253,7 +256,7 @@ def _chunks(f, inp, name, file_index, offset, line, carry, ncols, x_cols, y_col,
             read_ahead()
             buf, end, offset, line, parsed = item
             block = memoryview(buf)[:end]
-            if not _CONTENT.search(block):  # empty lines only (a line of spaces is a record with an empty field)
+            if parsed is _EMPTY:
                 end_line = line + buf.count(b"\n", 0, end)
                 continue
 
@@ -264,7 +267,7 @@ def _chunks(f, inp, name, file_index, offset, line, carry, ncols, x_cols, y_col,
                     _diagnose(bytes(block), line, ncols, delimiter, name, message, used)
                 return _salvage(bytes(block), line, ncols, delimiter, name, message, used, x_cols, y_col, w_col)
 
-            if parsed is None:  # pyarrow would skip a byte-order mark at the start of any block
+            if parsed is None:
                 x, y, w, events = slow("byte-order mark inside the file")
             else:
                 values, problem = parsed.result() if pool is not None else parsed
