@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--checkpoint-every", type=int, metavar="N", help="write a checkpoint every N records")
     t.add_argument("--checkpoint-seconds", type=float, default=600.0, metavar="T",
                    help="write a checkpoint every T seconds (default 600; 0 disables)")
+    t.add_argument("--epoch-cache-mib", type=float, metavar="MIB",
+                   help="with --epochs > 1: keep a whole pass's parsed batches (and the validation source's) in "
+                   "memory up to MIB and read later epochs from there (default 256; 0 reads the source every epoch)")
     t.add_argument("--resume", action="store_true", help="continue DIR's checkpoint at the exact next record")
     t.add_argument("--init-from", metavar="DIR", help="continue an earlier state on new data")
     t.add_argument("--overwrite", action="store_true", help="start over in a DIR that holds a state")
@@ -206,7 +209,7 @@ def cmd_train(args, extra: list[str]) -> int:
                    storage_options=args.storage_options, query=args.query, test=args.test,
                    sync_every=args.sync_every, dist_timeout=args.dist_timeout,
                    progress=_progress(args.quiet or distributed.rank() > 0), on_bad_record=args.on_bad_record,
-                   max_bad_fraction=args.max_bad_fraction)
+                   max_bad_fraction=args.max_bad_fraction, epoch_cache_mib=args.epoch_cache_mib)
     if distributed.rank() > 0:
         return 0  # rank 0 speaks for all processes
     st, model = result.state, result.model

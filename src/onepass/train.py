@@ -26,6 +26,7 @@ from . import algorithms, distributed
 from .algorithms.base import Model
 from .data.bad_records import BadRecords, resolve as resolve_bad_records
 from .data.batches import Stream
+from .data.epoch_cache import DEFAULT_MIB as DEFAULT_CACHE_MIB, CacheBudget, EpochCache
 from .errors import IncompatibleStateError, Interrupted, UsageError
 from .progress import Metrics, Progress
 from .state import MODEL_FILE, STATE_FILE, State
@@ -99,12 +100,17 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
           columns: list[str | int] | None = None, storage_options: dict[str, Any] | None = None,
           query: str | None = None, test=None, sync_every: int | None = None, dist_timeout: float | None = None,
           progress: Progress | None = None, on_bad_record: str | None = None,
-          max_bad_fraction: float | None = None, on_event=None) -> TrainResult:
+          max_bad_fraction: float | None = None, epoch_cache_mib: float | None = None,
+          on_event=None) -> TrainResult:
     """Train `algorithm` on `data` into the run folder `out`. See the module docstring.
 
     on_bad_record: "fail" (default) stops at the first bad record; "skip" leaves bad records out, counts them by
     reason (in the state's meta, `bad_records`, so a resumed run goes on counting, and in metrics.jsonl) and stops
-    once more than `max_bad_fraction` of the records (default 0.01) were bad."""
+    once more than `max_bad_fraction` of the records (default 0.01) were bad.
+
+    epoch_cache_mib: with several epochs, the parsed batches of a whole pass over the data (and over the
+    validation source) are kept in memory up to this budget (default 256 MiB; 0 turns it off) and later epochs
+    read them instead of the source: the same batches in the same order, so the same state (epoch_cache.py)."""
     algo = algorithms.get(algorithm)
     out = Path(out)
     if label_column is None and getattr(algo, "SUPERVISED", False) and not resume:
@@ -207,6 +213,12 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
                          "can be read once (standard input or a named pipe)")
     val_stream = Stream(validation, data_format=data_format, label_column=label_column, header=header,
                         storage_options=storage_options, **options) if validation is not None else None
+    budget = CacheBudget(int(float(DEFAULT_CACHE_MIB if epoch_cache_mib is None else epoch_cache_mib) * 2**20)
+                         if epochs > 1 else 0)
+    if budget.left < 0:
+        raise UsageError(f"--epoch-cache-mib must be at least 0, got {epoch_cache_mib}")
+    cache = EpochCache(stream, budget)
+    val_cache = EpochCache(val_stream, budget) if val_stream is not None else None
     out.mkdir(parents=True, exist_ok=True)
     (out / MODEL_FILE).unlink(missing_ok=True)  # a model appears only once this run has finished
     metrics = Metrics(out / (session.metrics_name if session else METRICS_FILE))
@@ -254,7 +266,7 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
         with _StopFlag() as stop:
             for epoch in range(start_epoch, epochs):
                 # closed however the loop ends, so the read-ahead thread stops before the process exits
-                with closing(stream.batches(hp["mini_batch_size"], start=position, prefetch=read_ahead)) as batches:
+                with closing(cache.batches(hp["mini_batch_size"], start=position, prefetch=read_ahead)) as batches:
                     for batch in (session.batches(batches, lambda: state, checkpoint) if session else batches):
                         if state is None:
                             state = algo.init(hp, batch.x.shape[1], seed, dev)
@@ -281,15 +293,16 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
                     state.meta["bad_records"] = stream.bad.to_meta()
                 stop_early = False
                 if hasattr(algo, "end_epoch"):  # the algorithm validates its own models (and may stop early)
-                    with closing(val_stream.batches(hp["mini_batch_size"])) if val_stream is not None \
+                    with closing(val_cache.batches(hp["mini_batch_size"])) if val_cache is not None \
                             else nullcontext(None) as val_batches:
                         state, stop_early = algo.end_epoch(state, val_batches)
                     if session:  # every process stops, or none
                         stop_early = session.all_agree(stop_early)
                 if val_stream is not None or hasattr(algo, "end_epoch"):
-                    val_metrics = evaluate(algo.finalize(state), val_stream, hp, algo) \
+                    val_metrics = evaluate(algo.finalize(state), val_cache, hp, algo) \
                         if not hasattr(algo, "end_epoch") else algo.finalize(state).meta.get("validation", {})
                     metrics.log("validation", epoch=epoch + 1, **val_metrics)
+                _log_cache(metrics, epoch + 1, cache, val_cache)
                 metrics.log("epoch", epoch=epoch + 1, **algo.describe(state))
                 if stop_early:
                     state.meta["position"] = {"epoch": epochs, "file": None, "records": 0}
@@ -324,6 +337,19 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
     return TrainResult(state, model, out, summary)
 
 
+def _log_cache(metrics: Metrics, epoch: int, *caches: EpochCache | None) -> None:
+    """Say once when an epoch cache holds a pass, or why it could not keep one."""
+    for name, c in zip(("data", "validation"), caches):
+        if c is None or c.reported or not (c.ready or c.dropped):
+            continue
+        if c.ready:
+            metrics.log("epoch_cache", epoch=epoch, source=name, mib=round(c.nbytes / 2**20, 3),
+                        message=f"later epochs read the {name} source's parsed batches from memory")
+        else:
+            metrics.log("epoch_cache", epoch=epoch, source=name, message=c.dropped)
+        c.reported = True
+
+
 def check_sparse(algo, stream: Stream) -> None:
     """Refuse a sparse source for an algorithm that takes dense batches only (it declares ACCEPTS_SPARSE)."""
     if stream.sparse and not getattr(algo, "ACCEPTS_SPARSE", False):
@@ -336,7 +362,7 @@ def _brief(described: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in described.items() if not isinstance(v, (list, dict))}
 
 
-def evaluate(model: Model, stream: Stream, hp: dict[str, Any], algo) -> dict[str, float]:
+def evaluate(model: Model, stream: Stream | EpochCache, hp: dict[str, Any], algo) -> dict[str, float]:
     """Metrics of `model` over a whole stream, with SageMaker's names (for k-means: msd, ssd). An algorithm
     whose `evaluate` gives sums of tensors names its metrics itself (`metrics(model, sums)`)."""
     sums: dict[str, Any] = {}
