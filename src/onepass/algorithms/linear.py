@@ -545,19 +545,20 @@ def _apply(state: State, xs: torch.Tensor, G: torch.Tensor) -> None:
     lr_col = lr.repeat_interleave(C)
     wd_col, l1_col = t["wd"].repeat_interleave(C), t["l1"].repeat_interleave(C)
     if xs.layout == torch.sparse_csr:  # lazy: only the rows of features present in the batch
+        # index_select / index_copy_ rather than W[cols]: 3-4 x faster gathers and scatters of (d, M C) rows
         rows_of = torch.repeat_interleave(torch.arange(xs.shape[0], device=G.device), xs.crow_indices().diff())
         cols, inverse = torch.unique(xs.col_indices(), return_inverse=True)
         gW = torch.zeros(len(cols), G.shape[1], device=G.device).index_add_(
-            0, inverse, xs.values()[:, None] * G[rows_of])
+            0, inverse, G.index_select(0, rows_of).mul_(xs.values()[:, None]))
+        W, m1, m2 = (t[k].index_select(0, cols) for k in ("weight", "m1", "m2"))
     else:
         cols, gW = None, xs.T @ G
-    W = t["weight"] if cols is None else t["weight"][cols]
-    gW = gW + wd_col * W + l1_col * torch.sign(W)
-    m1 = t["m1"] if cols is None else t["m1"][cols]
-    m2 = t["m2"] if cols is None else t["m2"][cols]
+        W, m1, m2 = t["weight"], t["m1"], t["m2"]
+    gW.addcmul_(W, wd_col).addcmul_(torch.sign(W), l1_col)  # + wd W + l1 sign(W)
     _optimize(state, W, gW, m1, m2, lr_col)
     if cols is not None:
-        t["weight"][cols], t["m1"][cols], t["m2"][cols] = W, m1, m2
+        for k, v in (("weight", W), ("m1", m1), ("m2", m2)):
+            t[k].index_copy_(0, cols, v)
     if hp["use_bias"]:
         bias_wd = _auto(hp["bias_wd_mult"], 0.0) * wd_col
         gb = G.sum(0) + bias_wd * t["bias"]
@@ -575,15 +576,15 @@ def _optimize(state: State, p: torch.Tensor, g: torch.Tensor, m1: torch.Tensor, 
         P, Gr, M1, M2, LR = p[..., cols], g[..., cols], m1[..., cols], m2[..., cols], lr[cols]
         if opt == "sgd":      # v = mu v + g;  p -= lr v
             M1.mul_(momentum).add_(Gr)
-            P.sub_(LR * M1)
+            P.sub_(M1 * LR)
         elif opt == "adam":   # bias-corrected first and second moments
             M1.mul_(b1).add_(Gr, alpha=1 - b1)
             M2.mul_(b2).addcmul_(Gr, Gr, value=1 - b2)
             corr1, corr2 = 1 - b1 ** step, 1 - b2 ** step
-            P.sub_(LR * (M1 / corr1) / ((M2 / corr2).sqrt() + EPS))
+            P.sub_((M1 / ((M2 / corr2).sqrt_().add_(EPS))).mul_(LR / corr1))  # lr m1^ / (sqrt(m2^) + eps)
         else:                 # rmsprop: p -= lr g / sqrt(E[g^2])
             M2.mul_(b2).addcmul_(Gr, Gr, value=1 - b2)
-            P.sub_(LR * Gr / ((M2 / (1 - b2 ** step)).sqrt() + EPS))
+            P.sub_((Gr / ((M2 / (1 - b2 ** step)).sqrt_().add_(EPS))).mul_(LR))
 
 
 # ------------------------------------------------------------------------------------------ epochs, validation
