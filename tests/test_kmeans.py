@@ -157,3 +157,30 @@ def test_state_of_version_1_is_upgraded_on_use():
     state = kmeans.update(state, Batch(torch.tensor(x[1500:])))
     assert state.meta["sample_filled"] == 1500  # sampling starts with the first batch it sees
     assert kmeans_cost(kmeans.finalize(state), x) > 0
+
+
+def test_batched_greedy_seeding_draws_distinct_far_apart_seeds(monkeypatch):
+    """The trials of the reduction are seeded together, in groups when their distances would not fit at once:
+    every trial picks k distinct records, one in each well-separated cluster, and the same seed repeats it."""
+    from onepass.algorithms import kmeans as km
+    g = torch.Generator().manual_seed(0)
+    means = torch.arange(8, dtype=torch.float64)[:, None] * 100.0 * torch.ones(8, 3, dtype=torch.float64)
+    x = (means[:, None, :] + torch.randn(8, 50, 3, generator=g, dtype=torch.float64)).reshape(400, 3)
+    w = torch.ones(400, dtype=torch.float64)
+    whole = km._kmeanspp_greedy(x, w, 8, torch.Generator().manual_seed(1), trials=5)
+    monkeypatch.setattr(km, "BATCHED_DISTANCES", 1)  # one trial at a time
+    grouped = km._kmeanspp_greedy(x, w, 8, torch.Generator().manual_seed(1), trials=5)
+    for seeds in (whole, grouped):
+        assert seeds.shape == (5, 8)
+        for row in seeds:
+            assert sorted((row // 50).tolist()) == list(range(8)), "one seed in each cluster"
+    assert torch.equal(grouped, km._kmeanspp_greedy(x, w, 8, torch.Generator().manual_seed(1), trials=5))
+
+
+def test_greedy_seeding_with_fewer_distinct_records_than_k():
+    from onepass.algorithms import kmeans as km
+    x = torch.tensor([[0.0, 0.0], [1.0, 1.0], [5.0, 5.0]], dtype=torch.float64).repeat(10, 1)
+    seeds = km._kmeanspp_greedy(x, torch.ones(30, dtype=torch.float64), 5, torch.Generator().manual_seed(0), 3)
+    assert seeds.shape == (3, 5)
+    for row in seeds:
+        assert len(set(row.tolist())) == 5 and {tuple(x[i].tolist()) for i in row} == {(0, 0), (1, 1), (5, 5)}
