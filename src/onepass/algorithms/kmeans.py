@@ -23,9 +23,10 @@ running means restart whenever the stream doubles in length, so that each segmen
 centres that have settled (0.1 % above Lloyd on the data in that measurement).
 
 A uniform sample.  The state keeps a reservoir sample of the records (Vitter's algorithm R; merged exactly).
-finalize picks between the summary's reduction and the refined centres by their cost on the sample, since
-online refinement can also lose (a drifting stream), and reports that cost, scaled to the stream, as the model's
-estimated cost: unbiased, and exact while the stream fits in the sample.  With a half-life the sample and the
+finalize picks between the summary's reduction, the refined centres and the refined centres polished by Lloyd
+on the summary, by their cost on the sample, since online refinement can also lose (a drifting stream), and
+reports that cost, scaled to the stream, as the model's estimated cost: unbiased, and exact while the stream fits
+in the sample.  With a half-life the sample and the
 refinement are off (the decayed stream has no uniform sample) and the cost is the summary's estimate, an upper
 bound.
 """
@@ -589,13 +590,9 @@ def _reduce(state: State, c: dict[str, Any], on_records: bool = True) -> tuple[t
     best by up to 1.6 % on digits), else on the summary. Repeatable: the seedings draw from a generator seeded
     by the state's seed, never from the state itself.
     """
-    t, meta = state.tensors, state.meta
-    active, filled = meta["n_active"], meta["sample_filled"]
-    if on_records and filled and filled == meta["records_seen"]:
-        X = t["sample"][:filled].to(torch.float64)
-        wt, internal = torch.ones(filled, dtype=torch.float64, device=X.device), 0.0
-    else:
-        X, wt, internal = t["centers"][:active], t["weights"][:active], float(t["sse"][:active].sum())
+    meta = state.meta
+    filled = meta["sample_filled"]
+    X, wt, internal = _reduction_points(state, on_records)
     trials = AUTO_TRIALS if c["local_lloyd_num_trials"] == "auto" else c["local_lloyd_num_trials"]
     gen = torch.Generator().manual_seed(int(meta["seed"]) + 7919 * c["k"])
     best, best_cost = None, math.inf
@@ -610,6 +607,17 @@ def _reduce(state: State, c: dict[str, Any], on_records: bool = True) -> tuple[t
         if cost < best_cost:
             best, best_cost = centers, cost
     return best, best_cost
+
+
+def _reduction_points(state: State, on_records: bool = True) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """What the reduction clusters: the records while the sample holds all of them (and `on_records`), else the
+    summary's centres; their weights, and the cost the points themselves hide (the summary's sse)."""
+    t, meta = state.tensors, state.meta
+    active, filled = meta["n_active"], meta["sample_filled"]
+    if on_records and filled and filled == meta["records_seen"]:
+        X = t["sample"][:filled].to(torch.float64)
+        return X, torch.ones(filled, dtype=torch.float64, device=X.device), 0.0
+    return t["centers"][:active], t["weights"][:active], float(t["sse"][:active].sum())
 
 
 def _sample_cost(state: State, centers: torch.Tensor) -> float:
@@ -631,9 +639,15 @@ def finalize(state: State, **choice: Any) -> KMeansModel:
         if meta["sample_filled"] == meta["records_seen"]:
             source, estimate = "records", "every record (exact)"
         if c["k"] == state.hyperparameters["k"] and meta["refine_restart_at"]:
-            refined_cost = _sample_cost(state, t["refined"])
-            if refined_cost < cost:
-                best, cost, source = t["refined"].clone(), refined_cost, "refined"
+            # the refined centres, and the same polished by Lloyd on the reduction's points: on a drifting
+            # stream (kdd04, k = 100) the running means lag behind and Lloyd from them ends 0.35 % cheaper on
+            # the data; on a stationary one (10^6 blobs) it ends 1.2 % dearer, and the sample says so
+            X, wt, _ = _reduction_points(state)
+            polished = _lloyd(X, wt, t["refined"].clone(), c["local_lloyd_max_iter"], c["local_lloyd_tol"])[0]
+            for centers, name in ((t["refined"].clone(), "refined"), (polished, "polished")):
+                refined_cost = _sample_cost(state, centers)
+                if refined_cost < cost:
+                    best, cost, source = centers, refined_cost, name
     active = meta["n_active"]
     X, wt = t["centers"][:active], t["weights"][:active]
     idx, _ = _nearest(X, best)
@@ -651,7 +665,7 @@ def summary(model: KMeansModel) -> list[str]:
     m = model.meta
     sizes = [int(round(s)) for s in m["cluster_sizes"]]
     how = {"summary": "from the summary", "refined": "refined over the stream",
-           "records": "from Lloyd on the records"}[m["centres_from"]]
+           "polished": "refined over the stream, then Lloyd on the summary", "records": "from Lloyd on the records"}[m["centres_from"]]
     return [f"model: k={m['k']}, centres {how}; cost (sum of squared distances) {m['cost']:,.6g}, msd "
             f"{m['msd']:,.6g}, estimated on {m['cost_estimated_from']}",
             "  cluster sizes: " + ", ".join(f"{s:,}" for s in sizes)]
