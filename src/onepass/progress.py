@@ -6,7 +6,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
 
 from ._files import to_jsonable
 
@@ -60,10 +60,11 @@ class Progress:
 
 
 class Metrics:
-    """Appends one JSON object per event to `metrics.jsonl`."""
+    """Appends one JSON object per event to `metrics.jsonl`, then hands it to `on_event` when one is given."""
 
-    def __init__(self, path: Path | None):
+    def __init__(self, path: Path | None, on_event: Callable[[dict[str, Any]], Any] | None = None):
         self.path = path
+        self.on_event = on_event
         self.start = time.time()
 
     def log(self, event: str, **fields: Any) -> dict[str, Any]:
@@ -71,4 +72,6 @@ class Metrics:
         if self.path is not None:
             with open(self.path, "a") as f:
                 f.write(json.dumps(record) + "\n")
+        if self.on_event is not None:
+            self.on_event(record)
         return record

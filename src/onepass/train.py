@@ -110,7 +110,11 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
 
     epoch_cache_mib: with several epochs, the parsed batches of a whole pass over the data (and over the
     validation source) are kept in memory up to this budget (default 256 MiB; 0 turns it off) and later epochs
-    read them instead of the source: the same batches in the same order, so the same state (epoch_cache.py)."""
+    read them instead of the source: the same batches in the same order, so the same state (epoch_cache.py).
+
+    on_event: a function called with every event of metrics.jsonl (a dict: "event", "time" and its fields), just
+    after the line is written: start, checkpoint, validation, epoch, bad_records, early_stop, finished, ... An
+    exception it raises stops training like any other error; the last checkpoint is kept."""
     algo = algorithms.get(algorithm)
     out = Path(out)
     if label_column is None and getattr(algo, "SUPERVISED", False) and not resume:
@@ -221,7 +225,7 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
     val_cache = EpochCache(val_stream, budget) if val_stream is not None else None
     out.mkdir(parents=True, exist_ok=True)
     (out / MODEL_FILE).unlink(missing_ok=True)  # a model appears only once this run has finished
-    metrics = Metrics(out / (session.metrics_name if session else METRICS_FILE))
+    metrics = Metrics(out / (session.metrics_name if session else METRICS_FILE), on_event)
     progress = progress or Progress()
     start_epoch = 0
     if position and position.get("complete"):

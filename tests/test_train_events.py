@@ -1,0 +1,48 @@
+"""train(on_event=...): every event of metrics.jsonl reaches the caller as it happens."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from onepass import State, testing as T
+from onepass.train import STATE_FILE, train
+
+from conftest import write_csv
+
+
+def _kmeans(data, out, **kw):
+    return train("kmeans", data, out, hyperparameters={"k": 4}, mini_batch_size=500, threads=1, seed=0,
+                 checkpoint_every=1000, checkpoint_seconds=None, **kw)
+
+
+def test_every_event_of_metrics_jsonl_reaches_on_event(tmp_path):
+    data = write_csv(tmp_path / "x.csv", T.gaussian_mixture(3000, 0))
+    seen = []
+    _kmeans(data, tmp_path / "run", epochs=2, on_event=seen.append)
+    written = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert seen == written
+    names = [e["event"] for e in seen]
+    assert names[0] == "start" and names[-1] == "finished"
+    assert names.count("epoch") == 2 and "checkpoint" in names
+    assert seen[-1]["model"].endswith("model.safetensors")
+
+
+def test_an_error_in_on_event_stops_training_and_resume_finishes_it(tmp_path):
+    data = write_csv(tmp_path / "x.csv", T.gaussian_mixture(4000, 1))
+    whole = _kmeans(data, tmp_path / "whole")
+
+    def stop_at_second_checkpoint(event, count=[0]):
+        count[0] += event["event"] == "checkpoint"
+        if count[0] == 2:
+            raise RuntimeError("the caller's monitor gave up")
+
+    with pytest.raises(RuntimeError, match="monitor gave up"):
+        _kmeans(data, tmp_path / "cut", on_event=stop_at_second_checkpoint)
+    kept = State.load(tmp_path / "cut" / STATE_FILE)
+    assert kept.meta["records_seen"] == 2000  # the checkpoint the event reported is on disk
+    resumed = _kmeans(data, tmp_path / "cut", resume=True)
+    T.assert_states_equal(State.load(tmp_path / "cut" / STATE_FILE), State.load(tmp_path / "whole" / STATE_FILE),
+                          "resumed after the callback's error")
+    assert resumed.model.meta["cost"] == whole.model.meta["cost"]
