@@ -273,8 +273,9 @@ def run_one(system: str, ds: str, path: Path, k: int, args, env: dict) -> dict:
     log = RUNS / "logs" / f"{tag}.log"
     for suffix in (".npy", ".json"):
         prefix.with_suffix(suffix).unlink(missing_ok=True)
-    out_dir = RUNS / f"{tag}.run"
+    out_dir, before = RUNS / f"{tag}.run", None
     if system == "onepass":
+        before = lambda: shutil.rmtree(out_dir, ignore_errors=True)  # noqa: E731 (each repeat starts afresh)
         cmd = [_onepass_exe(), "train", "kmeans", "--data", str(path), "--out", str(out_dir), "--k", str(k),
                "--threads", str(args.threads), "--seed", str(args.seed), "--quiet"]
     else:
@@ -282,8 +283,7 @@ def run_one(system: str, ds: str, path: Path, k: int, args, env: dict) -> dict:
                "--seed", str(args.seed), "--threads", str(args.threads), "--river-budget", str(args.river_budget),
                "--spark-memory", args.spark_memory]
     print(f"  {tag}: {' '.join(cmd[:3])} ...", flush=True)
-    r = measure_repeated(cmd, args.timeout, log, env, args.repeats, args.repeat_under,
-                         before=lambda: shutil.rmtree(out_dir, ignore_errors=True))
+    r = measure_repeated(cmd, args.timeout, log, env, args.repeats, args.repeat_under, before=before)
     r.update(system=system, dataset=ds, k=k, command=" ".join(cmd))
     if r["timed_out"]:
         r["status"] = f"did not finish (killed after {args.timeout:.0f} s time limit)"

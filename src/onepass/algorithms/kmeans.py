@@ -26,9 +26,8 @@ A uniform sample.  The state keeps a reservoir sample of the records (Vitter's a
 finalize picks between the summary's reduction, the refined centres and the refined centres polished by Lloyd
 on the summary, by their cost on the sample, since online refinement can also lose (a drifting stream), and
 reports that cost, scaled to the stream, as the model's estimated cost: unbiased, and exact while the stream fits
-in the sample.  With a half-life the sample and the
-refinement are off (the decayed stream has no uniform sample) and the cost is the summary's estimate, an upper
-bound.
+in the sample.  With a half-life the sample and the refinement are off (the decayed stream has no uniform sample)
+and the cost is the summary's estimate, an upper bound.
 """
 
 from __future__ import annotations
@@ -643,11 +642,11 @@ def finalize(state: State, **choice: Any) -> KMeansModel:
             # stream (kdd04, k = 100) the running means lag behind and Lloyd from them ends 0.35 % cheaper on
             # the data; on a stationary one (10^6 blobs) it ends 1.2 % dearer, and the sample says so
             X, wt, _ = _reduction_points(state)
-            polished = _lloyd(X, wt, t["refined"].clone(), c["local_lloyd_max_iter"], c["local_lloyd_tol"])[0]
-            for centers, name in ((t["refined"].clone(), "refined"), (polished, "polished")):
+            polished = _lloyd(X, wt, t["refined"], c["local_lloyd_max_iter"], c["local_lloyd_tol"])[0]
+            for centers, name in ((t["refined"], "refined"), (polished, "polished")):
                 refined_cost = _sample_cost(state, centers)
                 if refined_cost < cost:
-                    best, cost, source = centers, refined_cost, name
+                    best, cost, source = centers.clone(), refined_cost, name
     active = meta["n_active"]
     X, wt = t["centers"][:active], t["weights"][:active]
     idx, _ = _nearest(X, best)
@@ -665,7 +664,8 @@ def summary(model: KMeansModel) -> list[str]:
     m = model.meta
     sizes = [int(round(s)) for s in m["cluster_sizes"]]
     how = {"summary": "from the summary", "refined": "refined over the stream",
-           "polished": "refined over the stream, then Lloyd on the summary", "records": "from Lloyd on the records"}[m["centres_from"]]
+           "polished": "refined over the stream, then Lloyd on the summary",
+           "records": "from Lloyd on the records"}[m["centres_from"]]
     return [f"model: k={m['k']}, centres {how}; cost (sum of squared distances) {m['cost']:,.6g}, msd "
             f"{m['msd']:,.6g}, estimated on {m['cost_estimated_from']}",
             "  cluster sizes: " + ", ".join(f"{s:,}" for s in sizes)]
