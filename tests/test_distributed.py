@@ -291,6 +291,39 @@ def test_mismatched_hyperparameters_fail_on_every_rank(tmp_path):
         assert "different settings" in err and "hyperparameters.num_components (rank 0: '2', rank 1: '3')" in err
 
 
+def test_nccl_on_the_cpu_is_refused_on_every_rank(tmp_path):
+    data = write_csv(tmp_path / "a.csv", T.decaying_spectrum(200, 1))
+    port = _free_port()
+    procs = [_by_hand(r, 2, port, _train("pca", data, tmp_path / "run", "--num-components", "2", "--device", "cpu",
+                                         "--dist-backend", "nccl", "--dist-timeout", "30")) for r in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=60)
+        assert p.returncode == 2, err
+        assert "--dist-backend nccl needs --device cuda" in err
+
+
+def test_processes_get_a_gpu_each_with_nccl_or_share_them_with_gloo(monkeypatch):
+    """Which GPU each process takes (no GPU needed to decide): NCCL refuses more processes than GPUs, clearly and
+    on every process before any waits for the others; gloo shares them round robin."""
+    from onepass import distributed
+    from onepass.errors import UsageError
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "3")
+    for local in range(3):
+        monkeypatch.setenv("LOCAL_RANK", str(local))
+        assert distributed._process_gpu(torch.device("cuda"), "gloo") == torch.device("cuda", local % 2)
+        with pytest.raises(UsageError, match="3 processes on this machine need a GPU each with NCCL, and it has 2"):
+            distributed._process_gpu(torch.device("cuda"), "nccl")
+        with pytest.raises(UsageError, match="NCCL refuses"):
+            distributed._process_gpu(torch.device("cuda", 1), "nccl")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert distributed._process_gpu(torch.device("cuda"), "nccl") == torch.device("cuda", 1)
+    assert distributed._backend("auto", torch.device("cuda")) == "nccl"
+    assert distributed._backend(None, torch.device("cpu")) == "gloo"
+
+
 def test_unreachable_rank_fails_within_the_timeout(tmp_path):
     """World size 2 with one process started: a clear error once --dist-timeout has passed, no hang."""
     data = write_csv(tmp_path / "a.csv", T.decaying_spectrum(100, 1))

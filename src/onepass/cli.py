@@ -125,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "models every K mini-batches (default 100; 0: once, at the end)")
     t.add_argument("--dist-timeout", type=float, metavar="S", help="several processes: seconds to wait for the "
                    "others to start or answer before failing (default 300)")
+    t.add_argument("--dist-backend", choices=("auto", "nccl", "gloo"), default="auto",
+                   help="several processes: how they communicate (auto: NCCL on CUDA, gloo on the CPU; gloo on "
+                   "CUDA lets processes share a GPU)")
     _add_data_options(t)
     _add_bad_record_options(t)
 
@@ -207,7 +210,7 @@ def cmd_train(args, extra: list[str]) -> int:
                    label_column=_label(args.label_column), header=_header(args.csv_header),
                    zero_based=args.zero_based, weight_column=_label(args.weight_column), columns=args.columns,
                    storage_options=args.storage_options, query=args.query, test=args.test,
-                   sync_every=args.sync_every, dist_timeout=args.dist_timeout,
+                   sync_every=args.sync_every, dist_timeout=args.dist_timeout, dist_backend=args.dist_backend,
                    progress=_progress(args.quiet or distributed.rank() > 0), on_bad_record=args.on_bad_record,
                    max_bad_fraction=args.max_bad_fraction, epoch_cache_mib=args.epoch_cache_mib)
     if distributed.rank() > 0:

@@ -4,7 +4,8 @@ Launched by torchrun (or anything that sets RANK, WORLD_SIZE, MASTER_ADDR and MA
 its own shard of the source (`Stream(shard=(rank, world_size))`) and trains a local state; `train` asks this
 module for everything the processes must do together:
 
-- start: join the process group (gloo on CPU, NCCL on CUDA) within `--dist-timeout` seconds, and check that every
+- start: join the process group (gloo on CPU, NCCL on CUDA; `--dist-backend gloo` on CUDA lets processes share a
+  GPU, communicating through the CPU) within `--dist-timeout` seconds, and check that every
   process was started with the same settings (a mismatch names the differing keys; no hang, no silent mix).
 - control: between batches, about every CONTROL_SECONDS (or every `--sync-every` K steps), one all_reduce of a
   few numbers decides together whether to checkpoint (records or seconds), whether to stop (a signal reached
@@ -79,13 +80,39 @@ def _trained(state: State) -> int:
     return int(state.meta.get("records_trained", state.meta["records_seen"]))
 
 
+def _backend(backend: str | None, device: torch.device) -> str:
+    backend = (backend or "auto").lower()
+    if backend == "auto":
+        return "nccl" if device.type == "cuda" else "gloo"
+    if backend not in ("nccl", "gloo"):
+        raise UsageError(f"--dist-backend {backend!r}: valid values: auto, nccl, gloo")
+    if backend == "nccl" and device.type != "cuda":
+        raise UsageError("--dist-backend nccl needs --device cuda (NCCL moves CUDA tensors); on the CPU use gloo")
+    return backend
+
+
+def _process_gpu(device: torch.device, backend: str) -> torch.device:
+    """This process's GPU. NCCL needs one GPU per process: refused on every process alike (they all see the same
+    LOCAL_WORLD_SIZE and GPUs) before any of them waits for the others."""
+    local = int(os.environ.get("LOCAL_RANK", "0") or 0)
+    here = int(os.environ.get("LOCAL_WORLD_SIZE", "0") or 0) or local + 1
+    count = torch.cuda.device_count()
+    if backend == "nccl" and here > 1 and device.index is not None:
+        raise UsageError(f"--device {device}: all {here} processes on this machine would share that GPU, which "
+                         "NCCL refuses; give --device cuda (a GPU per process) or --dist-backend gloo")
+    if backend == "nccl" and here > count:
+        raise UsageError(f"{here} processes on this machine need a GPU each with NCCL, and it has {count}: run at "
+                         f"most {count} (--nproc {count}), or let processes share GPUs with --dist-backend gloo")
+    return torch.device("cuda", device.index if device.index is not None else local % count)
+
+
 class Session:
     """One process's part in a training run on several processes (None from `from_env` when running alone)."""
 
     def __init__(self, rank: int, world: int, device: torch.device, averaged: tuple[str, ...],
-                 sync_every: int | None, owns_group: bool):
-        self.rank, self.world, self.device = rank, world, device
-        self.comm = device if device.type == "cuda" else torch.device("cpu")  # NCCL wants CUDA tensors
+                 sync_every: int | None, owns_group: bool, backend: str = "gloo"):
+        self.rank, self.world, self.device, self.backend = rank, world, device, backend
+        self.comm = device if backend == "nccl" else torch.device("cpu")  # NCCL wants CUDA tensors, gloo CPU ones
         self.averaged, self.sync_every, self.owns_group = averaged, sync_every, owns_group
         self.checkpoint_every: int | None = None  # set by the trainer: decided together, over all processes
         self.checkpoint_seconds: float | None = None
@@ -102,12 +129,13 @@ class Session:
 
     @classmethod
     def from_env(cls, device: torch.device, algo, config: dict[str, Any], *, timeout: float | None = None,
-                 sync_every: int | None = None) -> tuple["Session | None", torch.device]:
+                 sync_every: int | None = None, backend: str | None = None) -> tuple["Session | None", torch.device]:
         """Join the process group torchrun describes, or (None, device) when this process runs alone.
 
         `config`: what the user asked for (algorithm, hyperparameters, data, run settings); every process must
         have been given the same, which is checked here. Returns the session and this process's device (with
-        CUDA, the GPU of its LOCAL_RANK unless one was named).
+        CUDA, the GPU of its LOCAL_RANK unless one was named; with gloo, LOCAL_RANK modulo the GPUs here).
+        `backend`: auto (NCCL on CUDA, gloo on the CPU), nccl or gloo.
         """
         world = int(os.environ.get("WORLD_SIZE", "1") or 1)
         if world <= 1:
@@ -128,16 +156,16 @@ class Session:
             if not averaged:
                 raise UsageError(f"--sync-every: {algo.NAME} has no averaged model; its states merge exactly once "
                                  "at the end (only SGD algorithms average every K steps)")
+        backend = _backend(backend, device)
         if device.type == "cuda":
-            local = int(os.environ.get("LOCAL_RANK", "0") or 0)
-            device = torch.device("cuda", device.index if device.index is not None else local)
+            device = _process_gpu(device, backend)
             torch.cuda.set_device(device)
         timeout = float(timeout or DEFAULT_TIMEOUT)
         owns = not dist.is_initialized()
         if owns:
             where = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
             try:
-                dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=_store(r, world, timeout),
+                dist.init_process_group(backend, store=_store(r, world, timeout),
                                         rank=r, world_size=world, timeout=timedelta(seconds=timeout))
             except Exception as e:  # torch raises DistStoreError, RuntimeError, TimeoutError... by backend
                 first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -145,10 +173,10 @@ class Session:
                     f"process {r} of {world} could not reach the others through {where} within {timeout:g} s "
                     f"(--dist-timeout): {first}. Are all {world} processes started, with the same MASTER_ADDR "
                     "and MASTER_PORT?") from None
-        session = cls(r, world, device, averaged, sync_every, owns)
+        session = cls(r, world, device, averaged, sync_every, owns, backend)
         session.algo = algo
         session.check_same({**config, "sync_every": sync_every, "world_size": world,
-                            "device": device.type}, "settings")
+                            "device": device.type, "backend": backend}, "settings")
         return session, device
 
     def check_same(self, config: dict[str, Any], what: str) -> None:

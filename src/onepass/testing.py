@@ -60,47 +60,61 @@ def batches(data: np.ndarray, size: int, labelled: bool = False):
         yield Batch(part[:, :-1].contiguous(), part[:, -1].contiguous()) if labelled else Batch(part)
 
 
-def fit(case: Case, data: np.ndarray, state: State | None = None, seed: int = 0) -> State:
+def fit(case: Case, data: np.ndarray, state: State | None = None, seed: int = 0,
+        device: str | torch.device = "cpu") -> State:
+    """Train `case` on `data` in its batch size, the state on `device` (batches stay on the CPU, as a reader's)."""
     algo = case.algo
     for b in batches(data, case.batch_size, labelled=case.label_column is not None):
         if state is None:
-            state = algo.init(case.hyperparameters, b.x.shape[1], seed)
+            state = algo.init(case.hyperparameters, b.x.shape[1], seed, device)
         state = algo.update(state, b)
     return state
 
 
-def assert_states_equal(a: State, b: State, what: str) -> None:
+def assert_states_equal(a: State, b: State, what: str, rtol: float = 0.0) -> None:
+    """Same algorithm, tensors and metadata: bit for bit, or (rtol > 0) floats within rtol of each other."""
     assert a.algorithm == b.algorithm, f"{what}: algorithms differ"
     assert a.tensors.keys() == b.tensors.keys(), f"{what}: tensor names differ"
     for k in a.tensors:
-        assert torch.equal(a.tensors[k].cpu(), b.tensors[k].cpu()), f"{what}: tensor {k!r} differs"
+        ta, tb = a.tensors[k].cpu(), b.tensors[k].cpu()
+        if rtol and ta.is_floating_point():
+            assert torch.allclose(ta.double(), tb.double(), rtol=rtol, atol=rtol), f"{what}: tensor {k!r} differs"
+        else:
+            assert torch.equal(ta, tb), f"{what}: tensor {k!r} differs"
     ma = {k: v for k, v in a.meta.items() if k not in ("position", "run")}
     mb = {k: v for k, v in b.meta.items() if k not in ("position", "run")}
     assert ma == mb, f"{what}: metadata differs: {ma} vs {mb}"
 
 
-def check_resume_equals_uninterrupted(case: Case, n: int = 4000) -> None:
-    """Save after any batch, load, continue: the same state, bit for bit, as never stopping."""
+def check_resume_equals_uninterrupted(case: Case, n: int = 4000, device: str | torch.device = "cpu",
+                                      rtol: float = 0.0) -> None:
+    """Save after any batch, load, continue: the same state, bit for bit, as never stopping.
+
+    On a GPU, sums that use atomic adds may round in another order from run to run: pass rtol there."""
     data = case.make_data(n, 1)
-    whole = fit(case, data)
+    whole = fit(case, data, device=device)
     cut = (n // case.batch_size // 2) * case.batch_size
     with tempfile.TemporaryDirectory() as tmp:
-        first = fit(case, data[:cut])
+        first = fit(case, data[:cut], device=device)
         first.save(Path(tmp) / "s.safetensors")
-        resumed = fit(case, data[cut:], state=State.load(Path(tmp) / "s.safetensors"))
-    assert_states_equal(whole, resumed, "resume after a checkpoint")
+        resumed = fit(case, data[cut:], state=State.load(Path(tmp) / "s.safetensors").to(device))
+    assert_states_equal(whole, resumed, "resume after a checkpoint", rtol)
 
 
-def check_merge_matches_whole(case: Case, n: int | None = None) -> None:
-    """merge(state of first half, state of second half) is as good as the state of the whole."""
+def check_merge_matches_whole(case: Case, n: int | None = None, device: str | torch.device = "cpu",
+                              other_device: str | torch.device | None = None) -> None:
+    """merge(state of first half, state of second half) is as good as the state of the whole.
+
+    other_device: where the second half trains (a state from a GPU merged into one from the CPU, say)."""
     n = n or case.records
     data = case.make_data(n, 2)
-    whole = case.algo.finalize(fit(case, data))
+    whole = case.algo.finalize(fit(case, data, device=device))
     half = n // 2
-    merged_state = case.algo.merge(fit(case, data[:half], seed=1), fit(case, data[half:], seed=2))
+    merged_state = case.algo.merge(fit(case, data[:half], seed=1, device=device),
+                                   fit(case, data[half:], seed=2, device=other_device or device))
     assert merged_state.meta["records_seen"] == n, "merge lost count of records"
     merged = case.algo.finalize(merged_state)
-    q_whole, q_merged = case.quality(whole, data), case.quality(merged, data)
+    q_whole, q_merged = case.quality(whole.to("cpu"), data), case.quality(merged.to("cpu"), data)
     if case.merge_tolerance == 0:
         assert q_merged == q_whole, f"merge should be exact: {q_merged} vs {q_whole}"
     else:
@@ -119,9 +133,9 @@ def check_merge_refuses_incompatible(case: Case, other_hyperparameters: dict[str
     raise AssertionError(f"merge with {other_hyperparameters} should be refused")
 
 
-def check_finalize_repeatable(case: Case, n: int = 3000) -> None:
+def check_finalize_repeatable(case: Case, n: int = 3000, device: str | torch.device = "cpu") -> None:
     """finalize gives the same model twice and leaves the state untouched, for every choice."""
-    state = fit(case, case.make_data(n, 4))
+    state = fit(case, case.make_data(n, 4), device=device)
     before = state.copy()
     for choice in [{}] + case.choices:
         m1, m2 = case.algo.finalize(state, **choice), case.algo.finalize(state, **choice)

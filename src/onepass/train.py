@@ -99,6 +99,7 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
           zero_based: bool | None = None, weight_column: str | int | None = None,
           columns: list[str | int] | None = None, storage_options: dict[str, Any] | None = None,
           query: str | None = None, test=None, sync_every: int | None = None, dist_timeout: float | None = None,
+          dist_backend: str | None = None,
           progress: Progress | None = None, on_bad_record: str | None = None,
           max_bad_fraction: float | None = None, epoch_cache_mib: float | None = None,
           on_event=None) -> TrainResult:
@@ -141,7 +142,7 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
         resume=resume, init_from=init_from, overwrite=overwrite, checkpoint_every=checkpoint_every,
         checkpoint_seconds=checkpoint_seconds, data_format=data_format, label_column=label_column, header=header,
         zero_based=zero_based, weight_column=weight_column, columns=columns, query=query),
-        timeout=dist_timeout, sync_every=sync_every)
+        timeout=dist_timeout, sync_every=sync_every, backend=dist_backend)
     if session and session.restarted and session.has_checkpoint(out):
         resume, init_from = True, None  # torchrun restarted the group after a failure: continue the checkpoint
     state_path = session.checkpoint_path(out, resume) if session else out / STATE_FILE

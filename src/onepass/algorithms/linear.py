@@ -678,7 +678,7 @@ def _targets(hp: dict[str, Any], given: dict[str, Any]) -> dict[str, float]:
 def merge(a: State, b: State) -> State:
     """Weights averaged by records trained (b re-expressed in a's scaling); validation summaries added."""
     check_mergeable(a, b, STRUCTURAL + ("seed",))
-    a, b = _ready(a), _ready(b)
+    a, b = _ready(a), _ready(b.to(a.tensors["weight"].device))  # a state from another device joins a's
     out = a.copy()
     na, nb = a.meta["records_trained"], b.meta["records_trained"]
     fa = na / (na + nb) if na + nb else 0.5

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The GPU checks, in one go, on a machine with a CUDA device and torch already installed (no network needed):
+# the CUDA tests, two processes on one GPU (NCCL), the GPU benchmark, then the whole suite with --device auto
+# (which is cuda there). Logs and results go to ${OUT:-gpu-checks}/. Each step has its own time limit.
+#   bash benchmarks/gpu_checks.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-gpu-checks}; mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONDONTWRITEBYTECODE=1
+PY=${PYTHON:-python3}
+nvidia-smi -L | tee "$OUT/machine.txt"
+$PY -c "import torch, numpy, pyarrow, safetensors, sklearn; print('torch', torch.__version__, 'cuda', torch.version.cuda,
+'numpy', numpy.__version__, 'pyarrow', pyarrow.__version__, 'sklearn', sklearn.__version__, torch.cuda.get_device_name(0))" \
+    | tee -a "$OUT/machine.txt"
+xdist=$($PY -c "import xdist" 2>/dev/null && echo "-n ${WORKERS:-12}")
+
+echo "== 1. CUDA tests"
+timeout 120 $PY -m pytest -q -p no:cacheprovider $xdist tests/test_cuda.py "tests/test_properties.py::test_run_killed_and_resumed_equals_uninterrupted_run" \
+    -k "cuda" 2>&1 | tee "$OUT/cuda_tests.log" | tail -40
+
+echo "== 2. two processes on the GPUs here: NCCL (a GPU each) and gloo (sharing)"
+d=$(mktemp -d)
+$PY -m onepass datasets blobs --n 200000 --d 20 --no-label --out "$d/x.csv"
+for backend in nccl gloo; do
+    timeout 60 $PY -m onepass train kmeans --data "$d/x.csv" --out "$d/$backend" --k 10 --device cuda --nproc 2 \
+        --dist-backend $backend --dist-timeout 30 2>&1 | tail -8 | tee -a "$OUT/nproc2.log"
+    echo "$backend: exit ${PIPESTATUS[0]}" | tee -a "$OUT/nproc2.log"
+done
+
+echo "== 3. GPU benchmark"
+timeout "${BENCH_TIMEOUT:-180}" $PY benchmarks/run_gpu.py --n "${BENCH_N:-4000000}" --timeout 60 \
+    --results "$OUT/results_gpu.json" --report "$OUT/RESULTS_GPU.md" 2>&1 | tail -30
+
+echo "== 4. the whole suite, --device auto (cuda)"
+timeout "${SUITE_TIMEOUT:-160}" $PY -m pytest -q -p no:cacheprovider $xdist --maxfail=40 -k "not cuda" --ignore=tests/test_cuda.py 2>&1 \
+    | tee "$OUT/suite.log" | tail -60
+exit 0
