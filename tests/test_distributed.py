@@ -324,6 +324,42 @@ def test_processes_get_a_gpu_each_with_nccl_or_share_them_with_gloo(monkeypatch)
     assert distributed._backend(None, torch.device("cpu")) == "gloo"
 
 
+def test_workers_that_may_use_cuda_are_spawned_not_forked(monkeypatch):
+    from onepass import distributed
+
+    monkeypatch.delenv("ONEPASS_START_METHOD", raising=False)
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    assert distributed._start_method(["train", "pca", "--data", "x"]) == "spawn"  # --device auto
+    assert distributed._start_method(["train", "pca", "--device", "cuda:1"]) == "spawn"
+    assert distributed._start_method(["train", "pca", "--device=cpu"]) == "fork"
+    monkeypatch.setattr(torch.version, "cuda", None)
+    assert distributed._start_method(["train", "pca", "--device", "auto"]) == "fork"
+
+
+def test_spawned_workers_train_and_report_an_unexpected_error(tmp_path, monkeypatch, capsys):
+    """The spawn start (what CUDA machines use) on the CPU: the same model as one process; and a worker's
+    unexpected error (not a onepass error) shows its traceback and fails with status 1."""
+    data = write_csv(tmp_path / "pca.csv", T.decaying_spectrum(6000, 5))
+    hp = ["--num-components", "3", "--mini-batch-size", "500"]
+    run_cli(*_train("pca", data, tmp_path / "one", *hp), check=True)
+    monkeypatch.setenv("ONEPASS_START_METHOD", "spawn")
+    two = run_cli(*_train("pca", data, tmp_path / "two", *hp, "--nproc", "2"), check=True)
+    assert "trained pca on 6,000 records" in two.stdout
+    one, both = load_model(tmp_path / "one"), load_model(tmp_path / "two")
+    assert all(_close(one.tensors[k], both.tensors[k]) for k in one.tensors)
+
+    from onepass import cli, distributed
+
+    def broken(argv):
+        raise RuntimeError("something onepass did not foresee")
+    monkeypatch.setattr(cli, "main", broken)
+    with pytest.raises(SystemExit) as e:
+        distributed._worker(["train"])
+    assert e.value.code == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "RuntimeError: something onepass did not foresee" in err
+
+
 def test_unreachable_rank_fails_within_the_timeout(tmp_path):
     """World size 2 with one process started: a clear error once --dist-timeout has passed, no hang."""
     data = write_csv(tmp_path / "a.csv", T.decaying_spectrum(100, 1))

@@ -36,6 +36,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -81,9 +82,13 @@ def _trained(state: State) -> int:
 
 
 def _backend(backend: str | None, device: torch.device) -> str:
+    """auto: NCCL when every process on this machine has a GPU of its own, else gloo (CPU tensors; processes
+    may then share GPUs)."""
     backend = (backend or "auto").lower()
     if backend == "auto":
-        return "nccl" if device.type == "cuda" else "gloo"
+        if device.type != "cuda":
+            return "gloo"
+        return "nccl" if device.index is None and _local_world() <= torch.cuda.device_count() else "gloo"
     if backend not in ("nccl", "gloo"):
         raise UsageError(f"--dist-backend {backend!r}: valid values: auto, nccl, gloo")
     if backend == "nccl" and device.type != "cuda":
@@ -91,12 +96,16 @@ def _backend(backend: str | None, device: torch.device) -> str:
     return backend
 
 
+def _local_world() -> int:
+    """Processes on this machine (torchrun's LOCAL_WORLD_SIZE)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "0") or 0) or int(os.environ.get("LOCAL_RANK", "0") or 0) + 1
+
+
 def _process_gpu(device: torch.device, backend: str) -> torch.device:
-    """This process's GPU. NCCL needs one GPU per process: refused on every process alike (they all see the same
-    LOCAL_WORLD_SIZE and GPUs) before any of them waits for the others."""
-    local = int(os.environ.get("LOCAL_RANK", "0") or 0)
-    here = int(os.environ.get("LOCAL_WORLD_SIZE", "0") or 0) or local + 1
-    count = torch.cuda.device_count()
+    """This process's GPU: the one named, else LOCAL_RANK's (modulo the GPUs here, with gloo). NCCL needs a GPU
+    per process: refused on every process alike (they all see the same LOCAL_WORLD_SIZE and GPUs), before any
+    of them waits for the others."""
+    local, here, count = int(os.environ.get("LOCAL_RANK", "0") or 0), _local_world(), torch.cuda.device_count()
     if backend == "nccl" and here > 1 and device.index is not None:
         raise UsageError(f"--device {device}: all {here} processes on this machine would share that GPU, which "
                          "NCCL refuses; give --device cuda (a GPU per process) or --dist-backend gloo")
@@ -328,7 +337,7 @@ class Session:
         tensors = list(shared(state).values()) if shared else [state.tensors[name] for name in self.averaged]
         flat = torch.cat([t.detach().reshape(-1).to(self.comm, torch.float64) * weight for t in tensors]
                          + [torch.tensor([weight], dtype=torch.float64, device=self.comm)])
-        dist.all_reduce(flat)
+        self._collective(dist.all_reduce, flat)
         self.stats["averages"] += 1
         self.stats["average_bytes"] = flat.numel() * flat.element_size()
         total = float(flat[-1])
@@ -418,15 +427,26 @@ class Session:
 
     # ---------------------------------------------------------------------------------- collectives
 
+    def _collective(self, op: Callable, *args, **kwargs) -> None:
+        """A collective; a process that is gone (it failed, and printed why) breaks it on the others, which say
+        so in one line rather than with gloo's or NCCL's traceback."""
+        try:
+            op(*args, **kwargs)
+        except Exception as e:  # gloo and NCCL raise RuntimeError (or DistError) subclasses when a peer is gone
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+            raise DistributedError(f"process {self.rank} of {self.world} lost contact with the others "
+                                   f"({op.__name__}: {first}); another process probably failed first, "
+                                   "and said why") from None
+
     def _sum(self, values: list[float]) -> list[float]:
         t = torch.tensor(values, dtype=torch.float64, device=self.comm)
-        dist.all_reduce(t)
+        self._collective(dist.all_reduce, t)
         return t.tolist()
 
     def _sizes(self, n: int) -> list[int]:
         sizes = torch.zeros(self.world, dtype=torch.int64, device=self.comm)
         sizes[self.rank] = n
-        dist.all_reduce(sizes)
+        self._collective(dist.all_reduce, sizes)
         return sizes.tolist()
 
     def _padded(self, blob: bytes, size: int) -> torch.Tensor:
@@ -438,7 +458,7 @@ class Session:
     def _all_gather_bytes(self, blob: bytes) -> list[bytes]:
         sizes = self._sizes(len(blob))
         out = [torch.zeros(max(sizes), dtype=torch.uint8, device=self.comm) for _ in range(self.world)]
-        dist.all_gather(out, self._padded(blob, max(sizes)))
+        self._collective(dist.all_gather, out, self._padded(blob, max(sizes)))
         return [bytes(t[:n].cpu().numpy()) for t, n in zip(out, sizes)]
 
     def _gather_bytes(self, blob: bytes) -> list[bytes] | None:
@@ -447,14 +467,14 @@ class Session:
         self.stats["gather_bytes"] = sum(sizes)
         out = [torch.zeros(max(sizes), dtype=torch.uint8, device=self.comm) for _ in range(self.world)] \
             if self.rank == 0 else None
-        dist.gather(self._padded(blob, max(sizes)), out, dst=0)
+        self._collective(dist.gather, self._padded(blob, max(sizes)), out, dst=0)
         return [bytes(t[:n].cpu().numpy()) for t, n in zip(out, sizes)] if out is not None else None
 
     def _broadcast_bytes(self, blob: bytes | None) -> bytes:
         size = torch.tensor([len(blob) if blob is not None else 0], dtype=torch.int64, device=self.comm)
-        dist.broadcast(size, src=0)
+        self._collective(dist.broadcast, size, src=0)
         t = self._padded(blob or b"", int(size))
-        dist.broadcast(t, src=0)
+        self._collective(dist.broadcast, t, src=0)
         return bytes(t.cpu().numpy())
 
 
@@ -560,7 +580,7 @@ def launch(argv: list[str], nproc: int, max_restarts: int = 0) -> int:
     logging.getLogger("torch.distributed.elastic.multiprocessing.api").setLevel(logging.CRITICAL)
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=f"onepass-{os.getpid()}",
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=max_restarts,
-                          start_method="fork")
+                          start_method=_start_method(args))
     try:
         elastic_launch(config, _worker)(args)
     except ChildFailedError as e:
@@ -576,12 +596,32 @@ def launch(argv: list[str], nproc: int, max_restarts: int = 0) -> int:
     return 0
 
 
+def _start_method(argv: list[str]) -> str:
+    """fork, unless the workers may use CUDA: a CUDA driver touched before the fork fails in the children, and
+    torchrun's own LaunchConfig asks `torch.cuda.is_available()` in this process (seen on an H200: every forked
+    worker failed). A CPU-only build of torch, or --device cpu, keeps fork's quicker start. ONEPASS_START_METHOD
+    (fork or spawn) overrides the choice."""
+    if os.environ.get("ONEPASS_START_METHOD") in ("fork", "spawn"):
+        return os.environ["ONEPASS_START_METHOD"]
+    device = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--device"), None)
+    device = next((a.split("=", 1)[1] for a in argv if a.startswith("--device=")), device)
+    if torch.version.cuda is None or (device or "auto").lower() == "cpu":
+        return "fork"
+    return "spawn"
+
+
 def _worker(argv: list[str]) -> None:
-    """One forked worker: the command line's `main` on `argv`; a failure leaves with its exit status."""
+    """One worker: the command line's `main` on `argv`; a failure leaves with its exit status. An unexpected
+    error's traceback is printed here: torchrun's agent would keep it in its error file, and the user would see
+    only that a process failed."""
     from .cli import main
 
-    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))  # the fork kept the parent's
-    code = main(argv)
+    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))  # a fork kept the parent's
+    try:
+        code = main(argv)
+    except Exception:
+        traceback.print_exc()
+        code = 1
     sys.stdout.flush()
     sys.stderr.flush()
     if code:
