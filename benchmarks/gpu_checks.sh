@@ -29,11 +29,11 @@ done
 
 echo "== 3. GPU benchmark"
 timeout "${BENCH_TIMEOUT:-180}" $PY benchmarks/run_gpu.py --n "${BENCH_N:-4000000}" --timeout 60 \
-    --results "$OUT/results_gpu.json" --report "$OUT/RESULTS_GPU.md" 2>&1 | tail -30
+    --results "$OUT/results_gpu.json" --report "$OUT/RESULTS_GPU.md" --profile "$OUT" 2>&1 | tail -30
 
-echo "== 4. the whole suite, --device auto (cuda)"
+echo "== 4. the whole suite on CUDA (ONEPASS_TEST_DEVICE=cuda: train runs that name no device; bit-for-bit checks may fail there)"
 # -v: each test's outcome is in the log as it finishes, so a run stopped by its time limit still names its failures
-timeout "${SUITE_TIMEOUT:-240}" $PY -m pytest -v -p no:cacheprovider -p no:benchmark $xdist --maxfail=40 \
+ONEPASS_TEST_DEVICE=cuda timeout "${SUITE_TIMEOUT:-240}" $PY -m pytest -v -p no:cacheprovider -p no:benchmark $xdist --maxfail=40 \
     -k "not cuda" --ignore=tests/test_cuda.py > "$OUT/suite.log" 2>&1
 echo "suite: exit $?"; grep -E "(FAILED|ERROR) " "$OUT/suite.log" | sed 's/^\[gw[0-9]*\] *\[ *[0-9]*%\] *//' | sort -u | head -40
 tail -3 "$OUT/suite.log"

@@ -130,6 +130,36 @@ def update_only(algo: str, data: np.ndarray, hp: dict, device: str, batch: int, 
     return res
 
 
+def profile_update(algo: str, data: np.ndarray, hp: dict, device: str, batch: int, path: Path) -> None:
+    """torch.profiler's tables of 20 steady-state updates (after 20 unprofiled ones) on `device`, appended to
+    `path`: which operators, launches and host synchronizations a mini-batch costs."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    import onepass
+    from onepass.data.batches import Batch
+
+    mod = onepass.get_algorithm(algo)
+    label = algo == "linear_learner"
+    xs = torch.tensor(data[:, 1:] if label else data, device=device)
+    ys = torch.tensor(data[:, 0], device=device) if label else None
+    state = mod.init(mod.HYPERPARAMETERS.parse({**hp, "mini_batch_size": batch}), xs.shape[1], 0, device)
+    steps = [slice(s, s + batch) for s in range(0, min(len(xs), 40 * batch), batch)]
+    for sl in steps[:20]:
+        state = mod.update(state, Batch(xs[sl], ys[sl] if label else None))
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
+    with profile(activities=activities) as prof:
+        for sl in steps[20:]:
+            state = mod.update(state, Batch(xs[sl], ys[sl] if label else None))
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+    sort = "self_cuda_time_total" if device.startswith("cuda") else "self_cpu_time_total"
+    with path.open("a") as f:
+        f.write(f"{algo} {hp} on {device}, {len(steps) - 20} updates of {batch} records\n\n"
+                + prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30) + "\n\n"
+                + prof.key_averages().table(sort_by=sort, row_limit=30) + "\n\n")
+
+
 def measure(args) -> dict:
     import torch
 
@@ -162,6 +192,9 @@ def measure(args) -> dict:
                                            args.update_budget)
             job["runs"][dev] = r
             print(name, dev, json.dumps(r), flush=True)
+            if args.profile and dev == "cuda":
+                profile_update(algo, np.ascontiguousarray(data[:50 * batch]), hp, dev, batch,
+                               args.profile / "profiles.txt")
             args.results.write_text(json.dumps(results, indent=1))
     return results
 
@@ -208,6 +241,8 @@ def main() -> None:
     p.add_argument("--timeout", type=float, default=120.0, help="seconds one end-to-end run may take")
     p.add_argument("--update-records", type=int, default=1_000_000, help="records held in memory for update only")
     p.add_argument("--update-budget", type=float, default=5.0, help="seconds of update-only timing per run")
+    p.add_argument("--profile", type=Path, metavar="DIR", help="also write torch.profiler tables of the GPU's "
+                   "updates into DIR")
     p.add_argument("--work", help="folder for the generated data and runs (default: a temporary one)")
     p.add_argument("--results", type=Path, default=HERE / "results_gpu.json")
     p.add_argument("--report", type=Path, default=HERE / "RESULTS_GPU.md")

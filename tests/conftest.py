@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -29,9 +30,27 @@ def pytest_unconfigure(config):
 _EXIT = pytest.StashKey[int]()
 
 
+# `train` without --device runs on this device: the CPU (whose runs are bit for bit reproducible, which many tests
+# assert), also on a machine with a GPU. ONEPASS_TEST_DEVICE=cuda runs the whole suite there instead, to explore;
+# tests/test_cuda.py holds the GPU's own checks.
+TEST_DEVICE = os.environ.get("ONEPASS_TEST_DEVICE", "cpu")
+
+
+@pytest.fixture(autouse=True)
+def _test_device(monkeypatch):
+    """In-process runs with device "auto" (the default) take TEST_DEVICE too."""
+    train_module = importlib.import_module("onepass.train")  # the module: `onepass.train` names the function
+    resolve = train_module.resolve_device
+    monkeypatch.setattr(train_module, "resolve_device",
+                        lambda device: resolve(TEST_DEVICE if (device or "auto").lower() == "auto" else device))
+
+
 def run_cli(*args: str, stdin=None, check: bool = False, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
     """Run `python -m onepass ARGS` in a subprocess, as a user would from a shell."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    named = any(str(a) == "--device" or str(a).startswith("--device=") for a in args)
+    if args and args[0] == "train" and not named:
+        args = (*args, "--device", TEST_DEVICE)
     proc = subprocess.run([sys.executable, "-m", "onepass", *args], stdin=stdin, capture_output=True, text=True,
                           timeout=timeout, env=env, **kw)
     if check and proc.returncode != 0:

@@ -304,14 +304,17 @@ def test_nccl_on_the_cpu_is_refused_on_every_rank(tmp_path):
 
 def test_processes_get_a_gpu_each_with_nccl_or_share_them_with_gloo(monkeypatch):
     """Which GPU each process takes (no GPU needed to decide): NCCL refuses more processes than GPUs, clearly and
-    on every process before any waits for the others; gloo shares them round robin."""
+    on every process before any waits for the others; gloo shares them round robin; auto decides alike on every
+    process, also where the launcher did not say how many processes share the machine."""
     from onepass import distributed
     from onepass.errors import UsageError
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "3")
+    monkeypatch.setenv("WORLD_SIZE", "3")
     for local in range(3):
         monkeypatch.setenv("LOCAL_RANK", str(local))
+        assert distributed._backend("auto", torch.device("cuda")) == "gloo"
         assert distributed._process_gpu(torch.device("cuda"), "gloo") == torch.device("cuda", local % 2)
         with pytest.raises(UsageError, match="3 processes on this machine need a GPU each with NCCL, and it has 2"):
             distributed._process_gpu(torch.device("cuda"), "nccl")
@@ -319,9 +322,18 @@ def test_processes_get_a_gpu_each_with_nccl_or_share_them_with_gloo(monkeypatch)
             distributed._process_gpu(torch.device("cuda", 1), "nccl")
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_RANK", "1")
-    assert distributed._process_gpu(torch.device("cuda"), "nccl") == torch.device("cuda", 1)
     assert distributed._backend("auto", torch.device("cuda")) == "nccl"
+    assert distributed._backend("auto", torch.device("cuda", 0)) == "gloo"  # one GPU named for all
+    assert distributed._process_gpu(torch.device("cuda"), "nccl") == torch.device("cuda", 1)
     assert distributed._backend(None, torch.device("cpu")) == "gloo"
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")  # started by hand: WORLD_SIZE decides, the same on every rank
+    for world, expected in ((2, "nccl"), (4, "gloo")):
+        monkeypatch.setenv("WORLD_SIZE", str(world))
+        chosen = set()
+        for r in range(world):
+            monkeypatch.setenv("LOCAL_RANK", str(r))
+            chosen.add(distributed._backend("auto", torch.device("cuda")))
+        assert chosen == {expected}, world
 
 
 def test_workers_that_may_use_cuda_are_spawned_not_forked(monkeypatch):

@@ -82,13 +82,15 @@ def _trained(state: State) -> int:
 
 
 def _backend(backend: str | None, device: torch.device) -> str:
-    """auto: NCCL when every process on this machine has a GPU of its own, else gloo (CPU tensors; processes
-    may then share GPUs)."""
+    """auto: NCCL when every process on this machine can have a GPU of its own, else gloo (CPU tensors;
+    processes may then share GPUs). Decided alike on every process: from LOCAL_WORLD_SIZE, or, where the launcher
+    did not set it, from WORLD_SIZE (as if all processes shared this machine)."""
     backend = (backend or "auto").lower()
     if backend == "auto":
         if device.type != "cuda":
             return "gloo"
-        return "nccl" if device.index is None and _local_world() <= torch.cuda.device_count() else "gloo"
+        here = _local_world() or int(os.environ.get("WORLD_SIZE", "1") or 1)
+        return "nccl" if device.index is None and here <= torch.cuda.device_count() else "gloo"
     if backend not in ("nccl", "gloo"):
         raise UsageError(f"--dist-backend {backend!r}: valid values: auto, nccl, gloo")
     if backend == "nccl" and device.type != "cuda":
@@ -96,9 +98,9 @@ def _backend(backend: str | None, device: torch.device) -> str:
     return backend
 
 
-def _local_world() -> int:
-    """Processes on this machine (torchrun's LOCAL_WORLD_SIZE)."""
-    return int(os.environ.get("LOCAL_WORLD_SIZE", "0") or 0) or int(os.environ.get("LOCAL_RANK", "0") or 0) + 1
+def _local_world() -> int | None:
+    """Processes on this machine, where the launcher says (torchrun's LOCAL_WORLD_SIZE)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE") or 0) or None
 
 
 def _process_gpu(device: torch.device, backend: str) -> torch.device:
@@ -106,12 +108,13 @@ def _process_gpu(device: torch.device, backend: str) -> torch.device:
     per process: refused on every process alike (they all see the same LOCAL_WORLD_SIZE and GPUs), before any
     of them waits for the others."""
     local, here, count = int(os.environ.get("LOCAL_RANK", "0") or 0), _local_world(), torch.cuda.device_count()
-    if backend == "nccl" and here > 1 and device.index is not None:
+    if backend == "nccl" and here and here > 1 and device.index is not None:
         raise UsageError(f"--device {device}: all {here} processes on this machine would share that GPU, which "
                          "NCCL refuses; give --device cuda (a GPU per process) or --dist-backend gloo")
-    if backend == "nccl" and here > count:
-        raise UsageError(f"{here} processes on this machine need a GPU each with NCCL, and it has {count}: run at "
-                         f"most {count} (--nproc {count}), or let processes share GPUs with --dist-backend gloo")
+    if backend == "nccl" and ((here and here > count) or local >= count):
+        raise UsageError(f"{here or local + 1} processes on this machine need a GPU each with NCCL, and it has "
+                         f"{count}: run at most {count} a machine, or let processes share GPUs with "
+                         "--dist-backend gloo")
     return torch.device("cuda", device.index if device.index is not None else local % count)
 
 
@@ -130,6 +133,7 @@ class Session:
         self._ckpt_time = time.monotonic()
         self._avg_records = 0
         self._signal: int | None = None
+        self._handlers: dict[int, Any] = {}  # the signal handlers before hold_signals
         self.algo = None  # the algorithm module, for its optional shared_parameters hooks
         self.stats = {"control_syncs": 0, "control_bytes": 0, "averages": 0, "average_bytes": 0,
                       "checkpoints": 0, "gather_bytes": 0}
@@ -184,6 +188,7 @@ class Session:
                     "and MASTER_PORT?") from None
         session = cls(r, world, device, averaged, sync_every, owns, backend)
         session.algo = algo
+        session.hold_signals()  # from now on a signal stops every process together, at a control step
         session.check_same({**config, "sync_every": sync_every, "world_size": world,
                             "device": device.type, "backend": backend}, "settings")
         return session, device
@@ -268,9 +273,7 @@ class Session:
         """This process's `batches`, with the collective decisions taken between them; ends when every
         process's shard has ended. `state_of()` gives the current state, `checkpoint(reason)` writes one (it
         calls `self.checkpoint` on every process at once)."""
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):  # held until the next control step (restored by train)
-                signal.signal(sig, self._on_signal)
+        self.hold_signals()  # (restored by train)
         it = iter(batches)
         finished, steps, last = False, 0, time.monotonic()
         if self._ckpt_records is None:
@@ -314,8 +317,19 @@ class Session:
         validation) must come out the same everywhere, or the processes' collectives would no longer match."""
         return self._sum([float(bool(flag))])[0] == self.world
 
-    def _on_signal(self, signum, frame) -> None:
+    def on_signal(self, signum, frame) -> None:
+        """Hold SIGINT/SIGTERM until the next control step, where every process learns of it."""
         self._signal = signum
+
+    def hold_signals(self) -> None:
+        if threading.current_thread() is threading.main_thread() and not self._handlers:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._handlers[sig] = signal.signal(sig, self.on_signal)
+
+    def restore_signals(self) -> None:
+        for sig, old in self._handlers.items():
+            signal.signal(sig, old)
+        self._handlers.clear()
 
     def _control(self, state: State | None, finished: bool) -> list[float]:
         """One all_reduce: records since the last checkpoint (all processes), signals, finished shards,

@@ -17,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pyarrow
 import torch
@@ -69,9 +69,10 @@ class _StopFlag:
     pyarrow's own handlers are off meanwhile: a signal during a CSV block's parse in this thread (--threads 1
     reads without a read-ahead thread) would cancel the parse, which read as a parse error, not as a stop."""
 
-    def __init__(self):
+    def __init__(self, forward: Callable[[int, Any], None] | None = None):
         self.signal: int | None = None
         self._old: dict[int, Any] = {}
+        self._forward = forward  # several processes: the session holds the signal, and all stop together
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
@@ -81,7 +82,10 @@ class _StopFlag:
         return self
 
     def _handle(self, signum, frame):
-        self.signal = signum
+        if self._forward is not None:
+            self._forward(signum, frame)
+        else:
+            self.signal = signum
 
     def __exit__(self, *exc):
         for sig, old in self._old.items():
@@ -242,9 +246,6 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
         metrics.log("warning", message=warning)
         print(f"onepass: warning: {warning}", file=sys.stderr)
         position = None
-    metrics.log("start", algorithm=algo.NAME, data=stream.name, hyperparameters=hp, device=str(dev),
-                resume=resume, init_from=str(init_from) if init_from else None, epoch=start_epoch)
-
     last_ckpt_records = state.meta.get("records_seen", 0) if state else 0
     last_ckpt_time = time.monotonic()
     val_metrics: dict[str, float] = {}
@@ -268,7 +269,10 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
             metrics.log("bad_records", reason=reason, **state.meta.get("bad_records", BadRecords().to_meta()))
 
     try:
-        with _StopFlag() as stop:
+        with _StopFlag(forward=session.on_signal if session else None) as stop:
+            # announced once a signal would be caught: from here on SIGTERM checkpoints at the next batch
+            metrics.log("start", algorithm=algo.NAME, data=stream.name, hyperparameters=hp, device=str(dev),
+                        resume=resume, init_from=str(init_from) if init_from else None, epoch=start_epoch)
             for epoch in range(start_epoch, epochs):
                 # closed however the loop ends, so the read-ahead thread stops before the process exits
                 with closing(cache.batches(hp["mini_batch_size"], start=position, prefetch=read_ahead)) as batches:
@@ -319,6 +323,8 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
     finally:
         progress.close()
         torch.set_num_threads(compute_threads)
+        if session:
+            session.restore_signals()
     if state is None:
         raise UsageError(f"{stream.name}: no records to train on")
     state.meta["position"] = {"epoch": epochs, "file": None, "records": 0, "complete": True}
