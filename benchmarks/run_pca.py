@@ -28,6 +28,7 @@ Run `bash benchmarks/run.sh pca` to make the environment (benchmarks/.venv), pre
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import shutil
@@ -39,8 +40,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from run_kmeans import (DATA, RUNS, _n, _ncols, _onepass_exe, _tail, load_csv, machine, measure,  # noqa: E402
-                        run_env, stream_csv, versions)
+from run_kmeans import (DATA, RUNS, _n, _ncols, _onepass_exe, _tail, load_csv, machine,  # noqa: E402
+                        measure_repeated, run_env, stream_csv, versions)
 
 SYSTEMS = ("parse", "onepass", "onepass-randomized", "sklearn-pca", "sklearn-incremental", "sklearn-truncated-svd",
            "spark")
@@ -203,9 +204,10 @@ def run_one(system: str, ds: str, path: Path, k: int, args, env: dict, n_feature
     log = RUNS / "logs" / f"{tag}.log"
     for suffix in (".npy", ".json"):
         prefix.with_suffix(suffix).unlink(missing_ok=True)
+    before = None
     if system.startswith("onepass"):
         out_dir = RUNS / f"{tag}.run"
-        shutil.rmtree(out_dir, ignore_errors=True)
+        before = lambda: shutil.rmtree(out_dir, ignore_errors=True)  # noqa: E731 (each repeat starts afresh)
         mode = "randomized" if system == "onepass-randomized" else "regular"
         cmd = [_onepass_exe(), "train", "pca", "--data", str(path), "--out", str(out_dir), "--num-components",
                str(k), "--algorithm-mode", mode, "--threads", str(args.threads), "--quiet"]
@@ -218,7 +220,7 @@ def run_one(system: str, ds: str, path: Path, k: int, args, env: dict, n_feature
             if system == "sklearn-incremental":
                 cmd += ["--memory-cap-gb", str(args.memory_cap_gb)]
     print(f"  {tag}: {' '.join(cmd[:3])} ...", flush=True)
-    r = measure(cmd, args.timeout, log, env)
+    r = measure_repeated(cmd, args.timeout, log, env, args.repeats, args.repeat_under, before)
     r.update(system=system, dataset=ds, k=k, command=" ".join(cmd))
     if r["timed_out"]:
         r["status"] = f"did not finish (killed after {args.timeout:.0f} s time limit)"
@@ -387,7 +389,10 @@ def write_report(results: dict, path: Path) -> None:
          f"Measured {meta['date']} on {meta['machine']}.", "",
          "Reproduce (from the repository root; makes `benchmarks/.venv`, writes the CSV files into "
          "`benchmarks/data/` and rewrites this file):", "", "```bash", meta["reproduce"], "```", "",
-         f"This run: `{meta['command']}` (total {meta['total_s'] / 60:.0f} min, data preparation included).", "",
+         (f"Full run: `{meta['first_run']['command']}` ({meta['first_run']['date']}, "
+          f"{meta['first_run'].get('total_s', 0) / 60:.0f} min); then `{meta['command']}` ({meta['date']}, "
+          f"{meta['total_s'] / 60:.0f} min) re-ran some of its runs." if meta.get("first_run") else
+          f"This run: `{meta['command']}` (total {meta['total_s'] / 60:.0f} min, data preparation included)."), "",
          "## Method", "",
          "- Every system reads the same CSV file (no header, no label) in a subprocess of its own; **wall s** is its "
          "life from start to exit, **peak MiB** the peak resident memory of its process tree (run_kmeans.py's "
@@ -406,7 +411,8 @@ def write_report(results: dict, path: Path) -> None:
          f"cap of {meta.get('memory_cap_gb', '?')} GB; the optimum is left out where d > 5,000 (it needs S's "
          "eigenvalues).", ""]
     bars = []
-    for ds in dict.fromkeys(r["dataset"] for r in runs.values()):
+    present = {r["dataset"] for r in runs.values()}
+    for ds in [d for d in dict.fromkeys([*meta["records"], *present]) if d in present]:
         get = lambda s: runs.get(f"{ds}|{k}|{s}")  # noqa: E731
         ok = lambda r: r is not None and r["status"] == "ok"  # noqa: E731
         # the reference: regular mode, or randomized where regular cannot run (the sparse set)
@@ -424,6 +430,8 @@ def write_report(results: dict, path: Path) -> None:
             note = [] if ok(r) else [r["status"]]
             if r.get("other_load_cores", 0) > 0.25:
                 note.append(f"**other processes used {r['other_load_cores']:.1f} cores during this run**")
+            if len(r.get("walls_s", [])) > 1:
+                note.append(f"median of {len(r['walls_s'])} runs ({', '.join(f'{w:.1f}' for w in r['walls_s'])} s)")
             if r.get("info", {}).get("variance_error_bound") is not None:
                 note.append(f"sketch bound {r['info']['variance_error_bound']:.3g}")
             expl = f"{r['explained']:.6f}" if r.get("explained") is not None else "—"
@@ -503,6 +511,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--spark-memory", default="10g")
     p.add_argument("--results", type=Path, default=HERE / "results_pca.json")
     p.add_argument("--report", type=Path, default=HERE / "RESULTS_PCA.md")
+    p.add_argument("--repeats", type=int, default=3, help="runs of a short run: its median is reported (default 3)")
+    p.add_argument("--repeat-under", type=float, default=30.0, metavar="S",
+                   help="repeat a run only while it takes under S seconds (default 30)")
+    p.add_argument("--resume", action="store_true", help="keep the finished runs of --results; run the rest")
+    p.add_argument("--redo", nargs="+", default=[], metavar="PATTERN",
+                   help="with --resume: run these again anyway; glob patterns on 'DATASET|K|SYSTEM'")
     p.add_argument("--report-only", action="store_true", help="rewrite the report from --results")
     args = p.parse_args(argv)
     if args.quick:
@@ -522,10 +536,12 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     (RUNS / "logs").mkdir(parents=True, exist_ok=True)
     env = run_env(args.threads)
+    old = json.loads(args.results.read_text()) if args.resume and args.results.exists() else {"runs": {}}
     files = prepare(args)
     records = {ds: sum(1 for _ in open(f, "rb")) for ds, f in files.items()}
     meta = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "machine": machine(), "versions": versions(),
             "threads": args.threads, "timeout": args.timeout, "k": args.k, "records": records,
+            "repeats": args.repeats, "repeat_under": args.repeat_under,
             "memory_cap_gb": args.memory_cap_gb,
             "dims": {ds: args.sparse_d if f.suffix == ".libsvm" else _ncols(f) for ds, f in files.items()},
             "optimum": {},
@@ -533,16 +549,31 @@ def main(argv: list[str] | None = None) -> int:
             "reproduce": "bash benchmarks/run.sh pca" + (" " + " ".join(argv) if argv else ""),
             "files": {ds: str(f.relative_to(HERE.parent)) for ds, f in files.items()}}
     results = {"meta": meta, "runs": {}}
+    if args.resume:  # the data sets not run this time keep their rows (and facts) from --results
+        results["runs"] = {key: r for key, r in old["runs"].items() if r["dataset"] not in files}
+        for field in ("records", "dims", "files", "optimum"):
+            for ds, v in old.get("meta", {}).get(field, {}).items():
+                meta[field].setdefault(ds, v)
     for ds, path in files.items():
         print(f"{ds}: {path} ({records[ds]:,} records)", flush=True)
         sparse = path.suffix == ".libsvm"
         for system in args.systems:
             if (system in SPARSE_SYSTEMS) if sparse else system != "sklearn-truncated-svd":
-                results["runs"][f"{ds}|{args.k}|{system}"] = run_one(system, ds, path, args.k, args, env,
-                                                                     args.sparse_d if sparse else None)
+                key = f"{ds}|{args.k}|{system}"
+                prev = old["runs"].get(key)
+                redo = any(fnmatch.fnmatchcase(key, pat) for pat in args.redo)
+                # a kept run needs its components only while they are still to be scored
+                if prev and not redo and prev["status"] == "ok" and ("explained" in prev or
+                                                                      Path(prev.get("components", "")).exists()):
+                    results["runs"][key] = prev
+                    continue
+                results["runs"][key] = run_one(system, ds, path, args.k, args, env, args.sparse_d if sparse else None)
             args.results.write_text(json.dumps(results, indent=1, default=str))
         todo = {key: np.load(r["components"]) for key, r in results["runs"].items()
-                if r["dataset"] == ds and r["status"] == "ok" and "components" in r}
+                if r["dataset"] == ds and r["status"] == "ok" and "components" in r and "explained" not in r}
+        if not todo and ds in old.get("meta", {}).get("optimum", {}):
+            meta["optimum"][ds] = old["meta"]["optimum"][ds]  # every run kept, and scored
+            continue
         t0 = time.perf_counter()
         scores = evaluate_sparse(path, args.sparse_d, todo, args.k) if sparse else evaluate(path, todo, args.k)
         meta["optimum"][ds] = scores["_optimum"]
@@ -553,6 +584,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{time.perf_counter() - t0:.0f} s", flush=True)
         args.results.write_text(json.dumps(results, indent=1, default=str))
     meta["total_s"] = time.perf_counter() - t_start
+    if args.resume and "meta" in old:  # the run that this one continued
+        first = old["meta"].get("first_run", old["meta"])
+        meta["first_run"] = {k: first[k] for k in ("date", "command", "total_s", "reproduce") if k in first}
+        meta["reproduce"] = meta["first_run"].get("reproduce", meta["reproduce"])
     args.results.write_text(json.dumps(results, indent=1, default=str))
     write_report(results, args.report)
     print(f"wrote {args.report} and {args.results} ({meta['total_s'] / 60:.1f} min)")
