@@ -259,6 +259,15 @@ def measure_repeated(cmd: list[str], timeout: float, log: Path, env: dict, repea
     return {**chosen, "walls_s": [r["wall_s"] for r in runs]}
 
 
+def kept_run(old: dict, key: str, redo: list[str], scored: str, artefact: str) -> dict | None:
+    """With --resume: the run `key` of an earlier results file, to keep rather than run again: finished, not named
+    by a --redo pattern, and scored already (`scored` in it) or with its output (`artefact`) still on disk."""
+    prev = old["runs"].get(key)
+    if prev is None or prev["status"] != "ok" or any(fnmatch.fnmatchcase(key, pat) for pat in redo):
+        return None
+    return prev if scored in prev or Path(prev.get(artefact, "")).exists() else None
+
+
 def _tail(log: Path, n: int = 3) -> str:
     try:
         lines = [l for l in log.read_text(errors="replace").splitlines() if l.strip()]
@@ -678,11 +687,8 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 if system == "river" and records[ds] > args.river_max_records:
                     continue
-                prev = old["runs"].get(key)
-                redo = any(fnmatch.fnmatchcase(key, pat) for pat in args.redo)
-                # a kept run needs its centres only while they are still to be scored
-                if prev and not redo and prev["status"] == "ok" and ("cost" in prev or
-                                                                      Path(prev.get("centers", "")).exists()):
+                prev = kept_run(old, key, args.redo, scored="cost", artefact="centers")
+                if prev:
                     results["runs"][key] = prev
                     continue
                 results["runs"][key] = run_one(system, ds, path, k, args, env)

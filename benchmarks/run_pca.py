@@ -28,7 +28,6 @@ Run `bash benchmarks/run.sh pca` to make the environment (benchmarks/.venv), pre
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import json
 import os
 import shutil
@@ -40,8 +39,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from run_kmeans import (DATA, RUNS, _n, _ncols, _onepass_exe, _tail, load_csv, machine,  # noqa: E402
-                        measure_repeated, run_env, stream_csv, versions)
+from run_kmeans import (DATA, RUNS, _n, _ncols, _onepass_exe, _tail, kept_run, load_csv,  # noqa: E402
+                        machine, measure_repeated, run_env, stream_csv, versions)
 
 SYSTEMS = ("parse", "onepass", "onepass-randomized", "sklearn-pca", "sklearn-incremental", "sklearn-truncated-svd",
            "spark")
@@ -560,11 +559,8 @@ def main(argv: list[str] | None = None) -> int:
         for system in args.systems:
             if (system in SPARSE_SYSTEMS) if sparse else system != "sklearn-truncated-svd":
                 key = f"{ds}|{args.k}|{system}"
-                prev = old["runs"].get(key)
-                redo = any(fnmatch.fnmatchcase(key, pat) for pat in args.redo)
-                # a kept run needs its components only while they are still to be scored
-                if prev and not redo and prev["status"] == "ok" and ("explained" in prev or
-                                                                      Path(prev.get("components", "")).exists()):
+                prev = kept_run(old, key, args.redo, scored="explained", artefact="components")
+                if prev:
                     results["runs"][key] = prev
                     continue
                 results["runs"][key] = run_one(system, ds, path, args.k, args, env, args.sparse_d if sparse else None)
