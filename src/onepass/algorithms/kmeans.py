@@ -266,11 +266,20 @@ def _nearest(x: torch.Tensor, C: torch.Tensor, with_d2: bool = True):
     for s in range(0, len(x), chunk):
         xs = (x[s:s + chunk] - ref).to(torch.float32)
         # |x - c|^2 = |x|^2 - 2 x.c + |c|^2; |x|^2 is the same for every centre, so it is left out of argmin
-        idx[s:s + chunk] = torch.addmm(cc, xs, C32.T, alpha=-2.0).argmin(1)
+        idx[s:s + chunk] = _row_argmin(torch.addmm(cc, xs, C32.T, alpha=-2.0))
     if not with_d2:
         return idx
     diff = x - C[idx]
     return idx, diff.mul_(diff).sum(1)
+
+
+def _row_argmin(D: torch.Tensor) -> torch.Tensor:
+    """The column of each row's minimum (the first one on ties, as torch's argmin). On the CPU through NumPy,
+    whose vectorized argmin is 4-5 times torch's (5,000 x 200 float32: 0.20 ms against 0.93 ms on one thread;
+    5,000 x 2,000: 1.4 ms against 6.8 ms): a fifth of the update's time at K = 200."""
+    if D.device.type == "cpu":
+        return torch.from_numpy(np.argmin(D.numpy(), axis=1))
+    return D.argmin(1)
 
 
 def _absorb(x: torch.Tensor, idx: torch.Tensor, d2: torch.Tensor, C: torch.Tensor, w: torch.Tensor,
@@ -306,8 +315,9 @@ def _ward_nearest(C: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch
         cost = torch.addmm(sq[rows, None] + sq[None, :], Cc[rows], Cc.T, alpha=-2.0).clamp_(min=0.0)
         cost.div_(inv[rows, None] + inv[None, :])
         cost[torch.arange(rows.stop - s), torch.arange(s, rows.stop)] = math.inf
-        b, partner[rows] = cost.min(1)
-        best[rows] = b.to(torch.float64)
+        j = _row_argmin(cost)
+        partner[rows] = j
+        best[rows] = cost.gather(1, j[:, None])[:, 0].to(torch.float64)
     return best, partner
 
 
