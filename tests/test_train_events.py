@@ -33,9 +33,12 @@ def test_an_error_in_on_event_stops_training_and_resume_finishes_it(tmp_path):
     data = write_csv(tmp_path / "x.csv", T.gaussian_mixture(4000, 1))
     whole = _kmeans(data, tmp_path / "whole")
 
-    def stop_at_second_checkpoint(event, count=[0]):
-        count[0] += event["event"] == "checkpoint"
-        if count[0] == 2:
+    checkpoints = 0
+
+    def stop_at_second_checkpoint(event):
+        nonlocal checkpoints
+        checkpoints += event["event"] == "checkpoint"
+        if checkpoints == 2:
             raise RuntimeError("the caller's monitor gave up")
 
     with pytest.raises(RuntimeError, match="monitor gave up"):
