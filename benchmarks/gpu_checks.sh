@@ -2,7 +2,7 @@
 # The GPU checks, in one go, on a machine with a CUDA device and torch already installed (no network needed):
 # the CUDA tests, two processes on the GPUs (NCCL where each has one, else gloo), the GPU benchmark (with
 # torch.profiler tables of the updates), then the whole suite on CUDA (ONEPASS_TEST_DEVICE=cuda). Logs and results
-# go to ${OUT:-gpu-checks}/ (8 files). Each step has its own time limit; about 8 minutes in all on an H200.
+# go to ${OUT:-gpu-checks}/ (7 files). Each step has its own time limit; about 8 minutes in all on an H200.
 #   bash benchmarks/gpu_checks.sh
 # On a lent machine whose Python lacks zstandard, carry its wheel (`pip download --no-deps --only-binary=:all:
 # --python-version 3.12 ... -d .whl zstandard==0.25.0`) and start with
