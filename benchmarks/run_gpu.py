@@ -100,8 +100,8 @@ def run_cli(algo: str, data: Path, hp: dict, device: str, out: Path, timeout: fl
     return {"wall_s": wall}
 
 
-def update_only(algo: str, data: np.ndarray, hp: dict, device: str, batch: int, budget_s: float) -> dict:
-    """Records/s of init + update over batches already on `device` (as many as fit in budget_s, at least 3)."""
+def _on_device(algo: str, data: np.ndarray, hp: dict, device: str, batch: int):
+    """The algorithm, a fresh state on `device` and the data's mini-batches already there (label first)."""
     import torch
 
     import onepass
@@ -109,23 +109,32 @@ def update_only(algo: str, data: np.ndarray, hp: dict, device: str, batch: int, 
 
     mod = onepass.get_algorithm(algo)
     label = algo == "linear_learner"
-    parsed = mod.HYPERPARAMETERS.parse({**hp, "mini_batch_size": batch})
     xs = torch.tensor(data[:, 1:] if label else data, device=device)
     ys = torch.tensor(data[:, 0], device=device) if label else None
-    state = mod.init(parsed, xs.shape[1], 0, device)
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    if device.startswith("cuda"):
+    state = mod.init(mod.HYPERPARAMETERS.parse({**hp, "mini_batch_size": batch}), xs.shape[1], 0, device)
+    batches = [Batch(xs[s:s + batch], ys[s:s + batch] if label else None) for s in range(0, len(xs), batch)]
+    return mod, state, batches
+
+
+def update_only(algo: str, data: np.ndarray, hp: dict, device: str, batch: int, budget_s: float) -> dict:
+    """Records/s of update over batches already on `device` (as many as fit in budget_s, at least 3)."""
+    import torch
+
+    mod, state, batches = _on_device(algo, data, hp, device, batch)
+    cuda = device.startswith("cuda")
+    if cuda:
         torch.cuda.reset_peak_memory_stats()
-    n, t, done = len(xs), time.perf_counter(), 0
-    for s in range(0, n, batch):
-        state = mod.update(state, Batch(xs[s:s + batch], ys[s:s + batch] if label else None))
-        done += min(batch, n - s)
-        if s // batch >= 2 and time.perf_counter() - t > budget_s:
+    t, done = time.perf_counter(), 0
+    for i, b in enumerate(batches):
+        state = mod.update(state, b)
+        done += len(b)
+        if i >= 2 and time.perf_counter() - t > budget_s:
             break
-    sync()
+    if cuda:
+        torch.cuda.synchronize()
     wall = time.perf_counter() - t
     res = {"records": done, "records_per_s": done / wall}
-    if device.startswith("cuda"):
+    if cuda:
         res["gpu_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
     return res
 
@@ -136,26 +145,18 @@ def profile_update(algo: str, data: np.ndarray, hp: dict, device: str, batch: in
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    import onepass
-    from onepass.data.batches import Batch
-
-    mod = onepass.get_algorithm(algo)
-    label = algo == "linear_learner"
-    xs = torch.tensor(data[:, 1:] if label else data, device=device)
-    ys = torch.tensor(data[:, 0], device=device) if label else None
-    state = mod.init(mod.HYPERPARAMETERS.parse({**hp, "mini_batch_size": batch}), xs.shape[1], 0, device)
-    steps = [slice(s, s + batch) for s in range(0, min(len(xs), 40 * batch), batch)]
-    for sl in steps[:20]:
-        state = mod.update(state, Batch(xs[sl], ys[sl] if label else None))
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
-    with profile(activities=activities) as prof:
-        for sl in steps[20:]:
-            state = mod.update(state, Batch(xs[sl], ys[sl] if label else None))
-        if device.startswith("cuda"):
+    mod, state, batches = _on_device(algo, data[:40 * batch], hp, device, batch)
+    for b in batches[:20]:
+        state = mod.update(state, b)
+    cuda = device.startswith("cuda")
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+        for b in batches[20:]:
+            state = mod.update(state, b)
+        if cuda:
             torch.cuda.synchronize()
-    sort = "self_cuda_time_total" if device.startswith("cuda") else "self_cpu_time_total"
+    sort = "self_cuda_time_total" if cuda else "self_cpu_time_total"
     with path.open("a") as f:
-        f.write(f"{algo} {hp} on {device}, {len(steps) - 20} updates of {batch} records\n\n"
+        f.write(f"{algo} {hp} on {device}, {len(batches) - 20} updates of {batch} records\n\n"
                 + prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30) + "\n\n"
                 + prof.key_averages().table(sort_by=sort, row_limit=30) + "\n\n")
 
@@ -186,8 +187,7 @@ def measure(args) -> dict:
                 r["records"] = onepass.load_state(work / f"run-{algo}-{dev}").meta["records_seen"]
                 r["records_per_s"] = r["records"] / r["wall_s"]
                 r["quality"] = quality(algo, onepass.load_model(work / f"run-{algo}-{dev}"), sample)
-            batch = JOBS[name][2].get("mini_batch_size") or onepass.get_algorithm(algo).HYPERPARAMETERS.parse(
-                {k: v for k, v in hp.items()})["mini_batch_size"]
+            batch = onepass.get_algorithm(algo).HYPERPARAMETERS.parse(hp)["mini_batch_size"]
             r["update_only"] = update_only(algo, np.ascontiguousarray(data[:args.update_records]), hp, dev, batch,
                                            args.update_budget)
             job["runs"][dev] = r

@@ -341,11 +341,11 @@ def test_workers_that_may_use_cuda_are_spawned_not_forked(monkeypatch):
 
     monkeypatch.delenv("ONEPASS_START_METHOD", raising=False)
     monkeypatch.setattr(torch.version, "cuda", "13.0")
-    assert distributed._start_method(["train", "pca", "--data", "x"]) == "spawn"  # --device auto
-    assert distributed._start_method(["train", "pca", "--device", "cuda:1"]) == "spawn"
-    assert distributed._start_method(["train", "pca", "--device=cpu"]) == "fork"
+    assert distributed._start_method("auto") == "spawn"
+    assert distributed._start_method("cuda:1") == "spawn"
+    assert distributed._start_method("cpu") == "fork"
     monkeypatch.setattr(torch.version, "cuda", None)
-    assert distributed._start_method(["train", "pca", "--device", "auto"]) == "fork"
+    assert distributed._start_method("auto") == "fork"
 
 
 def test_spawned_workers_train_and_report_an_unexpected_error(tmp_path, monkeypatch, capsys):

@@ -201,7 +201,7 @@ def cmd_train(args, extra: list[str]) -> int:
         hp.update({k.replace("-", "_"): v for k, v in load_json(args.hyperparameters).items()})
     hp.update(_extra_options(extra, "train"))
     if args.nproc and args.nproc > 1 and "WORLD_SIZE" not in os.environ:
-        return distributed.launch(args.argv, args.nproc, args.max_restarts)
+        return distributed.launch(args.argv, args.nproc, args.max_restarts, device=args.device)
     result = train(args.algorithm, args.data, args.out, hyperparameters=hp, validation=args.validation,
                    epochs=args.epochs, mini_batch_size=args.mini_batch_size, device=args.device,
                    threads=args.threads, seed=args.seed, checkpoint_every=args.checkpoint_every,

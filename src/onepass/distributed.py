@@ -273,8 +273,7 @@ class Session:
         """This process's `batches`, with the collective decisions taken between them; ends when every
         process's shard has ended. `state_of()` gives the current state, `checkpoint(reason)` writes one (it
         calls `self.checkpoint` on every process at once)."""
-        self.hold_signals()  # (restored by train)
-        it = iter(batches)
+        it = iter(batches)  # signals are held since from_env (hold_signals), restored by train
         finished, steps, last = False, 0, time.monotonic()
         if self._ckpt_records is None:
             state = state_of()
@@ -569,7 +568,7 @@ def _decode_state(blob: bytes) -> State:
 
 # ------------------------------------------------------------------------------------------ launcher
 
-def launch(argv: list[str], nproc: int, max_restarts: int = 0) -> int:
+def launch(argv: list[str], nproc: int, max_restarts: int = 0, device: str | None = None) -> int:
     """`onepass train --nproc N ...`: the same command on N local processes under torchrun's elastic agent, which
     restarts the group up to `max_restarts` times. Returns the exit status: 0, or the first failed worker's.
 
@@ -594,7 +593,7 @@ def launch(argv: list[str], nproc: int, max_restarts: int = 0) -> int:
     logging.getLogger("torch.distributed.elastic.multiprocessing.api").setLevel(logging.CRITICAL)
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=f"onepass-{os.getpid()}",
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=max_restarts,
-                          start_method=_start_method(args))
+                          start_method=_start_method(device))
     try:
         elastic_launch(config, _worker)(args)
     except ChildFailedError as e:
@@ -610,15 +609,13 @@ def launch(argv: list[str], nproc: int, max_restarts: int = 0) -> int:
     return 0
 
 
-def _start_method(argv: list[str]) -> str:
-    """fork, unless the workers may use CUDA: a CUDA driver touched before the fork fails in the children, and
-    torchrun's own LaunchConfig asks `torch.cuda.is_available()` in this process (seen on an H200: every forked
-    worker failed). A CPU-only build of torch, or --device cpu, keeps fork's quicker start. ONEPASS_START_METHOD
-    (fork or spawn) overrides the choice."""
+def _start_method(device: str | None) -> str:
+    """fork, unless the workers may use CUDA (`device`, the command's --device, is not cpu): a CUDA driver touched
+    before the fork fails in the children, and torchrun's own LaunchConfig asks `torch.cuda.is_available()` in
+    this process (on an H200 both forked workers failed). A CPU-only build of torch, or --device cpu, keeps fork's
+    quicker start. ONEPASS_START_METHOD (fork or spawn) overrides the choice."""
     if os.environ.get("ONEPASS_START_METHOD") in ("fork", "spawn"):
         return os.environ["ONEPASS_START_METHOD"]
-    device = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--device"), None)
-    device = next((a.split("=", 1)[1] for a in argv if a.startswith("--device=")), device)
     if torch.version.cuda is None or (device or "auto").lower() == "cpu":
         return "fork"
     return "spawn"
