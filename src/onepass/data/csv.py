@@ -27,6 +27,11 @@ from .chunks import Chunk, check_weights, resolve_columns
 from .opening import COMPRESSED, open_input
 from .sources import Input
 
+try:  # the fast path for plain numbers (_fastcsv.c); without it every block is parsed by pyarrow
+    from . import _fastcsv
+except ImportError:  # pragma: no cover - a build without a C compiler
+    _fastcsv = None
+
 BLOCK_SIZE = 1 << 22  # 4 MiB: big enough for pyarrow's threads, small enough that peak memory stays flat
 
 _BOM = b"\xef\xbb\xbf"
@@ -216,7 +221,8 @@ def _chunks(f, inp, name, file_index, offset, line, carry, ncols, x_cols, y_col,
                    convert_options=pacsv.ConvertOptions(
                        column_types={column_names[i]: pa.float32() for i in used},
                        include_columns=[column_names[i] for i in used],
-                       strings_can_be_null=False, quoted_strings_can_be_null=False))
+                       strings_can_be_null=False, quoted_strings_can_be_null=False),
+                   fast=_fast_targets(ncols, x_cols, y_col, w_col), delimiter=delimiter)
     workers = pa.cpu_count()
     pool = ThreadPoolExecutor(workers, thread_name_prefix="onepass-csv") if workers > 1 else None
     blocks = line_blocks(f, name, offset, line, carry, block_size)
@@ -291,9 +297,32 @@ def _chunks(f, inp, name, file_index, offset, line, carry, ncols, x_cols, y_col,
         raise DataError("file has a header but no records", source=name, line=end_line, reason="empty")
 
 
+def _fast_targets(ncols: int, x_cols: list[int], y_col: int | None, w_col: int | None) -> bytes | None:
+    """Where each column goes in _fastcsv.parse_block (its place in x, -1 label, -2 weight, -3 not taken), or None
+    when the fast path does not apply (no compiled module; a column taken twice)."""
+    if _fastcsv is None or len(set(x_cols)) != len(x_cols):
+        return None
+    targets = np.full(ncols, -3, dtype=np.int32)
+    targets[x_cols] = np.arange(len(x_cols), dtype=np.int32)
+    if y_col is not None:
+        targets[y_col] = -1
+    if w_col is not None:
+        targets[w_col] = -2
+    return targets.tobytes()
+
+
 def _parse(block, x_cols: list[int], y_col: int | None, w_col: int | None, options: dict):
-    """pyarrow's parse of one block and the cheap checks: ((x, y, w), None), or (None, why the slow line-by-line
-    pass must look at the block). Runs on a worker thread: pure, no state shared."""
+    """The parse of one block and the cheap checks: ((x, y, w), None), or (None, why the slow line-by-line pass
+    must look at the block). Plain numbers go through _fastcsv (3 x pyarrow's speed a thread, the same float32
+    values), any other block through pyarrow. Runs on a worker thread: pure, no state shared."""
+    if options["fast"] is not None:
+        capacity = newlines(block) + 1
+        x = np.empty((capacity, len(x_cols)), dtype=np.float32)
+        y = np.empty(capacity, dtype=np.float32) if y_col is not None else None
+        w = np.empty(capacity, dtype=np.float32) if w_col is not None else None
+        n = _fastcsv.parse_block(block, options["fast"], options["delimiter"], x, len(x_cols), y, w, capacity)
+        if n >= 0:  # every value finite (it refuses the others)
+            return (x[:n], None if y is None else y[:n], None if w is None else w[:n]), None
     # the whole block as pyarrow's one block: its blocks must hold whole lines, and ours may be longer than any size
     read = pacsv.ReadOptions(column_names=options["column_names"], use_threads=False,
                              block_size=max(len(block) + 1, 1 << 20))
