@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import _files
+from .. import _blas, _files
 from ..data.batches import Batch
 from ..errors import UsageError
 from ..hyperparameters import HP, HyperParameters
@@ -259,14 +259,19 @@ def _nearest(x: torch.Tensor, C: torch.Tensor, with_d2: bool = True):
     # Row blocks of at most 8 MiB of distances: larger temporaries are fresh mmaps whose page faults cost as
     # much system time as the search itself (measured at K = 2000).
     chunk = max(256, (1 << 21) // max(1, len(C)))
-    idx = torch.empty(len(x), dtype=torch.long, device=x.device)
+    n, d = x.shape
+    idx = torch.empty(n, dtype=torch.long, device=x.device)
     ref = C.mean(0)  # centred before the float32 search, so large offsets cost no precision
     C32 = (C - ref).to(torch.float32)
-    cc = (C32 * C32).sum(1)
-    for s in range(0, len(x), chunk):
-        xs = (x[s:s + chunk] - ref).to(torch.float32)
-        # |x - c|^2 = |x|^2 - 2 x.c + |c|^2; |x|^2 is the same for every centre, so it is left out of argmin
-        idx[s:s + chunk] = _row_argmin(torch.addmm(cc, xs, C32.T, alpha=-2.0))
+    # |x - c|^2 = |x|^2 - 2 x.c + |c|^2; |x|^2 is the same for every centre, so it is left out of argmin. The rest
+    # is one product, [x, 1] . [-2 c, |c|^2] (the bias rides in it: no pass of its own over the distances).
+    Caug = torch.cat([-2.0 * C32, (C32 * C32).sum(1, keepdim=True)], 1)
+    xs = torch.empty(min(chunk, n), d + 1, dtype=torch.float32, device=x.device)
+    xs[:, d] = 1.0
+    for s in range(0, n, chunk):
+        m = min(chunk, n - s)
+        xs[:m, :d] = x[s:s + m] - ref
+        idx[s:s + m] = _row_argmin(_blas.matmul(xs[:m], Caug.T))
     if not with_d2:
         return idx
     diff = x - C[idx]
@@ -306,13 +311,16 @@ def _ward_nearest(C: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch
     """
     chunk = max(64, (1 << 21) // len(C))
     Cc = (C - C.mean(0)).to(torch.float32)
-    sq = (Cc * Cc).sum(1)
+    sq = (Cc * Cc).sum(1, keepdim=True)
+    ones = torch.ones_like(sq)
+    # |c_a - c_b|^2 = [c_a, |c_a|^2, 1] . [-2 c_b, 1, |c_b|^2]: one product, no broadcast sums (as in _nearest)
+    left, right = torch.cat([Cc, sq, ones], 1), torch.cat([-2.0 * Cc, ones, sq], 1)
     inv = (1.0 / w).to(torch.float32)  # w_a w_b / (w_a + w_b) = 1 / (1/w_a + 1/w_b)
     best = torch.empty(len(C), dtype=torch.float64, device=C.device)
     partner = torch.empty(len(C), dtype=torch.long, device=C.device)
     for s in range(0, len(C), chunk):
         rows = slice(s, min(s + chunk, len(C)))
-        cost = torch.addmm(sq[rows, None] + sq[None, :], Cc[rows], Cc.T, alpha=-2.0).clamp_(min=0.0)
+        cost = _blas.matmul(left[rows], right.T).clamp_(min=0.0)
         cost.div_(inv[rows, None] + inv[None, :])
         cost[torch.arange(rows.stop - s), torch.arange(s, rows.stop)] = math.inf
         j = _row_argmin(cost)
