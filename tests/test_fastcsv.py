@@ -12,7 +12,11 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import onepass.data.csv as csv_reader
-from onepass.data import _fastcsv  # built by `pip install -e .`; a missing build fails here, not silently
+try:  # built by `pip install`; a missing build fails the suite here rather than passing it at pyarrow's speed
+    from onepass.data import _fastcsv
+except ImportError as e:
+    raise ImportError("onepass.data._fastcsv was not built: install with a C compiler (gcc) present, then "
+                      "`pip install -e .` again") from e
 from onepass.data.sources import resolve
 
 NUMBER = r"[+-]?(?:[0-9]{1,25}\.?[0-9]{0,25}|\.[0-9]{1,25})(?:[eE][+-]?[0-9]{1,3})?"
