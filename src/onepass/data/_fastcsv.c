@@ -1,7 +1,8 @@
 /* The fast path of the CSV reader: a block of whole lines of plain decimal numbers into float32 arrays.
 
 Only the common case is handled here: fields that are plain decimal numbers ([+-]digits[.digits][e[+-]digits]),
-no quotes, no spaces, lines ending in \n or \r\n, empty lines skipped. Anything else, and any number whose
+with spaces or tabs around them trimmed (as pyarrow trims them), no quotes, lines ending in \n or \r\n, empty
+lines skipped. Anything else, and any number whose
 float32 value this code cannot be sure to round correctly, makes parse_block return -1, and the caller parses
 the block with pyarrow instead (which also finds and names bad records). So a value that comes out of here is
 the correctly rounded float32 of its text, the value pyarrow gives; what is not certain is never guessed.
@@ -118,7 +119,9 @@ static Py_ssize_t parse(const char *p, const char *end, const int32_t *targets, 
                 }
             } else {
                 float v;
+                while (p < end && (*p == ' ' || (*p == '\t' && delimiter != '\t'))) p++;  /* pyarrow trims these */
                 if (!parse_number(&p, end, &v)) return -1;
+                while (p < end && (*p == ' ' || (*p == '\t' && delimiter != '\t'))) p++;
                 if (t >= 0) x[rows * nx + t] = v;
                 else if (t == LABEL) y[rows] = v;
                 else w[rows] = v;
