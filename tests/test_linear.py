@@ -262,3 +262,16 @@ def test_command_line_train_rechoose_plot_predict_inspect(tmp_path):
     models = report["summary"]["models"]
     assert len(models) == 8 and "roc_auc_score" in models[0]["validation"]
     assert State.load(out).meta["external_validation"] is True
+
+
+@pytest.mark.parametrize("d", [7, 1838, 10**6])
+def test_present_columns_are_torch_unique_by_either_path(d):
+    """The batch's distinct columns and each entry's place among them, as torch.unique gives them, whether found
+    by a mask (few columns) or by unique's sort (many)."""
+    g = torch.Generator().manual_seed(d)
+    for n in (0, 1, 50, 5000):
+        col = (torch.rand(n, generator=g) ** 2 * d).long()
+        cols, place = ll._present_columns(col, d)
+        want_cols, want_place = torch.unique(col, return_inverse=True)
+        assert torch.equal(cols, want_cols) and torch.equal(place, want_place)
+        assert torch.equal(cols[place], col)

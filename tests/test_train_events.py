@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import pytest
@@ -49,3 +50,19 @@ def test_an_error_in_on_event_stops_training_and_resume_finishes_it(tmp_path):
     T.assert_states_equal(State.load(tmp_path / "cut" / STATE_FILE), State.load(tmp_path / "whole" / STATE_FILE),
                           "resumed after the callback's error")
     assert resumed.model.meta["cost"] == whole.model.meta["cost"]
+
+
+@pytest.mark.parametrize("gap, epoch_ends", [(0.0, 2), (3600.0, 0)])
+def test_epoch_end_checkpoints_are_skipped_while_the_last_one_is_young(tmp_path, monkeypatch, gap, epoch_ends):
+    """An epoch-end checkpoint is written unless the last checkpoint is younger than EPOCH_CHECKPOINT_GAP_S; the
+    last epoch's is the finished one. Either way the run ends in the same state."""
+    trainer = importlib.import_module("onepass.train")  # the module: `onepass.train` the attribute is the function
+    monkeypatch.setattr(trainer, "EPOCH_CHECKPOINT_GAP_S", gap)
+    data = write_csv(tmp_path / "x.csv", T.gaussian_mixture(1500, 2))
+    seen = []
+    train("kmeans", data, tmp_path / "run", hyperparameters={"k": 3}, epochs=3, mini_batch_size=500, threads=1,
+          seed=0, checkpoint_seconds=None, on_event=seen.append)
+    reasons = [e["reason"] for e in seen if e["event"] == "checkpoint"]
+    assert reasons == ["epoch end"] * epoch_ends + ["finished"]
+    state = State.load(tmp_path / "run" / STATE_FILE)
+    assert state.meta["records_seen"] == 4500 and state.meta["complete"]

@@ -50,7 +50,7 @@ from ..hyperparameters import HP, HyperParameters
 from ..state import State
 from . import score_summaries as summaries
 from .base import Model, check_mergeable
-from .losses import BINARY, LOSSES, MULTICLASS, REGRESSION, loss_and_grad
+from .losses import BINARY, LOSSES, MULTICLASS, REGRESSION, grad_only, loss_only
 
 NAME = "linear_learner"
 VERSION = 1
@@ -470,17 +470,16 @@ def _step(state: State, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, index
     held = _held_out(state, index).to(x.device)
     xs = _scale(state, x)
     s = _raw_scores(state, xs)
-    loss_name = resolved_loss(hp)
-    loss, grad = loss_and_grad(loss_name, s, _labels_for_loss(state, y), **_loss_options(hp))
     validating = held if bool(held.any()) or hp["holdout_fraction"] > 0 or state.meta.get("external_validation") \
         else torch.ones_like(held)  # no holdout: validate progressively on training records, before their update
     if bool(validating.any()):
         _rotate_summaries(state, int(index[0]))
-        _summarize(state, "current_", s[validating], y[validating], w[validating], loss[validating])
+        _summarize(state, "current_", s[validating], y[validating], w[validating])
     train = ~held
     n_train = int(train.sum())
     if n_train == 0:
         return
+    grad = grad_only(resolved_loss(hp), s, _labels_for_loss(state, y), **_loss_options(hp))
     # per-record weights: record weight x class weight (x the model's positive weight), mean over the batch
     rw = w * train.float()
     if hp["predictor_type"] == "multiclass_classifier":
@@ -518,14 +517,14 @@ def _epoch_summary(state: State) -> dict[str, torch.Tensor]:
             else v.clone() for k, v in t.items() if k.startswith("current_")}
 
 
-def _summarize(state: State, prefix: str, s: torch.Tensor, y: torch.Tensor, w: torch.Tensor,
-               loss: torch.Tensor) -> None:
+def _summarize(state: State, prefix: str, s: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> None:
+    """Add scored records (raw scores s, labels y in their own units) to the summaries named `prefix`."""
     hp, t = state.hyperparameters, state.tensors
     kind = _kind(hp)
     part = {k[len(prefix):]: v for k, v in t.items() if k.startswith(prefix)}
     if kind == "regression":  # errors and loss in the label's own units
-        s = s.double() * t["y_scale"] + t["y_shift"]
-        loss, _ = loss_and_grad(resolved_loss(hp), s, y.double(), **_loss_options(hp))
+        s, y = s.double() * t["y_scale"] + t["y_shift"], y.double()
+    loss = loss_only(resolved_loss(hp), s, y, **_loss_options(hp))
     summaries.add(part, kind, s, y, w, loss, top_k=hp["accuracy_top_k"])
 
 
@@ -547,7 +546,7 @@ def _apply(state: State, xs: torch.Tensor, G: torch.Tensor) -> None:
     if xs.layout == torch.sparse_csr:  # lazy: only the rows of features present in the batch
         # index_select / index_copy_ rather than W[cols]: 3-4 x faster gathers and scatters of (d, M C) rows
         rows_of = torch.repeat_interleave(torch.arange(xs.shape[0], device=G.device), xs.crow_indices().diff())
-        cols, inverse = torch.unique(xs.col_indices(), return_inverse=True)
+        cols, inverse = _present_columns(xs.col_indices(), xs.shape[1])
         gW = torch.zeros(len(cols), G.shape[1], device=G.device).index_add_(
             0, inverse, G.index_select(0, rows_of).mul_(xs.values()[:, None]))
         W, m1, m2 = (t[k].index_select(0, cols) for k in ("weight", "m1", "m2"))
@@ -563,6 +562,21 @@ def _apply(state: State, xs: torch.Tensor, G: torch.Tensor) -> None:
         bias_wd = _auto(hp["bias_wd_mult"], 0.0) * wd_col
         gb = G.sum(0) + bias_wd * t["bias"]
         _optimize(state, t["bias"], gb, t["bias_m1"], t["bias_m2"], lr_col * _auto(hp["bias_lr_mult"], 10.0))
+
+
+def _present_columns(col: torch.Tensor, d: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distinct columns of a batch, ascending, and each entry's place among them: torch.unique(col,
+    return_inverse=True). While d is at most 32 x the entries a mask of the d columns is faster than unique's
+    sort (1,838 columns, 27,000 entries: 0.15 against 1.2 ms); at 10^6 columns and 20,000 entries they are
+    even, and beyond the mask's O(d) loses."""
+    if d > 32 * len(col):
+        return torch.unique(col, return_inverse=True)
+    present = torch.zeros(d, dtype=torch.bool, device=col.device)
+    present[col] = True
+    cols = present.nonzero().squeeze(1)
+    place = torch.empty(d, dtype=torch.long, device=col.device)
+    place[cols] = torch.arange(len(cols), device=col.device)
+    return cols, place[col]
 
 
 def _optimize(state: State, p: torch.Tensor, g: torch.Tensor, m1: torch.Tensor, m2: torch.Tensor,
@@ -603,9 +617,7 @@ def end_epoch(state: State, validation: Iterable[Batch] | None = None) -> tuple[
         for batch in validation:
             x, y, w = _checked(state, batch)
             if x.shape[0]:
-                s = _raw_scores(state, _scale(state, x))
-                loss, _ = loss_and_grad(resolved_loss(hp), s, _labels_for_loss(state, y), **_loss_options(hp))
-                _summarize(state, "validation_", s, y, w, loss)
+                _summarize(state, "validation_", _raw_scores(state, _scale(state, x)), y, w)
     else:
         for k, v in _epoch_summary(state).items():
             t["validation_" + k] = v
@@ -869,7 +881,7 @@ def evaluate(model: LinearModel, batch: Batch) -> dict[str, Any]:
     w = batch.w.to(x.device, torch.float32) if batch.w is not None else torch.ones_like(y)
     s = model.decision_function(x)[:, None]
     part = summaries.empty(kind, 1, meta["classes"], x.device)
-    loss, _ = loss_and_grad(meta["loss"], s, y, **meta["loss_options"])
+    loss = loss_only(meta["loss"], s, y, **meta["loss_options"])
     summaries.add(part, kind, s, y, w, loss, top_k=meta["accuracy_top_k"])
     return part
 

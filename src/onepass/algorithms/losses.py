@@ -25,14 +25,37 @@ REGRESSION = ("squared_loss", "absolute_loss", "huber_loss", "quantile_loss", "e
 LOSSES = BINARY + MULTICLASS + REGRESSION
 
 
+def loss_only(name: str, s: torch.Tensor, y: torch.Tensor, **p: Any) -> torch.Tensor:
+    """The loss (n, M) alone: for scoring, where the gradient would be thrown away."""
+    return softmax_loss(s, y) if name == "softmax_loss" else loss_and_grad(name, s, y, **p)[0]
+
+
+def grad_only(name: str, s: torch.Tensor, y: torch.Tensor, **p: Any) -> torch.Tensor:
+    """dL/ds alone: for training on records that are not scored."""
+    if name == "softmax_loss":
+        return softmax_grad(s, y)
+    if name == "logistic":
+        return torch.sigmoid(s) - y[:, None].to(s.dtype)
+    return loss_and_grad(name, s, y, **p)[1]
+
+
+def softmax_loss(s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """-log softmax(s)_y = logsumexp(s) - s_y: one pass over the (n, M, C) scores, writing only (n, M)."""
+    idx = y.long()[:, None, None].expand(-1, s.shape[1], 1)
+    return torch.logsumexp(s, dim=-1) - s.gather(-1, idx)[..., 0]
+
+
+def softmax_grad(s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """softmax(s) - onehot(y)."""
+    idx = y.long()[:, None, None].expand(-1, s.shape[1], 1)
+    grad = torch.softmax(s, dim=-1)
+    return grad.scatter_add_(-1, idx, torch.full_like(idx, -1, dtype=s.dtype))
+
+
 def loss_and_grad(name: str, s: torch.Tensor, y: torch.Tensor, **p: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss (n, M), dL/ds like s). Parameters: margin (hinge), huber_delta, quantile, loss_insensitivity."""
     if name == "softmax_loss":
-        logp = torch.log_softmax(s, dim=-1)                      # (n, M, C)
-        idx = y.long()[:, None, None].expand(-1, s.shape[1], 1)
-        grad = logp.exp()
-        grad.scatter_add_(-1, idx, torch.full_like(idx, -1, dtype=s.dtype))
-        return -logp.gather(-1, idx)[..., 0], grad
+        return softmax_loss(s, y), softmax_grad(s, y)
     y = y[:, None].to(s.dtype)
     if name == "logistic":                                       # L = log(1 + e^s) - y s
         return F.softplus(s) - y * s, torch.sigmoid(s) - y
