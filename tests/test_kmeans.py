@@ -203,3 +203,19 @@ def test_greedy_seeding_with_fewer_distinct_records_than_k():
     assert seeds.shape == (3, 5)
     for row in seeds:
         assert len(set(row.tolist())) == 5 and {tuple(x[i].tolist()) for i in row} == {(0, 0), (1, 1), (5, 5)}
+
+
+def test_draws_follow_the_weights_and_never_take_a_weightless_index():
+    """k-means++'s draws by inverse cumulative weights: multinomial's distribution, zero weights never drawn (at
+    either end either), and a uniform at 0 or just below 1 still lands on a weighted index."""
+    from onepass.algorithms import kmeans as km
+    g = torch.Generator().manual_seed(3)
+    p = torch.tensor([0.0, 1.0, 0.0, 0.0, 3.0, 0.0], dtype=torch.float64)
+    u = torch.rand(400_000, generator=g, dtype=torch.float64)
+    drawn = torch.bincount(km._draw(p, u), minlength=len(p)).double() / len(u)
+    assert drawn[[0, 2, 3, 5]].sum() == 0
+    assert abs(float(drawn[1]) - 0.25) < 0.003 and abs(float(drawn[4]) - 0.75) < 0.003
+    edges = km._draw(p, torch.tensor([0.0, 0.25, 1 - 1e-16], dtype=torch.float64))
+    assert edges.tolist() == [1, 4, 4]
+    rows = km._draw(torch.stack([p, p.flip(0)]), torch.tensor([[0.1], [0.1]], dtype=torch.float64))
+    assert rows.tolist() == [[1], [1]]  # per row of p, from its own cumulative weights
