@@ -22,7 +22,7 @@ from typing import Any, Callable
 import pyarrow
 import torch
 
-from . import algorithms, distributed
+from . import _blas, algorithms, distributed
 from .algorithms.base import Model
 from .data.bad_records import BadRecords, resolve as resolve_bad_records
 from .data.batches import Stream
@@ -214,12 +214,14 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
         stream.bad.restore(state.meta.get("bad_records"))
     check_sparse(algo, stream)
     compute_threads = torch.get_num_threads()
+    blocks = 1  # threads for k-means' row blocks of products (_blas.row_blocks)
     if stream.format == "csv" and dev.type == "cpu" and compute_threads > 1:
         # A CSV source is parsed on pyarrow's CPU count of threads while the update runs; torch's threads then
         # wait at every parallel step for one the parser holds off its core. Measured on 2 cores: k-means (k = 10)
         # of 10^6 x 100 in 3.5-3.7 s with one compute thread against 3.8-3.9 s with two; the linear learner on
         # KDD04 in 1.0-1.1 s against 1.15 s; k-means at k = 100 11.2 s against 11.5 s.
         torch.set_num_threads(max(1, compute_threads // 2))
+        blocks = compute_threads  # the parser needs its core only part of the time: blocks of products may use it
     if epochs > 1 and not stream.rereadable:
         raise UsageError(f"--epochs {epochs} needs a source that can be read again; {stream.name} "
                          "can be read once (standard input or a named pipe)")
@@ -271,6 +273,7 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
         if stream.bad is not None:
             metrics.log("bad_records", reason=reason, **state.meta.get("bad_records", BadRecords().to_meta()))
 
+    blocks_before = _blas.set_block_threads(blocks)
     try:
         with _StopFlag(forward=session.on_signal if session else None) as stop:
             # announced once a signal would be caught: from here on SIGTERM checkpoints at the next batch
@@ -327,6 +330,7 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
     finally:
         progress.close()
         torch.set_num_threads(compute_threads)
+        _blas.set_block_threads(blocks_before)
         if session:
             session.restore_signals()
     if state is None:
