@@ -625,15 +625,28 @@ def _worker(argv: list[str]) -> None:
     """One worker: the command line's `main` on `argv`; a failure leaves with its exit status. An unexpected
     error's traceback is printed here: torchrun's agent would keep it in its error file, and the user would see
     only that a process failed."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+
     from .cli import main
 
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))  # a fork kept the parent's
     try:
         code = main(argv)
+    except SignalException:  # the agent stopping the group because another process failed: that one says why
+        code = Interrupted.exit_code
     except Exception:
         traceback.print_exc()
         code = 1
     sys.stdout.flush()
     sys.stderr.flush()
     if code:
-        raise SystemExit(code)
+        _leave(code)
+
+
+def _leave(code: int) -> None:
+    """A failed worker has said why and leaves at once, its signals ignored: on the way out through
+    multiprocessing's exit handlers, the agent's SIGTERM to the group (whose handler raises) printed a
+    traceback after the message (1 run in 4 of a 2-process run with a bad record)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os._exit(code)
