@@ -66,3 +66,21 @@ def test_epoch_end_checkpoints_are_skipped_while_the_last_one_is_young(tmp_path,
     assert reasons == ["epoch end"] * epoch_ends + ["finished"]
     state = State.load(tmp_path / "run" / STATE_FILE)
     assert state.meta["records_seen"] == 4500 and state.meta["complete"]
+
+
+def test_a_run_refused_before_training_leaves_torch_threads_as_they_were(tmp_path):
+    """A CSV run computes on half the threads beside the parser; a run refused before it starts (here a negative
+    epoch-cache budget) must leave the caller's thread count alone."""
+    import torch
+
+    from onepass import UsageError
+
+    data = write_csv(tmp_path / "x.csv", T.gaussian_mixture(500, 3))
+    before = torch.get_num_threads()
+    try:
+        with pytest.raises(UsageError, match="epoch-cache-mib"):
+            train("kmeans", data, tmp_path / "run", hyperparameters={"k": 2}, epochs=2, threads=2,
+                  epoch_cache_mib=-1)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

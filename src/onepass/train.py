@@ -213,15 +213,6 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
     if stream.bad is not None and state is not None and resume:  # go on counting where the checkpoint stood
         stream.bad.restore(state.meta.get("bad_records"))
     check_sparse(algo, stream)
-    compute_threads = torch.get_num_threads()
-    blocks = 1  # threads for k-means' row blocks of products (_blas.row_blocks)
-    if stream.format == "csv" and dev.type == "cpu" and compute_threads > 1:
-        # A CSV source is parsed on pyarrow's CPU count of threads while the update runs; torch's threads then
-        # wait at every parallel step for one the parser holds off its core. Measured on 2 cores: k-means (k = 10)
-        # of 10^6 x 100 in 3.5-3.7 s with one compute thread against 3.8-3.9 s with two; the linear learner on
-        # KDD04 in 1.0-1.1 s against 1.15 s; k-means at k = 100 11.2 s against 11.5 s.
-        torch.set_num_threads(max(1, compute_threads // 2))
-        blocks = compute_threads  # the parser needs its core only part of the time: blocks of products may use it
     if epochs > 1 and not stream.rereadable:
         raise UsageError(f"--epochs {epochs} needs a source that can be read again; {stream.name} "
                          "can be read once (standard input or a named pipe)")
@@ -273,6 +264,16 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
         if stream.bad is not None:
             metrics.log("bad_records", reason=reason, **state.meta.get("bad_records", BadRecords().to_meta()))
 
+    # set just before the try whose finally gives them back, so that an error before it changes nothing
+    compute_threads = torch.get_num_threads()
+    blocks = 1  # threads for k-means' row blocks of products (_blas.row_blocks)
+    if stream.format == "csv" and dev.type == "cpu" and compute_threads > 1:
+        # A CSV source is parsed on pyarrow's CPU count of threads while the update runs; torch's threads then
+        # wait at every parallel step for one the parser holds off its core. Measured on 2 cores: k-means (k = 10)
+        # of 10^6 x 100 in 3.5-3.7 s with one compute thread against 3.8-3.9 s with two; the linear learner on
+        # KDD04 in 1.0-1.1 s against 1.15 s; k-means at k = 100 11.2 s against 11.5 s.
+        torch.set_num_threads(max(1, compute_threads // 2))
+        blocks = compute_threads  # the parser needs its core only part of the time: blocks of products may use it
     blocks_before = _blas.set_block_threads(blocks)
     try:
         with _StopFlag(forward=session.on_signal if session else None) as stop:
