@@ -30,8 +30,9 @@ import torch
 
 _pools: list | None = None  # threadpoolctl's controllers of NumPy's OpenBLAS, found at first use; [] when none
 _held = threading.local()   # .on: this thread's products already run with OpenBLAS held at one thread
-_block_threads = 1          # threads that `row_blocks` may use (set by the trainer: `block_threads`)
+_block_threads = 1          # threads that `row_blocks` may use (the trainer sets it: `set_block_threads`)
 _executor: ThreadPoolExecutor | None = None
+_executor_workers = 0
 
 
 def _openblas_pools() -> list:
@@ -52,15 +53,17 @@ def matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if (a.device.type != "cpu" or b.device.type != "cpu" or a.requires_grad or b.requires_grad
             or torch.get_num_threads() != 1):
         return a @ b
-    if getattr(_held, "on", False):
-        return torch.from_numpy(np.matmul(a.numpy(), b.numpy()))
     with _one_blas_thread():
         return torch.from_numpy(np.matmul(a.numpy(), b.numpy()))
 
 
 @contextmanager
 def _one_blas_thread() -> Iterator[None]:
-    """NumPy's OpenBLAS at one thread inside, its own count given back after."""
+    """NumPy's OpenBLAS at one thread inside, its own count given back after; nothing to do where this thread
+    already holds it (inside `row_blocks`)."""
+    if getattr(_held, "on", False):
+        yield
+        return
     held = [(pool, n) for pool in _openblas_pools() if (n := pool.get_num_threads()) != 1]
     for pool, _ in held:
         pool.set_num_threads(1)
@@ -92,9 +95,9 @@ def row_blocks(n: int, size: int, work: Callable[[int, int], None]) -> None:
         for s, e in blocks:
             work(s, e)
         return
-    global _executor
-    if _executor is None or _executor._max_workers != parts - 1:
-        _executor = ThreadPoolExecutor(parts - 1, thread_name_prefix="onepass-blas")
+    global _executor, _executor_workers
+    if _executor is None or _executor_workers != parts - 1:
+        _executor, _executor_workers = ThreadPoolExecutor(parts - 1, thread_name_prefix="onepass-blas"), parts - 1
     runs = [blocks[len(blocks) * p // parts:len(blocks) * (p + 1) // parts] for p in range(parts)]
 
     def helper(run: list[tuple[int, int]]) -> None:

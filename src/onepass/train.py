@@ -4,8 +4,9 @@
 
 A run folder holds `state.safetensors` (the checkpoint: written every N records, every T seconds, at the end of
 each epoch that ends a second or more after the last checkpoint, and on SIGINT/SIGTERM), `model.safetensors`
-(written only once training has finished) and `metrics.jsonl`. A checkpoint records the stream position, so `resume=True` continues at the exact next record
-and gives the same state, bit for bit on the CPU, as a run that was never interrupted.
+(written only once training has finished) and `metrics.jsonl`. A checkpoint records the stream position, so
+`resume=True` continues at the exact next record and gives the same state, bit for bit on the CPU, as a run that
+was never interrupted.
 """
 
 from __future__ import annotations

@@ -25,62 +25,67 @@ REGRESSION = ("squared_loss", "absolute_loss", "huber_loss", "quantile_loss", "e
 LOSSES = BINARY + MULTICLASS + REGRESSION
 
 
+def loss_and_grad(name: str, s: torch.Tensor, y: torch.Tensor, **p: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss (n, M), dL/ds like s). Parameters: margin (hinge), huber_delta, quantile, loss_insensitivity."""
+    return loss_only(name, s, y, **p), grad_only(name, s, y, **p)
+
+
 def loss_only(name: str, s: torch.Tensor, y: torch.Tensor, **p: Any) -> torch.Tensor:
     """The loss (n, M) alone: for scoring, where the gradient would be thrown away."""
-    return softmax_loss(s, y) if name == "softmax_loss" else loss_and_grad(name, s, y, **p)[0]
+    if name == "softmax_loss":                                   # -log softmax(s)_y = logsumexp(s) - s_y
+        idx = y.long()[:, None, None].expand(-1, s.shape[1], 1)
+        return torch.logsumexp(s, dim=-1) - s.gather(-1, idx)[..., 0]  # one pass, writing only (n, M)
+    y = _check(name, y[:, None].to(s.dtype))
+    if name == "logistic":                                       # L = log(1 + e^s) - y s
+        return F.softplus(s) - y * s
+    if name == "hinge_loss":                                     # L = max(0, margin - t s), t = 2y - 1
+        return (p.get("margin", 1.0) - (2 * y - 1) * s).clamp(min=0)
+    r = s - y                                                    # residual
+    if name == "squared_loss":                                   # L = r^2 / 2
+        return 0.5 * r * r
+    if name == "absolute_loss":                                  # L = |r|
+        return r.abs()
+    if name == "huber_loss":                                     # r^2 / 2 inside delta, linear outside
+        delta = p.get("huber_delta", 1.0)
+        return torch.where(r.abs() <= delta, 0.5 * r * r, delta * (r.abs() - 0.5 * delta))
+    if name == "quantile_loss":                                  # pinball: tau (y - s)+ + (1 - tau) (s - y)+
+        tau = p.get("quantile", 0.5)
+        return torch.where(r < 0, -tau * r, (1 - tau) * r)
+    excess = (r.abs() - p.get("loss_insensitivity", 0.01)).clamp(min=0)
+    if name == "eps_insensitive_squared_loss":                  # L = max(0, |r| - eps)^2 / 2
+        return 0.5 * excess * excess
+    return excess                                                # eps_insensitive_absolute_loss: max(0, |r| - eps)
 
 
 def grad_only(name: str, s: torch.Tensor, y: torch.Tensor, **p: Any) -> torch.Tensor:
     """dL/ds alone: for training on records that are not scored."""
-    if name == "softmax_loss":
-        return softmax_grad(s, y)
+    if name == "softmax_loss":                                   # softmax(s) - onehot(y)
+        idx = y.long()[:, None, None].expand(-1, s.shape[1], 1)
+        return torch.softmax(s, dim=-1).scatter_add_(-1, idx, torch.full_like(idx, -1, dtype=s.dtype))
+    y = _check(name, y[:, None].to(s.dtype))
     if name == "logistic":
-        return torch.sigmoid(s) - y[:, None].to(s.dtype)
-    return loss_and_grad(name, s, y, **p)[1]
-
-
-def softmax_loss(s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """-log softmax(s)_y = logsumexp(s) - s_y: one pass over the (n, M, C) scores, writing only (n, M)."""
-    idx = y.long()[:, None, None].expand(-1, s.shape[1], 1)
-    return torch.logsumexp(s, dim=-1) - s.gather(-1, idx)[..., 0]
-
-
-def softmax_grad(s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """softmax(s) - onehot(y)."""
-    idx = y.long()[:, None, None].expand(-1, s.shape[1], 1)
-    grad = torch.softmax(s, dim=-1)
-    return grad.scatter_add_(-1, idx, torch.full_like(idx, -1, dtype=s.dtype))
-
-
-def loss_and_grad(name: str, s: torch.Tensor, y: torch.Tensor, **p: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """(loss (n, M), dL/ds like s). Parameters: margin (hinge), huber_delta, quantile, loss_insensitivity."""
-    if name == "softmax_loss":
-        return softmax_loss(s, y), softmax_grad(s, y)
-    y = y[:, None].to(s.dtype)
-    if name == "logistic":                                       # L = log(1 + e^s) - y s
-        return F.softplus(s) - y * s, torch.sigmoid(s) - y
-    if name == "hinge_loss":                                     # L = max(0, margin - t s), t = 2y - 1
+        return torch.sigmoid(s) - y
+    if name == "hinge_loss":
         t = 2 * y - 1
-        gap = p.get("margin", 1.0) - t * s
-        return gap.clamp(min=0), torch.where(gap > 0, -t, torch.zeros_like(s))
-    r = s - y                                                    # residual
-    if name == "squared_loss":                                   # L = r^2 / 2
-        return 0.5 * r * r, r
-    if name == "absolute_loss":                                  # L = |r|
-        return r.abs(), torch.sign(r)
-    if name == "huber_loss":                                     # r^2 / 2 inside delta, linear outside
+        return torch.where(p.get("margin", 1.0) - t * s > 0, -t, torch.zeros_like(s))
+    r = s - y
+    if name == "squared_loss":
+        return r
+    if name == "absolute_loss":
+        return torch.sign(r)
+    if name == "huber_loss":
         delta = p.get("huber_delta", 1.0)
-        inside = r.abs() <= delta
-        return (torch.where(inside, 0.5 * r * r, delta * (r.abs() - 0.5 * delta)),
-                torch.where(inside, r, delta * torch.sign(r)))
-    if name == "quantile_loss":                                  # pinball: tau (y - s)+ + (1 - tau) (s - y)+
+        return torch.where(r.abs() <= delta, r, delta * torch.sign(r))
+    if name == "quantile_loss":
         tau = p.get("quantile", 0.5)
-        return (torch.where(r < 0, -tau * r, (1 - tau) * r),
-                torch.where(r < 0, torch.full_like(r, -tau), torch.full_like(r, 1 - tau)))
-    eps = p.get("loss_insensitivity", 0.01)
-    excess = (r.abs() - eps).clamp(min=0)
-    if name == "eps_insensitive_squared_loss":                  # L = max(0, |r| - eps)^2 / 2
-        return 0.5 * excess * excess, excess * torch.sign(r)
-    if name == "eps_insensitive_absolute_loss":                 # L = max(0, |r| - eps)
-        return excess, torch.where(excess > 0, torch.sign(r), torch.zeros_like(r))
-    raise ValueError(f"unknown loss {name!r}; valid: {', '.join(LOSSES)}")
+        return torch.where(r < 0, torch.full_like(r, -tau), torch.full_like(r, 1 - tau))
+    excess = (r.abs() - p.get("loss_insensitivity", 0.01)).clamp(min=0)
+    if name == "eps_insensitive_squared_loss":
+        return excess * torch.sign(r)
+    return torch.where(excess > 0, torch.sign(r), torch.zeros_like(r))
+
+
+def _check(name: str, y: torch.Tensor) -> torch.Tensor:
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; valid: {', '.join(LOSSES)}")
+    return y
