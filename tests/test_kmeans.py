@@ -140,7 +140,7 @@ def test_refinement_beats_the_summary_in_high_dimension():
     state = stream(x, {"k": 20}, batch=2000)
     model = kmeans.finalize(state)
     assert model.meta["centres_from"] == "refined"
-    summary_centres, _ = kmeans._reduce(state, kmeans._choice(state, {}))
+    summary_centres, _, _ = kmeans._reduce(state, kmeans._choice(state, {}))
     summary_cost = float(((torch.tensor(x, dtype=torch.float64)[:, None, :] - summary_centres[None]) ** 2)
                          .sum(2).min(1).values.sum())
     assert kmeans_cost(model, x) < 0.997 * summary_cost
@@ -156,9 +156,9 @@ def test_finalize_takes_the_cheapest_candidate_on_the_sample():
     for data, winner in ((x, "refined"), (drifting, "summary")):
         state = stream(data, {"k": 20}, batch=2000)
         model = kmeans.finalize(state)
-        reduced, _ = kmeans._reduce(state, kmeans._choice(state, {}))
+        reduced, _, _ = kmeans._reduce(state, kmeans._choice(state, {}))
         X, wt, _ = kmeans._reduction_points(state)
-        polished, _ = kmeans._lloyd(X, wt, state.tensors["refined"].clone(), 300, 1e-4)
+        polished = kmeans._lloyd(X, wt, state.tensors["refined"][None], 300, 1e-4)[0][0]
         candidates = {"summary": reduced, "refined": state.tensors["refined"], "polished": polished}
         on_sample = {name: kmeans._sample_cost(state, c) for name, c in candidates.items()}
         assert model.meta["centres_from"] == min(on_sample, key=on_sample.get) == winner
@@ -219,3 +219,17 @@ def test_draws_follow_the_weights_and_never_take_a_weightless_index():
     assert edges.tolist() == [1, 4, 4]
     rows = km._draw(torch.stack([p, p.flip(0)]), torch.tensor([[0.1], [0.1]], dtype=torch.float64))
     assert rows.tolist() == [[1], [1]]  # per row of p, from its own cumulative weights
+
+
+def test_summary_fill_gives_a_stack_of_identical_records_one_slot():
+    """The fill draws k-means++ in rounds; a heavy stack of copies far from the rest draws several times in a
+    round, and must still take one slot, as one draw after another would, leaving the others to the spread data."""
+    from onepass.algorithms import kmeans as km
+    g = torch.Generator().manual_seed(0)
+    near = torch.randn(1000, 3, generator=g, dtype=torch.float64)
+    far = torch.full((1000, 3), 50.0, dtype=torch.float64)
+    x = torch.cat([near, far])
+    centre = torch.zeros(1, 3, dtype=torch.float64)  # so that the stack, not a record near it, draws first
+    chosen = km._kmeanspp(x, torch.ones(len(x), dtype=torch.float64), 200, g, existing=centre)
+    assert len(chosen) == len(set(chosen.tolist())) == 200
+    assert int((x[chosen] == 50.0).all(1).sum()) == 1
