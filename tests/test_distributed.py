@@ -360,16 +360,15 @@ def test_spawned_workers_train_and_report_an_unexpected_error(tmp_path, monkeypa
     one, both = load_model(tmp_path / "one"), load_model(tmp_path / "two")
     assert all(_close(one.tensors[k], both.tensors[k]) for k in one.tensors)
 
-    from onepass import cli, distributed
+    from onepass import distributed
 
     def broken(argv):
         raise RuntimeError("something onepass did not foresee")
     def leave(code):  # the worker's os._exit, which would end this test's process
         raise SystemExit(code)
-    monkeypatch.setattr(cli, "main", broken)
     monkeypatch.setattr(distributed, "_leave", leave)
     with pytest.raises(SystemExit) as e:
-        distributed._worker(["train"])
+        distributed._worker(broken, ["train"])
     assert e.value.code == 1
     err = capsys.readouterr().err
     assert "Traceback" in err and "RuntimeError: something onepass did not foresee" in err

@@ -201,18 +201,14 @@ def cmd_train(args, extra: list[str]) -> int:
         hp.update({k.replace("-", "_"): v for k, v in load_json(args.hyperparameters).items()})
     hp.update(_extra_options(extra, "train"))
     if args.nproc and args.nproc > 1 and "WORLD_SIZE" not in os.environ:
-        return distributed.launch(args.argv, args.nproc, args.max_restarts, device=args.device)
+        return distributed.launch(main, args.argv, args.nproc, args.max_restarts, device=args.device)
     result = train(args.algorithm, args.data, args.out, hyperparameters=hp, validation=args.validation,
-                   epochs=args.epochs, mini_batch_size=args.mini_batch_size, device=args.device,
+                   test=args.test, epochs=args.epochs, mini_batch_size=args.mini_batch_size, device=args.device,
                    threads=args.threads, seed=args.seed, checkpoint_every=args.checkpoint_every,
                    checkpoint_seconds=args.checkpoint_seconds or None, resume=args.resume,
-                   init_from=args.init_from, overwrite=args.overwrite, data_format=args.data_format,
-                   label_column=_label(args.label_column), header=_header(args.csv_header),
-                   zero_based=args.zero_based, weight_column=_label(args.weight_column), columns=args.columns,
-                   storage_options=args.storage_options, query=args.query, test=args.test,
-                   sync_every=args.sync_every, dist_timeout=args.dist_timeout, dist_backend=args.dist_backend,
-                   progress=_progress(args.quiet or distributed.rank() > 0), on_bad_record=args.on_bad_record,
-                   max_bad_fraction=args.max_bad_fraction, epoch_cache_mib=args.epoch_cache_mib)
+                   init_from=args.init_from, overwrite=args.overwrite, epoch_cache_mib=args.epoch_cache_mib,
+                   processes=distributed.Processes(args.sync_every, args.dist_timeout, args.dist_backend),
+                   progress=_progress(args.quiet or distributed.rank() > 0), **_stream_options(args))
     if distributed.rank() > 0:
         return 0  # rank 0 speaks for all processes
     st, model = result.state, result.model
@@ -228,6 +224,15 @@ def cmd_train(args, extra: list[str]) -> int:
     print(f"model:   {result.model_path}")
     print(f"metrics: {result.out / 'metrics.jsonl'}")
     return 0
+
+
+def _stream_options(args) -> dict[str, Any]:
+    """The data options of a command (its --data-format, --label-column, ...), as `Stream`'s arguments."""
+    return dict(data_format=args.data_format, label_column=_label(args.label_column), header=_header(args.csv_header),
+                zero_based=args.zero_based, weight_column=_label(args.weight_column), columns=args.columns,
+                storage_options=args.storage_options, query=args.query,
+                on_bad_record=getattr(args, "on_bad_record", None),
+                max_bad_fraction=getattr(args, "max_bad_fraction", None))
 
 
 def _progress(quiet: bool):

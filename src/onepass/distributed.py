@@ -37,6 +37,7 @@ import sys
 import threading
 import time
 import traceback
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -116,6 +117,18 @@ def _process_gpu(device: torch.device, backend: str) -> torch.device:
                          f"{count}: run at most {count} a machine, or let processes share GPUs with "
                          "--dist-backend gloo")
     return torch.device("cuda", device.index if device.index is not None else local % count)
+
+
+@dataclass(frozen=True)
+class Processes:
+    """How several processes train together (`train(..., processes=Processes(sync_every=10))`); ignored when a
+    process runs alone. sync_every: average the SGD models every K mini-batches (None: every DEFAULT_SYNC_EVERY;
+    0: once, at the end); timeout: seconds to wait for the others (None: DEFAULT_TIMEOUT); backend: auto, nccl or
+    gloo."""
+
+    sync_every: int | None = None
+    timeout: float | None = None
+    backend: str | None = None
 
 
 class Session:
@@ -568,9 +581,11 @@ def _decode_state(blob: bytes) -> State:
 
 # ------------------------------------------------------------------------------------------ launcher
 
-def launch(argv: list[str], nproc: int, max_restarts: int = 0, device: str | None = None) -> int:
-    """`onepass train --nproc N ...`: the same command on N local processes under torchrun's elastic agent, which
-    restarts the group up to `max_restarts` times. Returns the exit status: 0, or the first failed worker's.
+def launch(main: Callable[[list[str]], int], argv: list[str], nproc: int, max_restarts: int = 0,
+           device: str | None = None) -> int:
+    """`onepass train --nproc N ...`: `main(argv)` (the command line's entry, handed down so that this module never
+    imports the command line) on N local processes under torchrun's elastic agent, which restarts the group up to
+    `max_restarts` times. Returns the exit status: 0, or the first failed worker's.
 
     The agent runs in this process and forks the workers from it (torchrun's `start_method="fork"`): they start
     with torch and onepass imported, where a worker started by `python -m onepass` spent a second importing them
@@ -595,7 +610,7 @@ def launch(argv: list[str], nproc: int, max_restarts: int = 0, device: str | Non
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=max_restarts,
                           start_method=_start_method(device))
     try:
-        elastic_launch(config, _worker)(args)
+        elastic_launch(config, _worker)(main, args)
     except ChildFailedError as e:
         # the failing worker printed its error; its exit status tells the user what kind (usage, data, ...)
         rank, failure = e.get_first_failure()
@@ -621,13 +636,11 @@ def _start_method(device: str | None) -> str:
     return "spawn"
 
 
-def _worker(argv: list[str]) -> None:
+def _worker(main: Callable[[list[str]], int], argv: list[str]) -> None:
     """One worker: the command line's `main` on `argv`; a failure leaves with its exit status. An unexpected
     error's traceback is printed here: torchrun's agent would keep it in its error file, and the user would see
     only that a process failed."""
     from torch.distributed.elastic.multiprocessing.api import SignalException
-
-    from .cli import main
 
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))  # a fork kept the parent's
     try:

@@ -11,6 +11,7 @@ was never interrupted.
 
 from __future__ import annotations
 
+import inspect
 import signal
 import sys
 from contextlib import closing, nullcontext
@@ -26,6 +27,7 @@ import torch
 from . import _blas, algorithms, distributed
 from .algorithms.base import Model
 from .data.bad_records import BadRecords, resolve as resolve_bad_records
+from .data import memory
 from .data.batches import Stream
 from .data.epoch_cache import DEFAULT_MIB as DEFAULT_CACHE_MIB, CacheBudget, EpochCache
 from .errors import IncompatibleStateError, Interrupted, UsageError
@@ -36,8 +38,9 @@ METRICS_FILE = "metrics.jsonl"
 # An epoch-end checkpoint is skipped when the last one is younger than this: on small data an epoch takes tens of
 # milliseconds and the write (serialize, hash, two fsyncs) 5-10 ms of it; a crash then loses at most a second.
 EPOCH_CHECKPOINT_GAP_S = 1.0
-RUN_KEYS = ("mini_batch_size", "seed", "data_format", "label_column", "zero_based", "weight_column", "columns", "query",
-            "on_bad_record", "max_bad_fraction")
+DATA_KEYS = ("data_format", "label_column", "zero_based", "weight_column", "columns", "query", "on_bad_record",
+             "max_bad_fraction")  # the data options a checkpoint keeps (RUN_KEYS), so that --resume reads alike
+RUN_KEYS = ("mini_batch_size", "seed") + DATA_KEYS
 
 
 @dataclass
@@ -99,19 +102,23 @@ class _StopFlag:
 
 
 def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, Any] | None = None,
-          validation=None, epochs: int | None = None, mini_batch_size: int | None = None,
+          validation=None, test=None, epochs: int | None = None, mini_batch_size: int | None = None,
           device: str | None = "auto", threads: int | None = None, seed: int | None = None,
           checkpoint_every: int | None = None, checkpoint_seconds: float | None = 600.0,
           resume: bool = False, init_from: str | Path | None = None, overwrite: bool = False,
-          data_format: str | None = None, label_column: str | int | None = None, header: bool | None = None,
-          zero_based: bool | None = None, weight_column: str | int | None = None,
-          columns: list[str | int] | None = None, storage_options: dict[str, Any] | None = None,
-          query: str | None = None, test=None, sync_every: int | None = None, dist_timeout: float | None = None,
-          dist_backend: str | None = None,
-          progress: Progress | None = None, on_bad_record: str | None = None,
-          max_bad_fraction: float | None = None, epoch_cache_mib: float | None = None,
-          on_event=None) -> TrainResult:
+          epoch_cache_mib: float | None = None, processes: distributed.Processes | None = None,
+          progress: Progress | None = None, on_event=None, **stream_options: Any) -> TrainResult:
     """Train `algorithm` on `data` into the run folder `out`. See the module docstring.
+
+    data, validation, test: a `Stream`, or anything a `Stream` reads (a path, glob, folder, URL, ``-``; a NumPy
+    array, SciPy sparse matrix or torch tensor, an (X, y[, w]) tuple, an iterable of those or of `Batch`es).
+    stream_options: `Stream`'s options (data_format, label_column, header, weight_column, columns, zero_based,
+    storage_options, query, on_bad_record, max_bad_fraction...) for every source not given as a `Stream`: a new
+    format's options belong to `Stream`, and reach here without a change to `train`.
+
+    A supervised algorithm reads the label from the first column unless told otherwise (SageMaker's layout), except
+    from data in memory, whose labels come as (X, y). On --resume, data options not given again are the
+    checkpoint's, and those given must match it.
 
     on_bad_record: "fail" (default) stops at the first bad record; "skip" leaves bad records out, counts them by
     reason (in the state's meta, `bad_records`, so a resumed run goes on counting, and in metrics.jsonl) and stops
@@ -121,13 +128,21 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
     validation source) are kept in memory up to this budget (default 256 MiB; 0 turns it off) and later epochs
     read them instead of the source: the same batches in the same order, so the same state (epoch_cache.py).
 
+    processes: how several processes train together under torchrun (`distributed.Processes`: sync_every,
+    timeout, backend); ignored when this process runs alone.
+
     on_event: a function called with every event of metrics.jsonl (a dict: "event", "time" and its fields), just
     after the line is written: start, checkpoint, validation, epoch, bad_records, early_stop, finished, ... An
     exception it raises stops training like any other error; the last checkpoint is kept."""
     algo = algorithms.get(algorithm)
     out = Path(out)
-    if label_column is None and getattr(algo, "SUPERVISED", False) and not resume:
-        label_column = "first"  # SageMaker's layout: the label leads the record
+    processes = processes or distributed.Processes()
+    spec = _stream_spec(data, stream_options, "data")
+    if spec["label_column"] is None and getattr(algo, "SUPERVISED", False) and not resume \
+            and not memory.holds(spec["source"]):
+        spec["label_column"] = "first"  # SageMaker's layout: the label leads the record
+    if threads is not None and threads < 1:
+        raise UsageError(f"--threads must be at least 1, got {threads}")
     if threads:
         torch.set_num_threads(int(threads))
         pyarrow.set_cpu_count(int(threads))  # the parser's threads too: --threads bounds the whole process
@@ -146,20 +161,18 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
 
     # Under torchrun: join the other processes, checking they were all given the same (distributed.py).
     session, dev = distributed.Session.from_env(dev, algo, dict(
-        algorithm=algo.NAME, data=data, out=str(out), hyperparameters=given, validation=validation, seed=seed,
-        resume=resume, init_from=init_from, overwrite=overwrite, checkpoint_every=checkpoint_every,
-        checkpoint_seconds=checkpoint_seconds, data_format=data_format, label_column=label_column, header=header,
-        zero_based=zero_based, weight_column=weight_column, columns=columns, query=query),
-        timeout=dist_timeout, sync_every=sync_every, backend=dist_backend)
+        algorithm=algo.NAME, data=_described(spec["source"]), out=str(out), hyperparameters=given,
+        validation=_described(validation), seed=seed, resume=resume, init_from=init_from, overwrite=overwrite,
+        checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds,
+        **{k: spec[k] for k in DATA_KEYS + ("header",)}),
+        timeout=processes.timeout, sync_every=processes.sync_every, backend=processes.backend)
     if session and session.restarted and session.has_checkpoint(out):
         resume, init_from = True, None  # torchrun restarted the group after a failure: continue the checkpoint
     state_path = session.checkpoint_path(out, resume) if session else out / STATE_FILE
     state: State | None = None
     position: dict[str, Any] | None = None
-    run = {"mini_batch_size": None, "seed": seed, "data_format": data_format, "label_column": label_column,
-           "zero_based": zero_based, "weight_column": weight_column, "columns": list(columns) if columns else None,
-           "query": query, "on_bad_record": on_bad_record,
-           "max_bad_fraction": max_bad_fraction}  # saved in the checkpoint: never storage_options, which may hold secrets
+    # saved in the checkpoint: never storage_options, which may hold secrets
+    run = {"mini_batch_size": None, "seed": seed, **{k: spec[k] for k in DATA_KEYS}}
     if resume:
         if not state_path.exists():
             raise UsageError(f"--resume: {out} holds no checkpoint ({STATE_FILE}); start without --resume")
@@ -169,13 +182,12 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
         saved = state.meta.get("run", {})
         # What was not given again is taken from the checkpoint; what was given must match it.
         run = {k: (saved.get(k) if v is None else v) for k, v in run.items()}
-        if on_bad_record is not None and max_bad_fraction is None and on_bad_record != saved.get("on_bad_record"):
+        if spec["on_bad_record"] is not None and spec["max_bad_fraction"] is None \
+                and spec["on_bad_record"] != saved.get("on_bad_record"):
             run["max_bad_fraction"] = None  # another policy, refused below: not with the checkpoint's fraction
         run["on_bad_record"], run["max_bad_fraction"] = resolve_bad_records(run["on_bad_record"],
                                                                             run["max_bad_fraction"])
         _check_same_run(saved, {**run, "mini_batch_size": hp["mini_batch_size"]})
-        data_format, label_column = run["data_format"], run["label_column"]
-        weight_column, columns, query = run["weight_column"], run["columns"], run.get("query")
         position = state.meta.get("position")
     elif init_from:
         state = State.load(init_from).to(dev)
@@ -201,14 +213,14 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
     run["on_bad_record"], run["max_bad_fraction"] = resolve_bad_records(run["on_bad_record"], run["max_bad_fraction"])
     run["seed"] = seed = int(run["seed"] if run["seed"] is not None else
                              (state.meta.get("seed", 0) if state is not None else 0))
+    spec.update({k: run[k] for k in DATA_KEYS})
+    if spec["n_features"] is None:
+        spec["n_features"] = hp.get("feature_dim")  # sparse formats (LibSVM) take their width from feature_dim
+    # the options of the training data hold for the validation and test sources given as paths too
+    shared = {k: spec[k] for k in spec if k not in ("source", "shard")}
     epochs = hp["epochs"]
 
-    # sparse formats (LibSVM) take their width from the algorithm's feature_dim
-    options = {"n_features": hp.get("feature_dim"), "zero_based": bool(run["zero_based"]),
-               "weight_column": weight_column, "columns": columns, "on_bad_record": run["on_bad_record"],
-               "max_bad_fraction": run["max_bad_fraction"]}
-    stream = Stream(data, data_format=data_format, label_column=label_column, header=header,
-                    storage_options=storage_options, query=query, shard=session and session.shard, **options)
+    stream = examples_of(algo, hp, Stream(**{**spec, "shard": session and session.shard}))
     if session:
         session.check_inputs(stream)
     if stream.bad is not None and state is not None and resume:  # go on counting where the checkpoint stood
@@ -216,9 +228,8 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
     check_sparse(algo, stream)
     if epochs > 1 and not stream.rereadable:
         raise UsageError(f"--epochs {epochs} needs a source that can be read again; {stream.name} "
-                         "can be read once (standard input or a named pipe)")
-    val_stream = Stream(validation, data_format=data_format, label_column=label_column, header=header,
-                        storage_options=storage_options, **options) if validation is not None else None
+                         "can be read once (standard input, a named pipe or an iterator)")
+    val_stream = examples_of(algo, hp, _stream(validation, shared)) if validation is not None else None
     budget = CacheBudget(int(float(DEFAULT_CACHE_MIB if epoch_cache_mib is None else epoch_cache_mib) * 2**20)
                          if epochs > 1 else 0)
     if budget.left < 0:
@@ -351,11 +362,45 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
         tally.restore(state.meta.get("bad_records"))
         summary["bad_records"] = tally.summary()
     if test is not None:
-        test_stream = Stream(test, data_format=data_format, label_column=label_column, header=header,
-                             storage_options=storage_options, **options)
+        test_stream = examples_of(algo, hp, _stream(test, shared))
         summary.update({f"test:{k}": v for k, v in evaluate(model, test_stream, hp, algo).items()})
     metrics.log("finished", model=str(out / MODEL_FILE), model_meta=model.meta, **summary)
     return TrainResult(state, model, out, summary)
+
+
+def _stream_spec(data, options: dict[str, Any], what: str) -> dict[str, Any]:
+    """`Stream`'s arguments for `data`: a Stream's own, or `options` around anything else."""
+    if isinstance(data, Stream):
+        if options:
+            raise UsageError(f"{what} is a Stream: give its options ({', '.join(sorted(options))}) to the Stream")
+        return dict(data.spec)
+    unknown = set(options) - set(inspect.signature(Stream).parameters)
+    if unknown:
+        raise TypeError(f"train() got unexpected keyword argument(s) {', '.join(sorted(unknown))}: neither the "
+                        "trainer's nor a Stream's")
+    return {**{k: None for k in inspect.signature(Stream).parameters}, **options, "source": data}
+
+
+def _stream(source, shared: dict[str, Any]) -> Stream:
+    """A validation or test source: as given when a Stream, else read with the training data's options."""
+    if isinstance(source, Stream):
+        return source if source.spec["n_features"] is not None or shared["n_features"] is None \
+            else source.replace(n_features=shared["n_features"])
+    if memory.holds(source) and shared["label_column"] == "first":
+        shared = {**shared, "label_column": None}  # labels in memory come as (X, y)
+    return Stream(source, **shared)
+
+
+def _described(source) -> Any:
+    """What processes compare of a source: paths as given, in-memory data by its kind."""
+    return f"<{type(source).__name__}>" if source is not None and memory.holds(source) else source
+
+
+def examples_of(algo, hp: dict[str, Any], stream: Stream):
+    """The batches an algorithm trains on, from a stream of records: the stream itself (rows) unless the
+    algorithm says otherwise with `examples(stream, hyperparameters)` (see algorithms/base.py)."""
+    examples = getattr(algo, "examples", None)
+    return stream if examples is None else examples(stream, hp)
 
 
 def _log_cache(metrics: Metrics, epoch: int, *caches: EpochCache | None) -> None:

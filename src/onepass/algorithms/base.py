@@ -10,6 +10,17 @@ Every algorithm is a module with four functions over an explicit `State` (see DE
 plus `HYPERPARAMETERS` (training), `CHOICES` (finalize), `Model` (its model class), `evaluate` and `summary`.
 Algorithms know nothing of files, processes or progress bars: only states, batches and tensors.
 
+How records become examples. The trainer reads a source's records as rows (one record, one example), which is what
+k-means, PCA and the linear learner train on. An algorithm whose examples are made from records otherwise (windows
+cut from series, bag-of-words from text) defines
+
+    examples(stream, hyperparameters) -> data.Examples    # the stream's records made into examples
+
+and the trainer trains, validates and tests on what it returns, through the same loop, checkpoints and epoch cache.
+An `Examples` subclass overrides `batches(batch_size, start=None, prefetch=2)`, yielding `Batch`es whose `position`
+resumes at the exact next example; the rest (the source's name, format, seekability, bad-record tally) is the
+stream's. So a new way of making examples never touches the trainer, and a new format never touches an algorithm.
+
 Several processes (distributed.py) train one state each on their shards and `merge` them once, at the end. An SGD
 algorithm may also declare
 

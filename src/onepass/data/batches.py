@@ -20,6 +20,7 @@ from ..errors import DataError, UsageError
 from . import arrow, csv, jsonl, libsvm, npy, npz, parquet
 from . import sql
 from . import recordio
+from . import memory
 from .bad_records import BadRecords, resolve as resolve_bad_records
 from .chunks import Chunk
 from .sources import Input, detect_format, resolve
@@ -29,13 +30,14 @@ READERS = {"csv": csv.read, "parquet": parquet.read, "npy": npy.read, "libsvm": 
            "arrow": arrow.read, "npz": npz.read}
 READERS["sql"] = sql.read  # query sources: Stream(url, query=...)
 READERS["recordio-protobuf"] = recordio.read
+READERS["memory"] = memory.read  # NumPy, SciPy sparse and torch data in memory (memory.py)
 SPARSE_FORMATS = ("libsvm",)  # their batches' x is a torch sparse CSR tensor
 # formats whose files may be dense or sparse: their first record tells (True, False, or None: cannot look ahead)
-EITHER_FORMATS = {"recordio-protobuf": recordio.first_is_sparse}
+EITHER_FORMATS = {"recordio-protobuf": recordio.first_is_sparse, "memory": memory.first_is_sparse}
 # formats whose readers take `columns` (feature columns by name or index)
-COLUMN_FORMATS: tuple[str, ...] = ("csv", "parquet", "npy", "jsonl", "arrow", "npz")
+COLUMN_FORMATS: tuple[str, ...] = ("csv", "parquet", "npy", "jsonl", "arrow", "npz", "memory")
 # formats whose readers can skip bad records (on_bad_record="skip"; they take `bad`)
-SKIP_FORMATS: tuple[str, ...] = ("csv", "parquet", "npy", "libsvm", "jsonl", "arrow", "npz", "sql")
+SKIP_FORMATS: tuple[str, ...] = ("csv", "parquet", "npy", "libsvm", "jsonl", "arrow", "npz", "sql", "memory")
 
 
 @dataclass
@@ -59,7 +61,9 @@ class Stream:
 
     source:       a path, glob, folder, ``-`` (stdin), a FIFO, a SageMaker pipe-mode channel (its FIFOs ``NAME_0``,
                   ``NAME_1``... one per call of `batches`), an fsspec URL (``s3://...``, may hold a glob or name a
-                  prefix), a database URL with `query`, or a list of those.
+                  prefix), a database URL with `query`, or a list of those; or data in memory: a NumPy array, a SciPy
+                  sparse matrix, a torch tensor, an (X, y[, w]) tuple, or an iterable of those or of `Batch`es
+                  (memory.py).
     storage_options: fsspec options for URLs (credentials, endpoint_url...); never saved in a checkpoint.
     query:        a SQL query; `source` is then a database URL (``sqlite:///file.db``, ``postgresql://...``).
     data_format:  ``csv``, ``parquet``, ``npy``, ``libsvm``, ``jsonl``, ``arrow``, ``npz`` or ``recordio-protobuf``;
@@ -79,14 +83,27 @@ class Stream:
     """
 
     def __init__(self, source, data_format: str | None = None, label_column: str | int | None = None,
-                 header: bool | None = None, n_features: int | None = None, zero_based: bool = False,
+                 header: bool | None = None, n_features: int | None = None, zero_based: bool | None = None,
                  weight_column: str | int | None = None, columns: list[str | int] | None = None,
                  shard: tuple[int, int] | None = None, storage_options: dict[str, Any] | None = None,
                  query: str | None = None, on_bad_record: str | None = None,
                  max_bad_fraction: float | None = None):
+        # what the stream was made from: `replace` makes another with some of it changed (the trainer's shard,
+        # a LibSVM width from the algorithm's feature_dim, what a checkpoint says on --resume)
+        self.spec: dict[str, Any] = dict(
+            source=source, data_format=data_format, label_column=label_column, header=header, n_features=n_features,
+            zero_based=zero_based, weight_column=weight_column, columns=columns, shard=shard,
+            storage_options=storage_options, query=query, on_bad_record=on_bad_record,
+            max_bad_fraction=max_bad_fraction)
         self.source = source
-        self.inputs: list[Input] = resolve(source, storage_options, query)
-        self.format = "sql" if query is not None else detect_format(self.inputs, data_format)
+        if memory.holds(source):  # arrays, tensors, (X, y) or an iterable of them or of Batches
+            if query is not None or data_format not in (None, "memory"):
+                raise UsageError("an in-memory source takes neither --query nor --data-format")
+            self.inputs: list[Input] = [memory.as_input(source)]
+            self.format = "memory"
+        else:
+            self.inputs = resolve(source, storage_options, query)
+            self.format = "sql" if query is not None else detect_format(self.inputs, data_format)
         self._channels: list[Input] | None = None  # pipe mode: the channels, whose pass n is FIFO NAME_n
         self._passes = 0
         self.all_inputs = self.inputs  # before sharding (workers check they all found the same)
@@ -113,6 +130,13 @@ class Stream:
                                  f"(formats that can skip: {', '.join(SKIP_FORMATS)})")
             self.bad = BadRecords(fraction, self.name)
 
+    def replace(self, **changes: Any) -> "Stream":
+        """The same stream with some of its options changed (`Stream`'s arguments), read afresh."""
+        unknown = set(changes) - set(self.spec)
+        if unknown:
+            raise TypeError(f"Stream has no option {', '.join(sorted(unknown))}")
+        return Stream(**{**self.spec, **changes})
+
     def _shard(self, rank: int, world: int) -> None:
         if not 0 <= rank < world:
             raise UsageError(f"shard ({rank}, {world}): the rank must lie in 0..{world - 1}")
@@ -135,13 +159,18 @@ class Stream:
 
     @property
     def name(self) -> str:
-        if self.inputs and self.inputs[0].query is not None:  # the database URL, its password masked
-            return self.inputs[0].path
+        if self.inputs and (self.inputs[0].query is not None or self.inputs[0].memory is not None):
+            return self.inputs[0].path  # the database URL with its password masked; what data a memory source holds
         return str(self.source) if not isinstance(self.source, (list, tuple)) else ",".join(map(str, self.source))
 
     @property
     def seekable(self) -> bool:
         return all(i.seekable for i in self.inputs)
+
+    @property
+    def piped(self) -> bool:
+        """SageMaker pipe mode: every pass reads a new FIFO."""
+        return any(i.pipe for i in (self._channels or self.inputs))
 
     @property
     def rereadable(self) -> bool:
@@ -287,6 +316,21 @@ class Stream:
             position["bad_skip"] = bad.pop("bad_skip")
         fraction = (sum(sizes[:ch.file]) + ch.fraction * sizes[ch.file]) / total if total else None
         return Batch(x, y, position, fraction, w, bad)
+
+
+class Examples:
+    """Examples an algorithm makes from a stream's records (algorithms/base.py, "How records become examples"):
+    a subclass overrides `batches`; everything else (name, format, sparse, bad, seekable, rereadable, piped,
+    inputs...) is the stream's."""
+
+    def __init__(self, stream: Stream):
+        self.stream = stream
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+    def batches(self, batch_size: int, start: dict[str, Any] | None = None, prefetch: int = 2) -> Iterator[Batch]:
+        raise NotImplementedError
 
 
 def shard_files(sizes: list[int], world: int) -> list[list[int]]:

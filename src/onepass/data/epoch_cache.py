@@ -63,7 +63,7 @@ class EpochCache:
         self._size = 0                          # its batch size
         self._bytes = 0
         # never worth trying: pipe mode (a FIFO per pass), a source read only once, or no budget at all
-        self.off = (not stream.rereadable or any(i.pipe for i in (stream._channels or stream.inputs))
+        self.off = (not stream.rereadable or stream.piped
                     or budget.left <= 0)
         self.dropped: str | None = None  # why recording stopped, for the run's log
         self.reported = False            # the trainer logged that (or that the cache is ready)

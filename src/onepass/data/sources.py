@@ -32,6 +32,7 @@ class Input:
     query:           a SQL query; `path` is then the database URL with any password masked, `connect` the real one.
     pipe:            SageMaker pipe mode: `path` names a channel whose passes are the FIFOs ``path_0``, ``path_1``...
     storage_options: fsspec options for a URL (credentials, endpoint); never shown, compared or saved.
+    memory:          data held in memory (memory.Source): `path` then only names it.
     """
 
     path: str
@@ -40,11 +41,12 @@ class Input:
     query: str | None = None
     pipe: bool = False
     connect: str | None = field(default=None, compare=False, repr=False)
+    memory: Any = field(default=None, compare=False, repr=False)
 
     @property
     def remote(self) -> bool:
         """An fsspec URL (``s3://``, ``https://``...), read through fsspec."""
-        return self.query is None and is_url(self.path)
+        return self.query is None and self.memory is None and is_url(self.path)
 
     @property
     def compressed(self) -> bool:
@@ -53,6 +55,8 @@ class Input:
     @property
     def seekable(self) -> bool:
         """Whether reading can restart at a saved offset: files and URLs of known size (range reads), uncompressed."""
+        if self.memory is not None:
+            return self.memory.seekable
         if self.path == "-" or self.query is not None or self.pipe or self.compressed:
             return False
         if self.remote:
@@ -63,6 +67,8 @@ class Input:
     def rereadable(self) -> bool:
         """Whether another pass (epoch) can read it again: anything but stdin and a lone FIFO (a query runs again,
         a pipe-mode channel opens its next FIFO)."""
+        if self.memory is not None:
+            return self.memory.rereadable
         return self.path != "-" and (self.remote or self.query is not None or self.pipe or not is_fifo(self.path))
 
     def in_pass(self, n: int, wait: float | None = None) -> Input:
