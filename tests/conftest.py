@@ -71,3 +71,34 @@ def write_csv(path: Path, x: np.ndarray) -> Path:
 @pytest.fixture
 def blobs_csv(tmp_path) -> Path:
     return write_csv(tmp_path / "blobs.csv", gaussian_mixture(3000, 0))
+
+
+def record_class():
+    """SageMaker's RecordIO `Record` protobuf message class (record.proto, package aialgs.data), built with the
+    protobuf package (a test dependency only), to check onepass's bytes against the real parser."""
+    from google.protobuf import descriptor_pb2 as pb
+    from google.protobuf import descriptor_pool, message_factory
+    F = pb.FieldDescriptorProto
+    fd = pb.FileDescriptorProto(name="record.proto", package="aialgs.data", syntax="proto2")
+    packed = pb.FieldOptions(packed=True)
+    for name, t in (("Float32Tensor", F.TYPE_FLOAT), ("Float64Tensor", F.TYPE_DOUBLE), ("Int32Tensor", F.TYPE_INT32)):
+        m = fd.message_type.add(name=name)
+        for field, number, ft in (("values", 1, t), ("keys", 2, F.TYPE_UINT64), ("shape", 3, F.TYPE_UINT64)):
+            m.field.add(name=field, number=number, type=ft, label=F.LABEL_REPEATED, options=packed)
+    v = fd.message_type.add(name="Value")
+    v.oneof_decl.add(name="value")
+    for name, number, t in (("float32_tensor", 2, "Float32Tensor"), ("float64_tensor", 3, "Float64Tensor"),
+                            ("int32_tensor", 7, "Int32Tensor")):
+        v.field.add(name=name, number=number, type=F.TYPE_MESSAGE, type_name=".aialgs.data." + t,
+                    label=F.LABEL_OPTIONAL, oneof_index=0)
+    r = fd.message_type.add(name="Record")
+    for name, number in (("features", 1), ("label", 2)):
+        e = r.nested_type.add(name=name.capitalize() + "Entry", options=pb.MessageOptions(map_entry=True))
+        e.field.add(name="key", number=1, type=F.TYPE_STRING, label=F.LABEL_OPTIONAL)
+        e.field.add(name="value", number=2, type=F.TYPE_MESSAGE, type_name=".aialgs.data.Value", label=F.LABEL_OPTIONAL)
+        r.field.add(name=name, number=number, type=F.TYPE_MESSAGE, label=F.LABEL_REPEATED,
+                    type_name=f".aialgs.data.Record.{name.capitalize()}Entry")
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(fd)
+    Record = message_factory.GetMessageClass(pool.FindMessageTypeByName("aialgs.data.Record"))
+    return Record

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from conftest import record_class
 import torch
 
 from onepass.cli import main as cli_main
@@ -295,31 +297,8 @@ def test_writer_refuses_what_it_cannot_write(tmp_path):
 
 def test_bytes_match_the_protobuf_package():
     """When the protobuf package is installed (it is not a dependency), it parses what onepass writes."""
-    pb = pytest.importorskip("google.protobuf.descriptor_pb2")
-    from google.protobuf import descriptor_pool, message_factory
-    F = pb.FieldDescriptorProto
-    fd = pb.FileDescriptorProto(name="record.proto", package="aialgs.data", syntax="proto2")
-    packed = pb.FieldOptions(packed=True)
-    for name, t in (("Float32Tensor", F.TYPE_FLOAT), ("Float64Tensor", F.TYPE_DOUBLE), ("Int32Tensor", F.TYPE_INT32)):
-        m = fd.message_type.add(name=name)
-        for field, number, ft in (("values", 1, t), ("keys", 2, F.TYPE_UINT64), ("shape", 3, F.TYPE_UINT64)):
-            m.field.add(name=field, number=number, type=ft, label=F.LABEL_REPEATED, options=packed)
-    v = fd.message_type.add(name="Value")
-    v.oneof_decl.add(name="value")
-    for name, number, t in (("float32_tensor", 2, "Float32Tensor"), ("float64_tensor", 3, "Float64Tensor"),
-                            ("int32_tensor", 7, "Int32Tensor")):
-        v.field.add(name=name, number=number, type=F.TYPE_MESSAGE, type_name=".aialgs.data." + t,
-                    label=F.LABEL_OPTIONAL, oneof_index=0)
-    r = fd.message_type.add(name="Record")
-    for name, number in (("features", 1), ("label", 2)):
-        e = r.nested_type.add(name=name.capitalize() + "Entry", options=pb.MessageOptions(map_entry=True))
-        e.field.add(name="key", number=1, type=F.TYPE_STRING, label=F.LABEL_OPTIONAL)
-        e.field.add(name="value", number=2, type=F.TYPE_MESSAGE, type_name=".aialgs.data.Value", label=F.LABEL_OPTIONAL)
-        r.field.add(name=name, number=number, type=F.TYPE_MESSAGE, label=F.LABEL_REPEATED,
-                    type_name=f".aialgs.data.Record.{name.capitalize()}Entry")
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(fd)
-    Record = message_factory.GetMessageClass(pool.FindMessageTypeByName("aialgs.data.Record"))
+    pytest.importorskip("google.protobuf.descriptor_pb2")
+    Record = record_class()
     rng = np.random.default_rng(3)
     dense = np.where(rng.random((50, 300)) < 0.05, rng.normal(size=(50, 300)), 0).astype(np.float32)
     for x, sparse in ((dense, False), (dense, True), (dense.astype(np.float64), False)):

@@ -164,6 +164,27 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--no-label", action="store_true", help="leave the label column out")
 
+    v = sub.add_parser("serve", allow_abbrev=False, help="answer SageMaker's inference requests over HTTP",
+                       description="Serve a model on SageMaker's inference contract (GET /ping, POST /invocations). "
+                                   "Without MODEL, as SageMaker's container entry point: the model in /opt/ml/model "
+                                   "(/opt/ml/models with SAGEMAKER_MULTI_MODEL=true), 0.0.0.0, SAGEMAKER_BIND_TO_PORT "
+                                   "(8080), SAGEMAKER_MODEL_SERVER_WORKERS and SAGEMAKER_MODEL_SERVER_TIMEOUT. A run "
+                                   "folder is watched: a new model written by train or finalize answers within half "
+                                   "a second.")
+    v.add_argument("model", nargs="?", help="a run folder or a model file (default: SageMaker's /opt/ml/model)")
+    v.add_argument("--host", help="the address to bind (default 127.0.0.1; 0.0.0.0 as a SageMaker container)")
+    v.add_argument("--port", type=int, help="the port (default 8080, or SAGEMAKER_BIND_TO_PORT)")
+    v.add_argument("--workers", type=int, help="server processes (default 1, or SAGEMAKER_MODEL_SERVER_WORKERS)")
+    v.add_argument("--model-root", metavar="DIR", help="multi-model endpoint: POST /models loads models by name "
+                   "from under DIR only")
+    v.add_argument("--auth-token", help="require 'Authorization: Bearer TOKEN' on every route but /ping (default: "
+                   "the ONEPASS_AUTH_TOKEN environment variable; none: no token)")
+    v.add_argument("--max-body-mib", type=float, help="the largest request body (default 6, SageMaker's limit)")
+    v.add_argument("--max-concurrency", type=int, default=64, help="requests in progress at once before answering "
+                   "503 (default 64)")
+    v.add_argument("--timeout", type=float, help="seconds a prediction may take before 504 (default 60)")
+    v.add_argument("--device", default="cpu", help="where models predict: cpu, cuda or cuda:N (default cpu)")
+
     c = sub.add_parser("convert", allow_abbrev=False, help="stream a source into another format",
                        description="Write every record of SRC (any source and format onepass reads) to FILE, "
                                    "streamed in bounded memory; the label (--label-column) goes with each record.")
@@ -407,9 +428,43 @@ def cmd_convert(args, extra: list[str]) -> int:
     return 0
 
 
+def cmd_serve(args, extra: list[str]) -> int:
+    if extra:
+        raise UsageError(f"serve: unexpected arguments {' '.join(extra)}")
+    try:
+        from .serving import Settings, run as serve, sagemaker_settings
+    except ImportError as e:
+        raise UsageError(f"serve needs Starlette and uvicorn ({e}); pip install 'onepass[serve]'") from None
+    if args.model is None:
+        settings, server = sagemaker_settings()
+    else:
+        settings, server = Settings(model=args.model), {"host": "127.0.0.1", "port": 8080, "workers": 1}
+    for name, value in (("host", args.host), ("port", args.port), ("workers", args.workers)):
+        if value is not None:
+            server[name] = value
+    if server["workers"] < 1:
+        raise UsageError(f"--workers must be at least 1, got {server['workers']}")
+    settings.model_root = args.model_root or settings.model_root
+    settings.auth_token = args.auth_token or os.environ.get("ONEPASS_AUTH_TOKEN") or None
+    settings.max_concurrency, settings.device = args.max_concurrency, args.device
+    if args.max_body_mib is not None:
+        settings.max_body_bytes = int(args.max_body_mib * 1024 * 1024)
+    if args.timeout is not None:
+        settings.timeout = args.timeout
+    if settings.model is not None and not Path(settings.model).exists():
+        raise UsageError(f"serve: {settings.model}: no such run folder or model file")
+    print(f"onepass serve: http://{server['host']}:{server['port']} ({server['workers']} worker(s))", file=sys.stderr,
+          flush=True)
+    try:
+        serve(settings, **server)
+    except ValueError as e:
+        raise UsageError(f"serve: {e}") from None
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "finalize": cmd_finalize, "predict": cmd_predict, "merge": cmd_merge,
             "inspect": cmd_inspect,
-            "datasets": cmd_datasets, "convert": cmd_convert}
+            "datasets": cmd_datasets, "convert": cmd_convert, "serve": cmd_serve}
 
 
 def main(argv: list[str] | None = None) -> int:

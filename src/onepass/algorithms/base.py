@@ -109,7 +109,9 @@ class Model:
         if header.get("model_version", 1) > cls.version:
             raise IncompatibleStateError(f"{path}: model format {header['model_version']} is newer than this "
                                          f"onepass reads ({cls.version}); upgrade onepass")
-        return cls(tensors, header.get("meta", {}))
+        model = cls(tensors, header.get("meta", {}))
+        model.checksum = header.get("checksum")  # which file this is (a server names the model that answered)
+        return model
 
 
 def check_mergeable(a: State, b: State, keys: tuple[str, ...]) -> None:

@@ -615,6 +615,18 @@ def read(inp: Input, file_index: int, *, label: str | int | None = None, header:
             f.close()
 
 
+def decode(body: bytes, name: str, n_features: int | None = None,
+           label: str | int | None = None) -> tuple[np.ndarray | CSR, np.ndarray | None]:
+    """The records of one whole buffer (a request body): (x, y), as `read` would give them from a file. The last
+    record's padding may be missing (SageMaker drops it from a single record)."""
+    buf = bytes(body) + b"\0" * (-len(body) % 4)
+    frames = _frame(buf, 0, 1, name, final=True)
+    if not frames.starts:
+        raise DataError("no records", source=name, reason="empty")
+    kind = _first_kind(buf, frames, name, 1, n_features)
+    return _decode(buf, frames, kind, _label_key(label), name, 1)
+
+
 def _positions(buf: bytes, frames: _Frames, rows: np.ndarray) -> tuple[memoryview, np.ndarray, np.ndarray]:
     """One buffer holding the payloads of records `rows` of a block, and where each lies in it: the block itself,
     with any joined multi-part payloads appended."""
@@ -1060,6 +1072,20 @@ def _sparse_records(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, n
             tensor = _field(1, vals_b[vends[i]:vends[i + 1]]) + _field(2, keys_b[kends[i]:kends[i + 1]]) + shape
         payload = _map_entry(1, _field(kind, tensor))
         out.append(_frame_bytes(payload + lab[i] if lab else payload))
+    return b"".join(out)
+
+
+def encode_outputs(outputs: dict[str, Any]) -> bytes:
+    """One record a row, each output (name -> (n,) or (n, m) values) a Float32 tensor in the record's label map
+    under its name: SageMaker's RecordIO inference responses."""
+    names = list(outputs)
+    cols = [np.asarray(outputs[k], dtype="<f4").reshape(len(outputs[k]), -1) for k in names]
+    keys = [k.encode() for k in names]
+    out = []
+    for i in range(len(cols[0]) if cols else 0):
+        payload = b"".join(_field(2, _field(1, key) + _field(2, _field(2, _field(1, col[i].tobytes()))))
+                           for key, col in zip(keys, cols))
+        out.append(_frame_bytes(payload))
     return b"".join(out)
 
 
