@@ -57,6 +57,12 @@ def merge(a: State, b: State) -> State:
     return get_algorithm(a.algorithm).merge(a, b)
 
 
+def tune(algorithm: str, data, validation, out, **options):
+    """Search hyperparameters Hyperband-style, continuing the best trials' paused states (onepass.tuning.tune)."""
+    from .tuning import tune as _tune
+    return _tune(algorithm, data, validation, out, **options)
+
+
 def __getattr__(name: str):
     # The scikit-learn estimator imports scikit-learn, so it loads only when asked for.
     if name in ("KMeans", "PCA", "LinearLearnerClassifier", "LinearLearnerRegressor"):
@@ -68,4 +74,4 @@ def __getattr__(name: str):
 __all__ = ["ALGORITHMS", "Batch", "DataError", "IncompatibleStateError", "Interrupted", "KMeans", "Model",
            "OnepassError", "PCA", "State", "StateFileError", "Stream", "TrainResult", "UsageError",
            "LinearLearnerClassifier", "LinearLearnerRegressor", "as_tensor", "get_algorithm", "kmeans",
-           "linear_learner", "load_model", "load_state", "merge", "pca", "train"]
+           "linear_learner", "load_model", "load_state", "merge", "pca", "train", "tune"]

@@ -185,6 +185,37 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--timeout", type=float, help="seconds a prediction may take before 504 (default 60)")
     v.add_argument("--device", default="cpu", help="where models predict: cpu, cuda or cuda:N (default cpu)")
 
+    u = sub.add_parser("tune", allow_abbrev=False, help="search hyperparameters, continuing the best trials' states",
+                       description="Search RANGES (SageMaker's HyperparameterTuner JSON) for the configuration of ALGO "
+                                   "that is best on --objective, Hyperband-style: every trial trains in rungs of "
+                                   "records, paused with a checkpoint, and only the promising ones are continued "
+                                   "from their states, never retrained. Fixed hyperparameters as in train "
+                                   "(--k 10 ...). DIR gets trials.jsonl, objective.png and best/ (the best trial's "
+                                   "run folder).")
+    u.add_argument("algorithm", help=f"one of: {', '.join(sorted(algorithms.ALGORITHMS))}")
+    u.add_argument("--data", required=True, help="the training source (as train's --data)")
+    u.add_argument("--validation", required=True, help="the source every trial is scored on")
+    u.add_argument("--out", required=True, help="the study's folder")
+    u.add_argument("--ranges", required=True, metavar="RANGES.json", help="ContinuousParameterRanges, "
+                   "IntegerParameterRanges, CategoricalParameterRanges (SageMaker's format)")
+    u.add_argument("--objective", required=True, help="a validation metric: validation:rmse, "
+                   "validation:roc_auc_score, validation:msd, ...")
+    u.add_argument("--direction", choices=("minimize", "maximize"), help="default: maximize for accuracy, AUC, "
+                   "precision, recall and F scores, minimize otherwise")
+    u.add_argument("--trials", type=int, default=20, help="configurations to try (default 20)")
+    u.add_argument("--strategy", choices=("hyperband", "bayesian", "random"), default="hyperband",
+                   help="hyperband: random configurations, Hyperband's rungs; bayesian: TPE with Hyperband's rungs; "
+                        "random: every configuration on the whole budget (default hyperband)")
+    u.add_argument("--max-records", type=int, help="a trial's whole budget in records (default: one pass)")
+    u.add_argument("--min-records", type=int, help="the first rung (default: max-records / 27)")
+    u.add_argument("--seed", type=int, default=0, help="makes a study repeatable (default 0)")
+    u.add_argument("--resume", action="store_true", help="continue DIR's study after a crash or a stop")
+    u.add_argument("--overwrite", action="store_true", help="start over in a DIR that holds a study")
+    u.add_argument("--device", default="cpu", help="where trials train (default cpu)")
+    u.add_argument("--threads", type=int, help="CPU threads for each trial")
+    u.add_argument("--hyperparameters", metavar="FILE.json", help="fixed hyperparameters, SageMaker's JSON")
+    _add_data_options(u)
+
     c = sub.add_parser("convert", allow_abbrev=False, help="stream a source into another format",
                        description="Write every record of SRC (any source and format onepass reads) to FILE, "
                                    "streamed in bounded memory; the label (--label-column) goes with each record.")
@@ -462,9 +493,35 @@ def cmd_serve(args, extra: list[str]) -> int:
     return 0
 
 
+def cmd_tune(args, extra: list[str]) -> int:
+    from .tuning import tune
+
+    hp: dict[str, Any] = {}
+    if args.hyperparameters:
+        hp.update({k.replace("-", "_"): v for k, v in load_json(args.hyperparameters).items()})
+    hp.update(_extra_options(extra, "tune"))
+    options = {k: v for k, v in _stream_options(args).items() if v is not None}
+    result = tune(args.algorithm, args.data, args.validation, args.out, ranges=args.ranges, objective=args.objective,
+                  direction=args.direction, trials=args.trials, strategy=args.strategy, max_records=args.max_records,
+                  min_records=args.min_records, seed=args.seed, hyperparameters=hp, resume=args.resume,
+                  overwrite=args.overwrite, device=args.device, threads=args.threads, **options)
+    names = list(result.table[0]["hyperparameters"]) if result.table else []
+    varied = [n for n in names if len({json.dumps(r["hyperparameters"][n]) for r in result.table}) > 1]
+    print(f"{'trial':>5}  {'state':<8} {'records':>12}  {args.objective:>24}  " + "  ".join(varied))
+    for r in result.table:
+        print(f"{r['trial']:>5}  {r['state']:<8} {r['records_trained']:>12,}  {r['objective']:>24.6g}  "
+              + "  ".join(_fmt(r["hyperparameters"][n]) for n in varied))
+    print(f"best: trial {result.table[0]['trial']}, {args.objective} {result.best_objective:.6g}; "
+          f"{result.records_trained:,} records trained in all")
+    print(f"best run: {result.best}")
+    print(f"trials:   {Path(args.out) / 'trials.jsonl'}")
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "finalize": cmd_finalize, "predict": cmd_predict, "merge": cmd_merge,
             "inspect": cmd_inspect,
-            "datasets": cmd_datasets, "convert": cmd_convert, "serve": cmd_serve}
+            "datasets": cmd_datasets, "convert": cmd_convert, "serve": cmd_serve,
+            "tune": cmd_tune}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -49,6 +49,7 @@ class TrainResult:
     model: Model
     out: Path
     metrics: dict[str, Any] = field(default_factory=dict)
+    paused: bool = False  # stopped at max_records with a checkpoint: resume=True continues it
 
     @property
     def state_path(self) -> Path:
@@ -106,8 +107,9 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
           device: str | None = "auto", threads: int | None = None, seed: int | None = None,
           checkpoint_every: int | None = None, checkpoint_seconds: float | None = 600.0,
           resume: bool = False, init_from: str | Path | None = None, overwrite: bool = False,
-          epoch_cache_mib: float | None = None, processes: distributed.Processes | None = None,
-          progress: Progress | None = None, on_event=None, **stream_options: Any) -> TrainResult:
+          epoch_cache_mib: float | None = None, max_records: int | None = None,
+          processes: distributed.Processes | None = None, progress: Progress | None = None, on_event=None,
+          **stream_options: Any) -> TrainResult:
     """Train `algorithm` on `data` into the run folder `out`. See the module docstring.
 
     data, validation, test: a `Stream`, or anything a `Stream` reads (a path, glob, folder, URL, ``-``; a NumPy
@@ -127,6 +129,11 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
     epoch_cache_mib: with several epochs, the parsed batches of a whole pass over the data (and over the
     validation source) are kept in memory up to this budget (default 256 MiB; 0 turns it off) and later epochs
     read them instead of the source: the same batches in the same order, so the same state (epoch_cache.py).
+
+    max_records: pause once this many records were trained in all (counted over epochs and earlier runs of the
+    state, at a batch boundary): a checkpoint is written, no model file, and the result says `paused`; `resume=True`
+    with a larger `max_records` (or none) goes on from the exact next record. The tuner trains its trials in such
+    rungs (tuning.py).
 
     processes: how several processes train together under torchrun (`distributed.Processes`: sync_every,
     timeout, backend); ignored when this process runs alone.
@@ -158,6 +165,8 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
     if resume and init_from:
         raise UsageError("--resume and --init-from exclude each other: resume continues this run, "
                          "--init-from starts a new run from an earlier state")
+    if max_records is not None and max_records < 1:
+        raise UsageError(f"max_records must be at least 1, got {max_records}")
 
     # Under torchrun: join the other processes, checking they were all given the same (distributed.py).
     session, dev = distributed.Session.from_env(dev, algo, dict(
@@ -166,6 +175,8 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
         checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds,
         **{k: spec[k] for k in DATA_KEYS + ("header",)}),
         timeout=processes.timeout, sync_every=processes.sync_every, backend=processes.backend)
+    if session and max_records is not None:
+        raise UsageError("max_records pauses one process's run; several processes cannot pause at one record")
     if session and session.restarted and session.has_checkpoint(out):
         resume, init_from = True, None  # torchrun restarted the group after a failure: continue the checkpoint
     state_path = session.checkpoint_path(out, resume) if session else out / STATE_FILE
@@ -254,6 +265,9 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
         metrics.log("warning", message=warning)
         print(f"onepass: warning: {warning}", file=sys.stderr)
         position = None
+    if max_records is not None and state is not None and state.meta.get("records_seen", 0) >= max_records \
+            and not state.meta.get("complete"):  # paused there already (a tuner's crash after the pause)
+        return TrainResult(state, algo.finalize(state), out, _brief(algo.describe(state)), paused=True)
     last_ckpt_records = state.meta.get("records_seen", 0) if state else 0
     last_ckpt_time = time.monotonic()
     val_metrics: dict[str, float] = {}
@@ -313,6 +327,13 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
                         if (checkpoint_every and state.meta["records_seen"] - last_ckpt_records >= checkpoint_every) or (
                                 checkpoint_seconds and time.monotonic() - last_ckpt_time >= checkpoint_seconds):
                             checkpoint("periodic")
+                        if max_records is not None and state.meta["records_seen"] >= max_records:
+                            checkpoint("paused")
+                            metrics.log("paused", records_seen=state.meta["records_seen"], epoch=epoch,
+                                        message=f"paused after {state.meta['records_seen']:,} records (max_records); "
+                                                "continue with resume")
+                            return TrainResult(state, algo.finalize(state), out, _brief(algo.describe(state)),
+                                               paused=True)
                 position = None
                 if state is None:
                     raise UsageError(f"{stream.name}: no records to train on")
