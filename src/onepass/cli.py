@@ -203,9 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--direction", choices=("minimize", "maximize"), help="default: maximize for accuracy, AUC, "
                    "precision, recall and F scores, minimize otherwise")
     u.add_argument("--trials", type=int, default=20, help="configurations to try (default 20)")
-    u.add_argument("--strategy", choices=("hyperband", "bayesian", "random"), default="hyperband",
-                   help="hyperband: random configurations, Hyperband's rungs; bayesian: TPE with Hyperband's rungs; "
-                        "random: every configuration on the whole budget (default hyperband)")
+    u.add_argument("--strategy", choices=("hyperband", "asha", "bayesian", "random"), default="hyperband",
+                   help="hyperband: random configurations, Hyperband's brackets; asha: random configurations, "
+                        "successive halving alone (cheapest); bayesian: TPE with Hyperband's brackets; random: every "
+                        "configuration on the whole budget (default hyperband)")
     u.add_argument("--max-records", type=int, help="a trial's whole budget in records (default: one pass)")
     u.add_argument("--min-records", type=int, help="the first rung (default: max-records / 27)")
     u.add_argument("--seed", type=int, default=0, help="makes a study repeatable (default 0)")

@@ -12,8 +12,10 @@ that rung would have).
 
 Rungs: Hyperband's, min_records x eta^k up to max_records (eta = 3, min_records = max_records / 27 unless given);
 `hyperband` draws configurations at random and `bayesian` by TPE (the BOHB arrangement), both pruned by Optuna's
-`HyperbandPruner`; `random` trains every configuration on the whole budget (no pruning: the baseline a schedule is
-measured against).
+`HyperbandPruner`, whose brackets hedge: the least aggressive one prunes nothing, so about a quarter of the trials
+train on the whole budget; `asha` draws at random and prunes by successive halving alone (Optuna's
+`SuccessiveHalvingPruner`: every trial may stop at the first rung, the cheapest schedule); `random` trains every
+configuration on the whole budget (no pruning: the baseline a schedule is measured against).
 
 The tuner is a run folder: ``study.log`` (Optuna's journal storage, appended and fsynced as the study goes),
 ``trials/NNNN`` (each trial's run folder), ``trials.jsonl`` (a line a trial a rung: trial, hyperparameters,
@@ -52,7 +54,7 @@ from .errors import UsageError
 from .state import MODEL_FILE, STATE_FILE
 from .train import evaluate, train
 
-STRATEGIES = ("hyperband", "bayesian", "random")
+STRATEGIES = ("hyperband", "asha", "bayesian", "random")
 ETA = 3  # Hyperband's reduction factor: a third of the trials go on at each rung
 RUNGS = 3  # min_records = max_records / ETA^RUNGS by default: rungs at 1/27, 1/9, 1/3 and the whole budget
 MAXIMIZED = ("accuracy", "auc", "precision", "recall", "f_beta", "f1", "r2")  # metric words that are maximized
@@ -116,9 +118,13 @@ def tune(algorithm: str, data, validation, out: str | Path, *, ranges: dict[str,
                                           "min_records": min_records})
     rungs = _rungs(min_records, max_records) if strategy != "random" else [max_records]
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(out / STUDY_FILE)))
-    pruner = (optuna.pruners.HyperbandPruner(min_resource=min_records, max_resource=max_records,
-                                             reduction_factor=ETA)
-              if strategy != "random" else optuna.pruners.NopPruner())
+    if strategy == "random":
+        pruner = optuna.pruners.NopPruner()
+    elif strategy == "asha":
+        pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=min_records, reduction_factor=ETA)
+    else:
+        pruner = optuna.pruners.HyperbandPruner(min_resource=min_records, max_resource=max_records,
+                                                reduction_factor=ETA)
     study = optuna.create_study(study_name="onepass", storage=storage, direction=direction, pruner=pruner,
                                 load_if_exists=True)
     val = Stream(validation, **_with_label(algo, stream_options))
