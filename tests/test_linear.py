@@ -184,8 +184,11 @@ def test_holdout_records_are_never_trained_on_and_balanced_weights_follow_the_sa
 
 def test_early_stopping_keeps_the_best_epoch():
     x, y = _linear_data(3000, seed=9, noise=0.0)
+    # accuracy named: on 300 held-out records `auto` would choose (and stop) by the loss, which on separable data
+    # goes on falling for 50 epochs
     state = _fit({"predictor_type": "binary_classifier", "epochs": 50, "early_stopping_patience": 2,
-                  "num_point_for_scaler": 500}, x, y, batch=100, epochs=50)
+                  "num_point_for_scaler": 500, "binary_classifier_model_selection_criteria": "accuracy"},
+                 x, y, batch=100, epochs=50)
     assert state.meta["stopped"] and state.meta["epochs_done"] < 50
     assert "best_weight" in state.tensors
     assert ll.finalize(state).meta["validation"]["binary_classification_accuracy"] > 0.97

@@ -48,6 +48,7 @@ from ..data.batches import Batch
 from ..errors import DataError, UsageError
 from ..hyperparameters import HP, HyperParameters
 from ..state import State
+from . import reservoir, selection
 from . import score_summaries as summaries
 from .base import Model, check_mergeable
 from .losses import BINARY, LOSSES, MULTICLASS, REGRESSION, grad_only, loss_only
@@ -67,6 +68,9 @@ DEFAULT_LR = {"adam": 0.03, "sgd": 0.03, "rmsprop": 0.03}
 LR_STEPS = (1.0, 1 / 3, 3.0, 0.1, 10.0)                    # the grid's learning rates, nearest first
 PENALTY_STEPS = (0.0, 1e-6, 1e-4, 1e-2)                    # the grid's wd and l1 when not given
 EPS = 1e-8
+# The held-out sample's budget and most rows (selection.py, benchmarks/run_selection.py): see RESERVOIR_MEASURED.
+DEFAULT_RESERVOIR_MIB = 32.0
+RESERVOIR_ROWS = 100_000
 
 
 def _positive_weight(value: Any) -> Any:
@@ -96,8 +100,7 @@ def _check(hp: dict[str, Any]) -> None:
         raise UsageError(f"hyperparameter loss = {loss!r} does not fit predictor_type = {kind}; valid: "
                          + ", ".join(allowed))
     hp["positive_example_weight_mult"] = _positive_weight(hp["positive_example_weight_mult"])
-    legacy = {"f1": "f_beta", "cross_entropy_loss": "loss_function"}
-    hp["binary_classifier_model_selection_criteria"] = legacy.get(
+    hp["binary_classifier_model_selection_criteria"] = selection.LEGACY.get(
         hp["binary_classifier_model_selection_criteria"], hp["binary_classifier_model_selection_criteria"])
 
 
@@ -112,8 +115,10 @@ HYPERPARAMETERS = HyperParameters([
        low=1, high=1024, auto=True),
     HP("loss", "str", "auto", "auto: logistic (binary), softmax_loss (multiclass), squared_loss (regressor)",
        choices=LOSSES, auto=True),
-    HP("binary_classifier_model_selection_criteria", "str", "accuracy", "how finalize chooses the model and "
-       "threshold (finalize can choose again)", choices=summaries.CRITERIA + ("f1", "cross_entropy_loss")),
+    HP("binary_classifier_model_selection_criteria", "str", "auto", "how finalize chooses the model and "
+       "threshold (finalize can choose again); auto: accuracy, or the loss on fewer than "
+       f"{selection.MIN_RECORDS_FOR_ACCURACY:,} held-out records", choices=summaries.CRITERIA + ("f1", "cross_entropy_loss"),
+       auto=True),
     HP("target_precision", "float", 0.8, "for recall_at_target_precision", low=0, high=1),
     HP("target_recall", "float", 0.8, "for precision_at_target_recall", low=0, high=1),
     HP("f_beta", "float", 1.0, "beta of the F-score (f_beta criterion and binary_f_beta metric)", low=0),
@@ -162,11 +167,15 @@ HYPERPARAMETERS = HyperParameters([
     HP("early_stopping_tolerance", "float", 0.001, "relative improvement that counts as none", low=0),
     HP("holdout_fraction", "float", 0.1, "without a validation source: the share of records held out (chosen by "
        "a hash of their position; 0: validate progressively on the training records)", low=0, high=0.9),
+    HP("validation_reservoir_mib", "float", DEFAULT_RESERVOIR_MIB, "held-out records kept in this many MiB (at "
+       f"most {RESERVOIR_ROWS:,}) and scored by the finished models at each epoch end and at finalize, so that "
+       "the chosen model and threshold hold on new data; 0: summaries of held-out records scored as they came",
+       low=0),
 ], check=_check)
 
 CHOICES = HyperParameters([
-    HP("binary_classifier_model_selection_criteria", "str", "accuracy", "the criterion",
-       choices=summaries.CRITERIA + ("f1", "cross_entropy_loss")),
+    HP("binary_classifier_model_selection_criteria", "str", "auto", "the criterion (binary classifiers)",
+       choices=summaries.CRITERIA + ("f1", "cross_entropy_loss"), auto=True),
     HP("target_precision", "float", 0.8, "for recall_at_target_precision", low=0, high=1),
     HP("target_recall", "float", 0.8, "for precision_at_target_recall", low=0, high=1),
     HP("f_beta", "float", 1.0, "beta of the F-score", low=0),
@@ -268,7 +277,10 @@ def init(hyperparameters: dict[str, Any], n_features: int, seed: int = 0,
             "algorithm_version": VERSION, "grid": grid, "classes": C, "step": 0, "epoch_records": 0,
             "epochs_done": 0, "scaled": False, "buffered": 0, "best_value": None, "bad_epochs": 0,
             "stopped": False, "sparse": None,
-            "summary_restart_at": hp["num_point_for_scaler"]}
+            "summary_restart_at": hp["num_point_for_scaler"],
+            "reservoir": reservoir.new_meta(hp["validation_reservoir_mib"], RESERVOIR_ROWS), "reservoir_open": True}
+    if kind != "regression":  # training labels per class: a label column of one class is refused (end_epoch)
+        tensors["label_counts"] = torch.zeros(max(C, 2), dtype=torch.float64, device=device)
     return State(NAME, hp, tensors, meta)
 
 
@@ -282,6 +294,10 @@ def update(state: State, batch: Batch) -> State:
     index = torch.arange(first, first + n, dtype=torch.int64)
     state.meta["epoch_records"] = first + n
     state.meta["records_seen"] += n
+    if "label_counts" in state.tensors:
+        state.tensors["label_counts"].index_add_(0, y.long(), torch.ones_like(y, dtype=torch.float64))
+        if "label_source" not in state.meta and batch.position:
+            state.meta["label_source"] = batch.position.get("path")
     if state.meta["sparse"] is None:
         state.meta["sparse"] = x.layout == torch.sparse_csr
     if state.meta["scaled"]:
@@ -415,20 +431,17 @@ def _class_weights(state: State, y: torch.Tensor, w: torch.Tensor) -> None:
 def _held_out(state: State, index: torch.Tensor) -> torch.Tensor:
     """Whether each record (by its position in the epoch) is held out for validation: a fixed hash, so the same
     records are held out in every epoch and after a resume."""
-    fraction = state.hyperparameters["holdout_fraction"]
-    if fraction <= 0 or state.meta.get("external_validation"):
+    if state.meta.get("external_validation"):
         return torch.zeros(len(index), dtype=torch.bool)
-    return torch.from_numpy(_splitmix64(index.cpu().numpy(), state.meta["seed"]) < fraction)
+    return selection.held_out(index, state.hyperparameters["holdout_fraction"], state.meta["seed"])
 
 
-def _splitmix64(index: np.ndarray, seed: int) -> np.ndarray:
-    """A uniform number in [0, 1) per index: SplitMix64 of (seed, index), a fixed, well-mixed hash."""
-    with np.errstate(over="ignore"):
-        z = index.astype(np.uint64) + np.uint64(seed) * np.uint64(0xD1B54A32D192ED03) + np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
-    return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+def _sampling(state: State) -> bool:
+    """Whether held-out records go to the reservoir (else to progressive summaries): records are held out, and
+    the sample has a budget."""
+    hp = state.hyperparameters
+    return hp["validation_reservoir_mib"] > 0 and hp["holdout_fraction"] > 0 and \
+        not state.meta.get("external_validation")
 
 
 def _scale(state: State, x: torch.Tensor) -> torch.Tensor:
@@ -472,7 +485,14 @@ def _step(state: State, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, index
     s = _raw_scores(state, xs)
     validating = held if bool(held.any()) or hp["holdout_fraction"] > 0 or state.meta.get("external_validation") \
         else torch.ones_like(held)  # no holdout: validate progressively on training records, before their update
-    if bool(validating.any()):
+    if _sampling(state):
+        if state.meta["reservoir_open"] and bool(held.any()):  # the first epoch offers them; later ones repeat them
+            rows = held.nonzero().squeeze(1)
+            wh = w[rows]
+            key = selection.sample_keys(index[held.cpu()], state.meta["seed"]).to(wh.device)
+            reservoir.add(t, state.meta["reservoir"], "reservoir_", reservoir.take_rows(x, rows), y[rows], wh,
+                          reservoir.priorities(key, wh))
+    elif bool(validating.any()):
         _rotate_summaries(state, int(index[0]))
         _summarize(state, "current_", s[validating], y[validating], w[validating])
     train = ~held
@@ -519,9 +539,13 @@ def _epoch_summary(state: State) -> dict[str, torch.Tensor]:
 
 def _summarize(state: State, prefix: str, s: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> None:
     """Add scored records (raw scores s, labels y in their own units) to the summaries named `prefix`."""
+    _summarize_into(state, _summary(state, prefix), s, y, w)
+
+
+def _summarize_into(state: State, part: dict[str, torch.Tensor], s: torch.Tensor, y: torch.Tensor,
+                    w: torch.Tensor) -> None:
     hp, t = state.hyperparameters, state.tensors
     kind = _kind(hp)
-    part = {k[len(prefix):]: v for k, v in t.items() if k.startswith(prefix)}
     if kind == "regression":  # errors and loss in the label's own units
         s, y = s.double() * t["y_scale"] + t["y_shift"], y.double()
     loss = loss_only(resolved_loss(hp), s, y, **_loss_options(hp))
@@ -604,13 +628,16 @@ def _optimize(state: State, p: torch.Tensor, g: torch.Tensor, m1: torch.Tensor, 
 # ------------------------------------------------------------------------------------------ epochs, validation
 
 def end_epoch(state: State, validation: Iterable[Batch] | None = None) -> tuple[State, bool]:
-    """Close an epoch: finish scaling if the stream was shorter than the sample, summarise the validation source
-    (or take the epoch's held-out summaries), keep each model's best epoch, and say whether to stop early."""
+    """Close an epoch: finish scaling if the stream was shorter than the sample, score every model as it now is on
+    the validation source or the held-out sample (or take the epoch's progressive summaries), keep each model's
+    best epoch, and say whether to stop early."""
     hp, t, meta = state.hyperparameters, state.tensors, state.meta
     if not meta["scaled"]:
         _fix_scaling(state)
+    _check_classes(state)
     kind, M, C = _kind(hp), len(meta["grid"]), meta["classes"]
     if validation is not None:
+        meta["external_validation"] = True  # as the trainer marks it: this source judges, not the held-out sample
         val = summaries.empty(kind, M, C, t["weight"].device)
         for k, v in val.items():
             t[f"validation_{k}"] = v
@@ -618,6 +645,10 @@ def end_epoch(state: State, validation: Iterable[Batch] | None = None) -> tuple[
             x, y, w = _checked(state, batch)
             if x.shape[0]:
                 _summarize(state, "validation_", _raw_scores(state, _scale(state, x)), y, w)
+    elif _sampling(state):
+        meta["reservoir_open"] = False  # the next epochs hold out the same records: the sample is complete
+        for k, v in _sample_summary(state, t["weight"], t["bias"]).items():
+            t["validation_" + k] = v
     else:
         for k, v in _epoch_summary(state).items():
             t["validation_" + k] = v
@@ -628,7 +659,8 @@ def end_epoch(state: State, validation: Iterable[Batch] | None = None) -> tuple[
     meta["summary_restart_at"] = hp["num_point_for_scaler"]
     meta["epochs_done"] += 1
     meta["epoch_records"] = 0
-    values = _selection_values(state, _summary(state, "validation_"), _criterion(hp))
+    summary = _summary(state, "validation_")
+    values = selection.values(summary, _criterion(hp, summary), _targets(hp, {}))
     if hp["epochs"] > 1:  # keep each model's best epoch: its weights and the summaries that chose it
         if "best_value" not in t:
             t["best_value"] = torch.full((M,), -math.inf, dtype=torch.float64, device=values.device)
@@ -654,35 +686,80 @@ def end_epoch(state: State, validation: Iterable[Batch] | None = None) -> tuple[
     return state, meta["stopped"]
 
 
-def _criterion(hp: dict[str, Any]) -> str:
-    return hp["binary_classifier_model_selection_criteria"] if hp["predictor_type"] == "binary_classifier" \
-        else "loss_function"
+def continued(state: State) -> State:
+    """A state continued on new data (`--init-from`): its models go on learning from where they are, but the
+    earlier run's best epochs, validation figures, held-out sample and early-stopping counters are history, not
+    competitors: the new run judges its models on the new data only, and its early stopping starts afresh."""
+    t, meta = state.tensors, state.meta
+    for k in [k for k in t if k.startswith(("best_", "validation_", "previous_", "reservoir_"))]:
+        del t[k]
+    for k in [k for k in t if k.startswith("current_")]:
+        t[k].zero_()
+    if "label_counts" in t:
+        t["label_counts"].zero_()
+    meta.update(best_value=None, bad_epochs=0, stopped=False, epoch_records=0, reservoir_open=True,
+                summary_restart_at=state.hyperparameters["num_point_for_scaler"],
+                reservoir=reservoir.new_meta(state.hyperparameters["validation_reservoir_mib"], RESERVOIR_ROWS))
+    meta.pop("label_source", None)
+    return state
 
 
-def _default_edge() -> int:
-    return summaries.BINS // 2  # raw score 0: probability 0.5 (logistic), the hinge's decision boundary
+def _check_classes(state: State) -> None:
+    """Refuse a classifier whose training labels, a whole pass of them, hold one class only: the label column is
+    most likely another column (SageMaker's default is the first)."""
+    counts = state.tensors.get("label_counts")
+    if counts is None or int((counts > 0).sum()) != 1:
+        return
+    from ..errors import DataError
+
+    only, n = int(counts.argmax()), int(counts.sum())
+    raise DataError(f"every label of the {n:,} records of this pass is {only}: a "
+                    f"{state.hyperparameters['predictor_type']} needs at least two classes; is the label in another "
+                    "column? (--label-column; SageMaker's default is the first)",
+                    source=state.meta.get("label_source"), reason="one class")
+
+
+def _criterion(hp: dict[str, Any], summary: dict[str, torch.Tensor]) -> str:
+    return selection.criterion(hp, float(summary["weight"].max()) if summary["weight"].numel() else 0.0)
 
 
 def _summary(state: State, prefix: str) -> dict[str, torch.Tensor]:
     return {k[len(prefix):]: v for k, v in state.tensors.items() if k.startswith(prefix)}
 
 
-def _selection_values(state: State, summary: dict[str, torch.Tensor], criterion: str,
-                      **targets: float) -> torch.Tensor:
-    """Per model, the value (higher is better) it reaches under `criterion` on a validation summary."""
-    weight = summary["weight"]
-    if criterion != "loss_function":
-        _, value = summaries.choose_threshold(summary["hist"], criterion, default_edge=_default_edge(),
-                                              **_targets(state.hyperparameters, targets))
-    else:
-        value = -summary["loss"] / weight.clamp(min=1e-300)
-    return torch.where(weight > 0, value, torch.full_like(value, math.nan))
-
-
 def _targets(hp: dict[str, Any], given: dict[str, Any]) -> dict[str, float]:
-    return {"beta": given.get("f_beta", hp["f_beta"]),
-            "target_precision": given.get("target_precision", hp["target_precision"]),
-            "target_recall": given.get("target_recall", hp["target_recall"])}
+    return selection.targets(hp, given)
+
+
+def _sample_scores(state: State, W: torch.Tensor, bias: torch.Tensor, cols: slice | None = None
+                   ) -> Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The held-out sample scored by the models W, bias (columns `cols` of them): raw scores, labels, weights."""
+    if cols is not None:
+        W, bias = W[:, cols], bias[cols]
+    for x, y, w in reservoir.chunks(state.tensors, state.meta["reservoir"], "reservoir_", state.meta["n_features"]):
+        s = _scale(state, x) @ W + bias
+        C = state.meta["classes"]
+        yield (s.view(s.shape[0], -1, C) if C > 1 else s), y, w
+
+
+def _sample_summary(state: State, W: torch.Tensor, bias: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every model's summary of the held-out sample, scored by the models W, bias as they are."""
+    hp = state.hyperparameters
+    part = summaries.empty(_kind(hp), len(state.meta["grid"]), state.meta["classes"], W.device)
+    for s, y, w in _sample_scores(state, W, bias):
+        _summarize_into(state, part, s, y, w)
+    return part
+
+
+def _choice_summary(st: State) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """The weights finalize chooses among (each model's best epoch, or the current ones) and their summary."""
+    t = st.tensors
+    W, bias = (t["best_weight"], t["best_bias"]) if "best_weight" in t else (t["weight"], t["bias"])
+    if _sampling(st) and st.meta["reservoir"]["rows"]:
+        return W, bias, _sample_summary(st, W, bias)
+    if "best_weight" in t:
+        return W, bias, _summary(st, "best_validation_")
+    return W, bias, _summary(st, "validation_") if "validation_weight" in t else _epoch_summary(st)
 
 
 # ----------------------------------------------------------------------------------------------------- merge
@@ -706,6 +783,14 @@ def merge(a: State, b: State) -> State:
     if "best_weight" in t:  # the merged weights are the best estimate now; best epochs restart from them
         for k in [k for k in t if k.startswith("best_")]:
             del t[k]
+    for k in [k for k in t if k.startswith("reservoir_")]:
+        del t[k]
+    sample, out.meta["reservoir"] = reservoir.merge(a.tensors, a.meta["reservoir"], b.tensors, b.meta["reservoir"],
+                                                    "reservoir_")
+    t.update(sample)
+    out.meta["reservoir_open"] = a.meta["reservoir_open"] and b.meta["reservoir_open"]
+    if "label_counts" in t:
+        t["label_counts"] = a.tensors["label_counts"] + b.tensors["label_counts"]
     for k in ("records_seen", "records_trained"):
         out.meta[k] = a.meta[k] + b.meta[k]
     out.meta["step"] = max(a.meta["step"], b.meta["step"])
@@ -798,74 +883,87 @@ Model = LinearModel
 
 
 def finalize(state: State, **choice: Any) -> LinearModel:
-    """The best model of the grid under the criterion (and its threshold), from the validation summaries; the
-    state is unchanged. Another criterion or target gives another model and threshold at once."""
+    """The best model of the grid under the criterion, and its threshold, chosen on the held-out sample scored by
+    the models as they are now (or on the validation summaries); the state is unchanged. Another criterion or
+    target gives another model and threshold at once."""
     hp = state.hyperparameters
+    given = {k: v for k, v in choice.items() if v is not None}
+    selection.check_binary_choice(hp, given)
     base = {k: hp.get(k, v) for k, v in CHOICES.defaults().items()}
-    c = CHOICES.parse({k: v for k, v in choice.items() if v is not None}, base=base)
-    c["binary_classifier_model_selection_criteria"] = {"f1": "f_beta", "cross_entropy_loss": "loss_function"}.get(
+    c = CHOICES.parse(given, base=base)
+    c["binary_classifier_model_selection_criteria"] = selection.LEGACY.get(
         c["binary_classifier_model_selection_criteria"], c["binary_classifier_model_selection_criteria"])
     if state.meta["records_seen"] == 0:
         raise UsageError("the state has seen no records: nothing to finalize")
     st = _ready(state)
-    t = st.tensors
-    if "best_weight" in t:
-        W, bias, summary = t["best_weight"], t["best_bias"], _summary(st, "best_validation_")
-    else:  # before any epoch ended: this epoch's summary so far
-        W, bias = t["weight"], t["bias"]
-        summary = _summary(st, "validation_") if "validation_weight" in t else _epoch_summary(st)
-    criterion = _criterion({**hp, **c})
+    W, bias, summary = _choice_summary(st)
+    records = float(summary["weight"].max()) if summary["weight"].numel() else 0.0
+    criterion = selection.criterion({**hp, **c}, records)
     M, C = len(st.meta["grid"]), st.meta["classes"]
-    targets = {k: c[k] for k in ("f_beta", "target_precision", "target_recall")}
-    values = _selection_values(st, summary, criterion, **targets)
+    targets = _targets(hp, {k: c[k] for k in ("f_beta", "target_precision", "target_recall")})
     if c["model"] is not None:
         if c["model"] >= M:
             raise UsageError(f"model = {c['model']}: the grid has models 0 to {M - 1}")
         m = c["model"]
-    elif bool(torch.isfinite(values).any()):
-        m = int(torch.where(torch.isfinite(values), values, torch.full_like(values, -math.inf)).argmax())
-    else:
-        m = 0  # no validation records, or no model meets the target: the given settings
-    edge = _default_edge()
-    if hp["predictor_type"] == "binary_classifier" and criterion != "loss_function" and \
-            float(summary["weight"][m]) > 0:
-        edges, _ = summaries.choose_threshold(summary["hist"][m:m + 1], criterion, default_edge=edge,
-                                              **_targets(hp, targets))
-        edge = int(edges[0])
+    else:  # no validation records, or no model meets the target: model 0, the given settings
+        m = selection.best_model(selection.values(summary, criterion, targets))
     cols = slice(m * C, (m + 1) * C)
+    threshold, edge, hist = summaries.bin_edge(selection.default_edge()), selection.default_edge(), None
+    if hp["predictor_type"] == "binary_classifier" and float(summary["weight"][m]) > 0:
+        if _sampling(st) and st.meta["reservoir"]["rows"]:  # the chosen model's own scores: a threshold between two
+            parts = list(_sample_scores(st, W, bias, cols))
+            s, y, w = (torch.cat([p[i].reshape(-1) for p in parts]) for i in range(3))
+            threshold, hist, edge = selection.exact_threshold(s, y, w, criterion, targets)
+        elif criterion != "loss_function":
+            edges, _ = summaries.choose_threshold(summary["hist"][m:m + 1], criterion,
+                                                  default_edge=selection.default_edge(), **targets)
+            edge = int(edges[0])
+            threshold = summaries.bin_edge(edge)
     W_raw, bias_raw = _raw_parameters(st, W[:, cols], bias[cols])
-    threshold = summaries.bin_edge(edge)
     loss = resolved_loss(hp)
-    validation = _model_metrics(hp, summary, m, edge, targets["f_beta"])
+    validation = selection.model_metrics(_kind(hp), summary, m, edge, targets["beta"], hist)
+    warning = selection.noisy_choice_warning(records) if records > 0 and c["model"] is None else None
     meta = {"predictor_type": hp["predictor_type"], "loss": loss, "n_features": st.meta["n_features"],
             "classes": C, "threshold": threshold, "model_index": m, "models": M, "settings": st.meta["grid"][m],
             "criterion": criterion, "choice": c, "records": st.meta["records_seen"], "validation": validation,
             "loss_options": _loss_options(hp), "accuracy_top_k": hp["accuracy_top_k"],
-            "validated_on": ("validation source" if st.meta.get("external_validation") else
-                             "held-out records" if hp["holdout_fraction"] > 0 else "training records (progressive)")}
+            "validated_on": _validated_on(st), "validation_records": records,
+            "warnings": [warning] if warning else []}
     if hp["predictor_type"] == "binary_classifier" and loss == "logistic":
-        meta["threshold_probability"] = 1 / (1 + math.exp(-threshold))
+        meta["threshold_probability"] = 1 / (1 + math.exp(-max(min(threshold, 700.0), -700.0)))
     tensors = {"weight": W_raw.contiguous(), "bias": bias_raw.contiguous()}
     if hp["predictor_type"] == "binary_classifier":  # the chosen model's validation scores: its PR curve
         tensors["validation_hist"] = summary["hist"][m].clone()
     return LinearModel(tensors, meta)
 
 
-def _model_metrics(hp: dict[str, Any], summary: dict[str, torch.Tensor], m: int, edge: int,
-                   beta: float) -> dict[str, float]:
-    """SageMaker's metrics of model m from a summary (validation or test)."""
-    weight = float(summary["weight"][m])
-    if weight <= 0:
-        return {}
-    out = {"objective_loss": float(summary["loss"][m]) / weight}
-    kind = _kind(hp)
-    if kind == "binary":
-        out.update(summaries.binary_at(summary["hist"][m], edge, beta))
-        out["roc_auc_score"] = float(summaries.roc_auc(summary["hist"][m]))
-    elif kind == "multiclass":
-        out.update(summaries.multiclass_metrics(summary["class_counts"][m], summary["hits"][m], weight, beta))
-    else:
-        out.update(summaries.regression_metrics(summary["errors"][m], weight))
+def _validated_on(state: State) -> str:
+    if state.meta.get("external_validation"):
+        return "validation source"
+    if _sampling(state) and state.meta["reservoir"]["rows"]:
+        return f"{state.meta['reservoir']['rows']:,} held-out records scored by the finished models"
+    if state.hyperparameters["holdout_fraction"] > 0:
+        return "held-out records (progressive)"
+    return "training records (progressive)"
+
+
+def epoch_metrics(state: State) -> dict[str, Any]:
+    """What a `validation` event reports at an epoch's end: the figures of this epoch's models (the best of them
+    under the criterion), and apart from them the best so far, the model finalize would give now."""
+    hp = state.hyperparameters
+    summary = _summary(state, "validation_")
+    crit = _criterion(hp, summary)
+    target = _targets(hp, {})
+    m = selection.best_model(selection.values(summary, crit, target))
+    edge = selection.default_edge()
+    if hp["predictor_type"] == "binary_classifier" and crit != "loss_function":
+        edge = int(summaries.choose_threshold(summary["hist"][m:m + 1], crit, default_edge=edge, **target)[0][0])
+    best = finalize(state)
+    out: dict[str, Any] = {**selection.model_metrics(_kind(hp), summary, m, edge, target["beta"]),
+                           "model_index": m, "best_so_far": {**best.meta["validation"],
+                                                             "model_index": best.meta["model_index"]}}
+    if best.meta["warnings"]:
+        out["warnings"] = best.meta["warnings"]
     return out
 
 
@@ -890,24 +988,25 @@ def metrics(model: LinearModel, sums: dict[str, Any]) -> dict[str, float]:
     """SageMaker's metric names from summed `evaluate` results."""
     edge = int(round((model.meta["threshold"] + summaries.SCORE_RANGE) * summaries.BINS
                      / (2 * summaries.SCORE_RANGE)))
-    hp = {"predictor_type": model.meta["predictor_type"]}
-    return _model_metrics(hp, sums, 0, edge, model.meta.get("choice", {}).get("f_beta", 1.0))
+    return selection.model_metrics(_kind(model.meta), sums, 0, edge, model.meta.get("choice", {}).get("f_beta", 1.0))
 
 
 def describe(state: State) -> dict[str, Any]:
-    """The grid, and each model's validation metrics under the state's criterion."""
-    hp, t, meta = state.hyperparameters, state.tensors, state.meta
-    prefix = "best_validation_" if "best_validation_weight" in t else "validation_"
-    summary = _summary(state, prefix) if prefix + "weight" in t else _epoch_summary(state)
+    """The grid, each model's validation metrics under the state's criterion, and the held-out sample's budget."""
+    hp, meta = state.hyperparameters, state.meta
+    summary = _choice_summary(_ready(state))[2] if meta["records_seen"] else None
     models = []
     for m, g in enumerate(meta["grid"]):
         entry = dict(g)
-        entry["validation"] = _model_metrics(hp, summary, m, _default_edge(), hp["f_beta"]) \
-            if meta["scaled"] else {}
+        entry["validation"] = selection.model_metrics(_kind(hp), summary, m, selection.default_edge(), hp["f_beta"]) \
+            if summary is not None else {}
         models.append(entry)
-    return {"records_seen": meta["records_seen"], "records_trained": meta["records_trained"],
-            "epochs_done": meta["epochs_done"], "predictor_type": hp["predictor_type"], "loss": resolved_loss(hp),
-            "scaling_fixed": meta["scaled"], "stopped_early": meta["stopped"], "models": models}
+    out = {"records_seen": meta["records_seen"], "records_trained": meta["records_trained"],
+           "epochs_done": meta["epochs_done"], "predictor_type": hp["predictor_type"], "loss": resolved_loss(hp),
+           "scaling_fixed": meta["scaled"], "stopped_early": meta["stopped"], "models": models}
+    if _sampling(state):
+        out["validation_reservoir"] = reservoir.describe(meta["reservoir"])
+    return out
 
 
 def summary(model: LinearModel) -> list[str]:
@@ -921,6 +1020,7 @@ def summary(model: LinearModel) -> list[str]:
         lines.append(f"  threshold: {t:.4g}" + (" (probability)" if "threshold_probability" in m else " (score)"))
     if m["validation"]:
         lines.append("  validation: " + ", ".join(f"{k} {v:.4g}" for k, v in m["validation"].items()))
+    lines.extend(f"  warning: {w}" for w in m.get("warnings", []))
     return lines
 
 
