@@ -66,26 +66,29 @@ def thresholds(args) -> None:
 
 
 def small(args) -> None:
-    """Test accuracy of the model chosen by accuracy and by loss on a held-out set of n records."""
-    rows = []
+    """Test accuracy of the model chosen on a held-out set of n records: by accuracy (model and threshold), by the
+    loss (threshold at probability 0.5), and the loss's model with accuracy's threshold."""
     for n_val in (42, 100, 300, 1000, 3000):
-        acc_by = {"accuracy": [], "loss_function": []}
+        acc_by: dict[str, list[float]] = {"accuracy": [], "loss": [], "loss+threshold": []}
         for seed in range(args.seeds):
             beta = torch.randn(4, generator=torch.Generator().manual_seed(seed)) * 0.7
             x, y = make(3000, 100 + seed, beta)
             xv, yv = make(n_val, 200 + seed, beta)
             xt, yt = make(20_000, 300 + seed, beta)
-            state = ll.init({"predictor_type": "binary_classifier", "epochs": 1}, 4, seed)
-            for s in range(0, 3000, 100):
-                state = ll.update(state, Batch(x[s:s + 100], y[s:s + 100]))
-            state, _ = ll.end_epoch(state, [Batch(xv, yv)])
-            for crit in acc_by:
-                m = ll.finalize(state, binary_classifier_model_selection_criteria=crit)
-                acc_by[crit].append(float((m.predict(xt)["predicted_label"] == yt).float().mean()))
-        a, l = (sum(v) / len(v) for v in acc_by.values())
-        rows.append((n_val, a, l))
-        print(f"  held-out {n_val:5d}: test accuracy chosen by accuracy {a:.4f}, by loss {l:.4f} "
-              f"({args.seeds} problems)")
+            state = ll.init({"predictor_type": "binary_classifier", "epochs": args.epochs}, 4, seed)
+            for _ in range(args.epochs):
+                for s in range(0, 3000, 100):
+                    state = ll.update(state, Batch(x[s:s + 100], y[s:s + 100]))
+                state, _ = ll.end_epoch(state, [Batch(xv, yv)])
+            by_loss = ll.finalize(state, binary_classifier_model_selection_criteria="loss_function")
+            models = {"accuracy": ll.finalize(state, binary_classifier_model_selection_criteria="accuracy"),
+                      "loss": by_loss,
+                      "loss+threshold": ll.finalize(state, binary_classifier_model_selection_criteria="accuracy",
+                                                    model=by_loss.meta["model_index"])}
+            for name, m in models.items():
+                acc_by[name].append(float((m.predict(xt)["predicted_label"] == yt).float().mean()))
+        print(f"  held-out {n_val:5d}: test accuracy of the model chosen by " + ", ".join(
+            f"{k} {sum(v) / len(v):.4f}" for k, v in acc_by.items()) + f" ({args.seeds} problems)", flush=True)
 
 
 if __name__ == "__main__":

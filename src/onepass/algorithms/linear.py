@@ -12,15 +12,21 @@ centres them), so sparse batches stay sparse, and only the weights of the featur
 updated, lazily, as Vowpal Wabbit does.
 
 Validation.  Records of a separate validation source (the trainer's `--validation`), or else a deterministic,
-hash-chosen `holdout_fraction` of the stream (never trained on), are summarised per model: binned scores per class
-for binary classifiers, per-class hit counts for multiclass, error sums for regression (see `score_summaries`).
-These bounded summaries are the rich state: `finalize` picks the model and its decision threshold under any
-`binary_classifier_model_selection_criteria` and target, again and again, without data. With several epochs,
-each model's best epoch is kept and training stops early when no model improves.
+hash-chosen `holdout_fraction` of the stream (never trained on), judge the models. Held-out records are kept in a
+bounded, mergeable sample (`reservoir.py`, `validation_reservoir_mib`, stated by `inspect`) that every model scores
+as it is at the end of each epoch and at `finalize`, so that a threshold chosen for a target holds on new records
+(`selection.py` says why, with the measurement); a validation source is scored whole at each epoch end. Scores
+are summarised per model: binned scores per class for binary classifiers, per-class hit counts for multiclass,
+error sums for regression (see `score_summaries`). `finalize` picks the model and its decision threshold under any
+`binary_classifier_model_selection_criteria` and target, again and again, without reading data; a binary model's
+threshold falls between two of its sample's scores. With several epochs, each model's best epoch is kept and
+training stops early when no model improves. A run continued on new data (`--init-from`, `continued`) judges its
+models on the new data only: the earlier best epochs, sample and early-stopping counters are history.
 
 merge averages the models' weights and optimizer moments, weighted by the records each side trained on (the
 documented approximation of SGD merging; exact when one side is empty) and adds the validation summaries
-exactly. Weights trained under another scaling are first re-expressed in this state's scaling.
+exactly and the held-out samples as weighted samples (exact). Weights trained under another scaling are first
+re-expressed in this state's scaling.
 
     >>> import torch, onepass
     >>> g = torch.Generator().manual_seed(0)
@@ -30,7 +36,7 @@ exactly. Weights trained under another scaling are first re-expressed in this st
     >>> for i in range(0, 4000, 200):
     ...     state = onepass.linear_learner.update(state, onepass.Batch(x[i:i + 200], y[i:i + 200]))
     >>> model = onepass.linear_learner.finalize(state)
-    >>> model.meta["validation"]["binary_classification_accuracy"] > 0.85  # held-out records, scored as they came
+    >>> model.meta["validation"]["binary_classification_accuracy"] > 0.85  # held-out records, the model as it is
     True
     >>> model.predict(torch.tensor([[2.0, -2.0, 0.0]]))["predicted_label"].tolist()
     [1.0]
@@ -331,7 +337,7 @@ def _checked(state: State, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, to
         r = int(bad.nonzero()[0, 0])
         pos = batch.position or {}
         where = pos.get("records", state.meta["epoch_records"] + len(y)) - len(y) + r + 1
-        raise DataError(f"label {float(y[r])!r} of record {where} (of the stream) is not {need} "
+        raise DataError(f"label {round(float(y[r]), 6)!r} of record {where} (of the stream) is not {need} "
                         f"({state.hyperparameters['predictor_type']})", source=pos.get("path"), reason="bad label")
     w = batch.w.to(dev, torch.float32) if batch.w is not None else torch.ones_like(y)
     return x, y, w
