@@ -441,3 +441,28 @@ def test_a_label_column_that_cannot_be_a_classifiers_is_refused_naming_the_file(
     import re
     assert re.search(message, r.stderr), r.stderr
     assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_a_choice_on_a_tiny_held_out_set_says_so_and_uses_the_loss(tmp_path):
+    """42 validation records: accuracy cannot tell 8 models apart, so `auto` chooses by the loss and the model,
+    the run's output and the validation events say the choice is noisy; 1,000 and more choose by accuracy."""
+    x, y = _linear_data(3000, seed=18, noise=2.0)
+    xv, yv = _linear_data(1500, seed=19, noise=2.0)
+    for name, xx, yy in (("train", x, y), ("tiny", xv[:42], yv[:42]), ("large", xv, yv)):
+        np.savetxt(tmp_path / f"{name}.csv", np.column_stack([yy.numpy(), xx.numpy()]), delimiter=",", fmt="%.6g")
+    runs = {}
+    for val in ("tiny", "large"):
+        r = run_cli("train", "linear_learner", "--data", tmp_path / "train.csv", "--validation",
+                    tmp_path / f"{val}.csv", "--out", tmp_path / val, "--predictor-type", "binary_classifier",
+                    "--num-models", "8", "--epochs", "2", check=True)
+        runs[val] = (r.stdout, load_model(tmp_path / val))
+    out, model = runs["tiny"]
+    assert model.meta["criterion"] == "loss_function" and model.meta["validation_records"] == 42
+    assert "chosen on 42 held-out records" in model.meta["warnings"][0] and "warning: the model was chosen on 42" in out
+    events = [json.loads(line) for line in (tmp_path / "tiny" / "metrics.jsonl").read_text().splitlines()]
+    assert all(e.get("warnings") for e in events if e["event"] == "validation")
+    out, model = runs["large"]
+    assert model.meta["criterion"] == "accuracy" and model.meta["warnings"] == [] and "warning" not in out
+    accuracy = load_model(tmp_path / "tiny")
+    assert ll.finalize(State.load(tmp_path / "tiny"), binary_classifier_model_selection_criteria="accuracy"
+                       ).meta["criterion"] == "accuracy" != accuracy.meta["criterion"]  # a named criterion is kept

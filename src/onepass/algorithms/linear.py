@@ -290,8 +290,17 @@ def init(hyperparameters: dict[str, Any], n_features: int, seed: int = 0,
     return State(NAME, hp, tensors, meta)
 
 
+def _upgraded(state: State) -> State:
+    """A state written before the held-out sample existed goes on as it was trained: progressive summaries."""
+    if "reservoir" not in state.meta:
+        state.hyperparameters.setdefault("validation_reservoir_mib", 0.0)
+        state.meta.update(reservoir=reservoir.new_meta(0.0, RESERVOIR_ROWS), reservoir_open=False)
+    return state
+
+
 def update(state: State, batch: Batch) -> State:
     """One mini-batch: held for the scaling sample while it fills, else scored (validation) and trained on."""
+    _upgraded(state)
     x, y, w = _checked(state, batch)
     n = x.shape[0]
     if n == 0:
@@ -637,7 +646,7 @@ def end_epoch(state: State, validation: Iterable[Batch] | None = None) -> tuple[
     """Close an epoch: finish scaling if the stream was shorter than the sample, score every model as it now is on
     the validation source or the held-out sample (or take the epoch's progressive summaries), keep each model's
     best epoch, and say whether to stop early."""
-    hp, t, meta = state.hyperparameters, state.tensors, state.meta
+    hp, t, meta = _upgraded(state).hyperparameters, state.tensors, state.meta
     if not meta["scaled"]:
         _fix_scaling(state)
     _check_classes(state)
@@ -696,7 +705,7 @@ def continued(state: State) -> State:
     """A state continued on new data (`--init-from`): its models go on learning from where they are, but the
     earlier run's best epochs, validation figures, held-out sample and early-stopping counters are history, not
     competitors: the new run judges its models on the new data only, and its early stopping starts afresh."""
-    t, meta = state.tensors, state.meta
+    t, meta = _upgraded(state).tensors, state.meta
     for k in [k for k in t if k.startswith(("best_", "validation_", "previous_", "reservoir_"))]:
         del t[k]
     for k in [k for k in t if k.startswith("current_")]:
@@ -772,7 +781,7 @@ def _choice_summary(st: State) -> tuple[torch.Tensor, torch.Tensor, dict[str, to
 
 def merge(a: State, b: State) -> State:
     """Weights averaged by records trained (b re-expressed in a's scaling); validation summaries added."""
-    check_mergeable(a, b, STRUCTURAL + ("seed",))
+    check_mergeable(_upgraded(a), _upgraded(b), STRUCTURAL + ("seed",))
     a, b = _ready(a), _ready(b.to(a.tensors["weight"].device))  # a state from another device joins a's
     out = a.copy()
     na, nb = a.meta["records_trained"], b.meta["records_trained"]
@@ -892,7 +901,7 @@ def finalize(state: State, **choice: Any) -> LinearModel:
     """The best model of the grid under the criterion, and its threshold, chosen on the held-out sample scored by
     the models as they are now (or on the validation summaries); the state is unchanged. Another criterion or
     target gives another model and threshold at once."""
-    hp = state.hyperparameters
+    hp = _upgraded(state).hyperparameters
     given = {k: v for k, v in choice.items() if v is not None}
     selection.check_binary_choice(hp, given)
     base = {k: hp.get(k, v) for k, v in CHOICES.defaults().items()}
@@ -999,8 +1008,8 @@ def metrics(model: LinearModel, sums: dict[str, Any]) -> dict[str, float]:
 
 def describe(state: State) -> dict[str, Any]:
     """The grid, each model's validation metrics under the state's criterion, and the held-out sample's budget."""
-    hp, meta = state.hyperparameters, state.meta
-    summary = _choice_summary(_ready(state))[2] if meta["records_seen"] else None
+    hp, meta = _upgraded(state).hyperparameters, state.meta
+    summary = _choice_summary(state)[2] if meta["scaled"] else None
     models = []
     for m, g in enumerate(meta["grid"]):
         entry = dict(g)
