@@ -47,17 +47,20 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable
 
-import numpy as np
 import torch
 
 from ..data.batches import Batch
 from ..errors import DataError, UsageError
-from ..hyperparameters import HP, HyperParameters
 from ..state import State
 from . import reservoir, selection
 from . import score_summaries as summaries
-from .base import Model, check_mergeable
-from .losses import BINARY, LOSSES, MULTICLASS, REGRESSION, grad_only, loss_only
+from .base import check_mergeable
+from .grid import DEFAULT_LR, LR_STEPS, OPTIMIZERS, PENALTY_STEPS, model_grid  # noqa: F401 (public names)
+from .grid import auto as _auto, groups as _groups
+from .linear_model import LinearModel, evaluate, metrics, precision_recall, summary  # noqa: F401 (public names)
+from .linear_options import (CHOICES, DEFAULT_RESERVOIR_MIB, HYPERPARAMETERS, RESERVOIR_ROWS,  # noqa: F401
+                             kind as _kind, resolved_loss)
+from .losses import grad_only, loss_only
 
 NAME = "linear_learner"
 VERSION = 1
@@ -66,186 +69,7 @@ SUPERVISED = True  # the trainer reads a label column (SageMaker's default: the 
 AVERAGED = ("weight", "bias")  # --sync-every K on several processes: averaged as raw-feature models (see below)
 STRUCTURAL = ("predictor_type", "num_classes", "num_models", "loss", "feature_dim", "optimizer", "learning_rate",
               "wd", "l1", "use_bias", "positive_example_weight_mult", "momentum", "beta_1", "beta_2")
-OPTIMIZERS = ("adam", "sgd", "rmsprop")
-# Centres of the grid's learning-rate axis. Measured on adult, KDD04, california_housing and LetterRecognition
-# (benchmarks/run_linear.py): 0.03 for every optimizer beat adam 0.01 / sgd 0.1 on all four test sets (sgd at 0.1
-# let california's rare extreme records swing the weights: test RMSE 5.5 instead of 0.74).
-DEFAULT_LR = {"adam": 0.03, "sgd": 0.03, "rmsprop": 0.03}
-LR_STEPS = (1.0, 1 / 3, 3.0, 0.1, 10.0)                    # the grid's learning rates, nearest first
-PENALTY_STEPS = (0.0, 1e-6, 1e-4, 1e-2)                    # the grid's wd and l1 when not given
 EPS = 1e-8
-# The held-out sample's budget and most rows (selection.py, benchmarks/run_selection.py): see RESERVOIR_MEASURED.
-DEFAULT_RESERVOIR_MIB = 32.0
-RESERVOIR_ROWS = 100_000
-
-
-def _positive_weight(value: Any) -> Any:
-    s = str(value).strip().lower()
-    if s in ("auto", "balanced"):
-        return s
-    try:
-        v = float(s)
-    except ValueError:
-        raise UsageError(f"hyperparameter positive_example_weight_mult = {value!r} is invalid: expected a number "
-                         "> 0, balanced or auto") from None
-    if not v > 0:
-        raise UsageError(f"hyperparameter positive_example_weight_mult = {value!r} is out of range: expected > 0")
-    return v
-
-
-def _check(hp: dict[str, Any]) -> None:
-    kind = hp["predictor_type"]
-    if kind is None:
-        raise UsageError("hyperparameter predictor_type is required: binary_classifier, multiclass_classifier or "
-                         "regressor")
-    if kind == "multiclass_classifier" and (hp["num_classes"] is None or hp["num_classes"] < 3):
-        raise UsageError("hyperparameter num_classes is required for multiclass_classifier: an integer >= 3")
-    loss = resolved_loss(hp)
-    allowed = {"binary_classifier": BINARY, "multiclass_classifier": MULTICLASS, "regressor": REGRESSION}[kind]
-    if loss not in allowed:
-        raise UsageError(f"hyperparameter loss = {loss!r} does not fit predictor_type = {kind}; valid: "
-                         + ", ".join(allowed))
-    hp["positive_example_weight_mult"] = _positive_weight(hp["positive_example_weight_mult"])
-    hp["binary_classifier_model_selection_criteria"] = selection.LEGACY.get(
-        hp["binary_classifier_model_selection_criteria"], hp["binary_classifier_model_selection_criteria"])
-
-
-HYPERPARAMETERS = HyperParameters([
-    HP("predictor_type", "str", None, "binary_classifier, multiclass_classifier or regressor",
-       choices=("binary_classifier", "multiclass_classifier", "regressor")),
-    HP("num_classes", "int", None, "classes of a multiclass_classifier (labels 0 .. num_classes-1)", low=3,
-       high=1_000_000),
-    HP("feature_dim", "int", None, "number of features (required for LibSVM input); checked against the data",
-       low=1),
-    HP("num_models", "int", "auto", "models trained at once, on a grid around the given settings (auto: 32)",
-       low=1, high=1024, auto=True),
-    HP("loss", "str", "auto", "auto: logistic (binary), softmax_loss (multiclass), squared_loss (regressor)",
-       choices=LOSSES, auto=True),
-    HP("binary_classifier_model_selection_criteria", "str", "auto", "how finalize chooses the model and "
-       "threshold (finalize can choose again); auto: accuracy, or the loss on fewer than "
-       f"{selection.MIN_RECORDS_FOR_ACCURACY:,} held-out records", choices=summaries.CRITERIA + ("f1", "cross_entropy_loss"),
-       auto=True),
-    HP("target_precision", "float", 0.8, "for recall_at_target_precision", low=0, high=1),
-    HP("target_recall", "float", 0.8, "for precision_at_target_recall", low=0, high=1),
-    HP("f_beta", "float", 1.0, "beta of the F-score (f_beta criterion and binary_f_beta metric)", low=0),
-    HP("positive_example_weight_mult", "str", 1.0, "weight of positive examples: a number, balanced (negatives "
-       "/ positives in the scaling sample) or auto (half the grid 1, half balanced)"),
-    HP("balance_multiclass_weights", "bool", False, "weigh every class equally (from the scaling sample)"),
-    HP("accuracy_top_k", "int", 3, "k of multiclass_top_k_accuracy", low=1),
-    HP("epochs", "int", 15, "most passes over the data (early stopping may end sooner)", low=1),
-    HP("mini_batch_size", "int", 1000, "records per mini-batch", low=1),
-    HP("optimizer", "str", "auto", "adam, sgd (with momentum) or rmsprop; auto: adam, and the grid tries all",
-       choices=OPTIMIZERS, auto=True),
-    HP("learning_rate", "float", "auto", "step size (auto: 0.03); the grid also tries 1/10 to 10 times it", low=0,
-       auto=True),
-    HP("momentum", "float", "auto", "sgd momentum (auto: 0.9)", low=0, high=0.999999, auto=True),
-    HP("beta_1", "float", "auto", "adam's first-moment decay (auto: 0.9)", low=0, high=0.999999, auto=True),
-    HP("beta_2", "float", "auto", "adam's and rmsprop's second-moment decay (auto: 0.999)", low=0,
-       high=0.999999, auto=True),
-    HP("wd", "float", "auto", "L2 regularization (auto: the grid tries 0 to 1e-2)", low=0, auto=True),
-    HP("l1", "float", "auto", "L1 regularization (auto: the grid tries 0 to 1e-2)", low=0, auto=True),
-    HP("use_bias", "bool", True, "learn an intercept"),
-    HP("bias_lr_mult", "float", "auto", "bias learning rate = learning_rate x this (auto: 10)", low=0, auto=True),
-    HP("bias_wd_mult", "float", "auto", "bias L2 = wd x this (auto: 0, no bias regularization)", low=0, auto=True),
-    HP("init_method", "str", "uniform", "initial weights: uniform in [-init_scale, init_scale] or normal with "
-       "deviation init_sigma", choices=("uniform", "normal")),
-    HP("init_scale", "float", 0.07, "uniform initialization bound", low=0),
-    HP("init_sigma", "float", 0.01, "normal initialization deviation", low=0),
-    HP("init_bias", "float", 0.0, "initial bias"),
-    HP("use_lr_scheduler", "bool", True, "decay the learning rate stepwise"),
-    HP("lr_scheduler_step", "int", "auto", "updates between decays (auto: 100)", low=1, auto=True),
-    HP("lr_scheduler_factor", "float", "auto", "decay factor (auto: 0.99)", low=0, high=1, auto=True),
-    HP("lr_scheduler_minimum_lr", "float", "auto", "the decay's floor (auto: 1e-5)", low=0, auto=True),
-    HP("normalize_data", "bool", "auto", "scale features to unit deviation, dense ones also to zero mean (auto: "
-       "dense data only; scaling sparse indicator features by a sample's deviation hurt: AUC 0.526 against 0.551 "
-       "unscaled on the benchmark's sparse stream)", auto=True),
-    HP("normalize_label", "bool", "auto", "regressor: scale the label (auto: true for regressors)", auto=True),
-    HP("unbias_data", "bool", "auto", "centre dense features (auto: true for dense data)", auto=True),
-    HP("unbias_label", "bool", "auto", "centre the label (auto: with normalize_label)", auto=True),
-    HP("num_point_for_scaler", "int", 10000, "records that fix the scaling statistics", low=1),
-    HP("num_calibration_samples", "int", "auto", "accepted for SageMaker compatibility: every validation record "
-       "is summarised in bounded memory, so there is no sample to size", low=1, auto=True),
-    HP("margin", "float", 1.0, "hinge_loss margin", low=0),
-    HP("quantile", "float", 0.5, "quantile_loss's quantile", low=0, high=1),
-    HP("loss_insensitivity", "float", 0.01, "epsilon of the eps-insensitive losses", low=0),
-    HP("huber_delta", "float", 1.0, "huber_loss: squared inside, linear outside delta", low=0),
-    HP("early_stopping_patience", "int", 3, "epochs without improvement before stopping", low=1),
-    HP("early_stopping_tolerance", "float", 0.001, "relative improvement that counts as none", low=0),
-    HP("holdout_fraction", "float", 0.1, "without a validation source: the share of records held out (chosen by "
-       "a hash of their position; 0: validate progressively on the training records)", low=0, high=0.9),
-    HP("validation_reservoir_mib", "float", DEFAULT_RESERVOIR_MIB, "held-out records kept in this many MiB (at "
-       f"most {RESERVOIR_ROWS:,}) and scored by the finished models at each epoch end and at finalize, so that "
-       "the chosen model and threshold hold on new data; 0: summaries of held-out records scored as they came",
-       low=0),
-], check=_check)
-
-CHOICES = HyperParameters([
-    HP("binary_classifier_model_selection_criteria", "str", "auto", "the criterion (binary classifiers)",
-       choices=summaries.CRITERIA + ("f1", "cross_entropy_loss"), auto=True),
-    HP("target_precision", "float", 0.8, "for recall_at_target_precision", low=0, high=1),
-    HP("target_recall", "float", 0.8, "for precision_at_target_recall", low=0, high=1),
-    HP("f_beta", "float", 1.0, "beta of the F-score", low=0),
-    HP("model", "int", None, "take this model of the grid (0-based) instead of the best", low=0),
-])
-
-
-def resolved_loss(hp: dict[str, Any]) -> str:
-    if hp["loss"] != "auto":
-        return hp["loss"]
-    return {"binary_classifier": "logistic", "multiclass_classifier": "softmax_loss",
-            "regressor": "squared_loss"}[hp["predictor_type"]]
-
-
-def _kind(hp: dict[str, Any]) -> str:
-    return {"binary_classifier": "binary", "multiclass_classifier": "multiclass",
-            "regressor": "regression"}[hp["predictor_type"]]
-
-
-def _auto(value: Any, default: Any) -> Any:
-    return default if value == "auto" else value
-
-
-# ------------------------------------------------------------------------------------------------------- grid
-
-def model_grid(hp: dict[str, Any]) -> list[dict[str, Any]]:
-    """The models: every combination of the axes, nearest to the given settings first; model 0 is exactly them.
-
-    Axes: optimizer (the given one, then the others unless given), learning rate (x 1, 1/3, 3, 1/10, 10), wd and
-    l1 (the given value x 1, 1/10, 10, 1/100, or 0, 1e-6, 1e-4, 1e-2 when auto), and for auto positive weights,
-    1 or balanced. Models are then grouped by optimizer so that each optimizer updates one block of columns.
-    """
-    size = _auto(hp["num_models"], 32)
-    opt0 = _auto(hp["optimizer"], "adam")
-    optimizers = [opt0] + [o for o in OPTIMIZERS if o != opt0]
-
-    def penalties(given: Any) -> list[float]:
-        return list(PENALTY_STEPS) if given == "auto" else [given * m for m in (1.0, 0.1, 10.0, 0.01)] \
-            if given > 0 else [0.0, 1e-6, 1e-4, 1e-2]
-
-    pos = hp["positive_example_weight_mult"]
-    weights: list[Any] = [1.0, "balanced"] if pos == "auto" and hp["predictor_type"] == "binary_classifier" \
-        else [pos if pos != "auto" else 1.0]
-    axes = [optimizers, LR_STEPS, penalties(hp["wd"]), penalties(hp["l1"]), weights]
-    combos = [(i, j, k, m, p) for i in range(len(axes[0])) for j in range(len(axes[1]))
-              for k in range(len(axes[2])) for m in range(len(axes[3])) for p in range(len(axes[4]))]
-    combos.sort(key=lambda c: (sum(c), c))
-    chosen = combos[:size]
-    chosen.sort(key=lambda c: (c[0], sum(c), c))  # grouped by optimizer; the given settings stay first
-    grid = []
-    for i, j, k, m, p in chosen:
-        opt = optimizers[i]
-        base_lr = _auto(hp["learning_rate"], DEFAULT_LR[opt])
-        grid.append({"optimizer": opt, "learning_rate": base_lr * LR_STEPS[j], "wd": axes[2][k], "l1": axes[3][m],
-                     "positive_example_weight_mult": weights[p]})
-    return grid
-
-
-def _groups(grid: list[dict[str, Any]]) -> dict[str, list[int]]:
-    """Each optimizer's contiguous block of models [first, last + 1)."""
-    out: dict[str, list[int]] = {}
-    for m, g in enumerate(grid):
-        out.setdefault(g["optimizer"], [m, m])[1] = m + 1
-    return out
 
 
 # ------------------------------------------------------------------------------------------------------ state
@@ -863,37 +687,6 @@ def _from_raw(state: State, W_raw: torch.Tensor, bias_raw: torch.Tensor) -> tupl
 
 # -------------------------------------------------------------------------------------------------- finalize
 
-class LinearModel(Model):
-    """One linear model on raw features: scores x W + b, SageMaker's `score` and `predicted_label`."""
-
-    algorithm = NAME
-    json_key = "predictions"
-
-    @property
-    def weight(self) -> torch.Tensor:
-        return self.tensors["weight"]
-
-    @property
-    def bias(self) -> torch.Tensor:
-        return self.tensors["bias"]
-
-    def decision_function(self, x: torch.Tensor) -> torch.Tensor:
-        """Raw scores (n,) or (n, C); x dense or sparse CSR."""
-        W = self.weight.to(x.device)
-        s = x.to(W.dtype) @ W + self.bias.to(x.device)
-        return s[:, 0] if s.shape[1] == 1 else s
-
-    def predict(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        s = self.decision_function(x)
-        kind, loss = self.meta["predictor_type"], self.meta["loss"]
-        if kind == "regressor":
-            return {"score": s}
-        if kind == "multiclass_classifier":
-            return {"score": torch.softmax(s, -1), "predicted_label": s.argmax(-1).to(torch.float32)}
-        label = (s >= self.meta["threshold"]).to(torch.float32)
-        return {"score": torch.sigmoid(s) if loss == "logistic" else s, "predicted_label": label}
-
-
 Model = LinearModel
 
 
@@ -982,30 +775,6 @@ def epoch_metrics(state: State) -> dict[str, Any]:
     return out
 
 
-def evaluate(model: LinearModel, batch: Batch) -> dict[str, Any]:
-    """Summary sums of one batch (the trainer adds them up over a test or validation source)."""
-    meta = model.meta
-    kind = {"binary_classifier": "binary", "multiclass_classifier": "multiclass", "regressor": "regression"}[
-        meta["predictor_type"]]
-    if batch.y is None:
-        raise UsageError("evaluating a linear learner needs labels: name the label column (--label-column)")
-    x = batch.x.to(model.weight.device)
-    y = batch.y.to(x.device, torch.float32)
-    w = batch.w.to(x.device, torch.float32) if batch.w is not None else torch.ones_like(y)
-    s = model.decision_function(x)[:, None]
-    part = summaries.empty(kind, 1, meta["classes"], x.device)
-    loss = loss_only(meta["loss"], s, y, **meta["loss_options"])
-    summaries.add(part, kind, s, y, w, loss, top_k=meta["accuracy_top_k"])
-    return part
-
-
-def metrics(model: LinearModel, sums: dict[str, Any]) -> dict[str, float]:
-    """SageMaker's metric names from summed `evaluate` results."""
-    edge = int(round((model.meta["threshold"] + summaries.SCORE_RANGE) * summaries.BINS
-                     / (2 * summaries.SCORE_RANGE)))
-    return selection.model_metrics(_kind(model.meta), sums, 0, edge, model.meta.get("choice", {}).get("f_beta", 1.0))
-
-
 def describe(state: State) -> dict[str, Any]:
     """The grid, each model's validation metrics under the state's criterion, and the held-out sample's budget."""
     hp, meta = _upgraded(state).hyperparameters, state.meta
@@ -1022,27 +791,3 @@ def describe(state: State) -> dict[str, Any]:
     if _sampling(state):
         out["validation_reservoir"] = reservoir.describe(meta["reservoir"])
     return out
-
-
-def summary(model: LinearModel) -> list[str]:
-    m = model.meta
-    g = m["settings"]
-    lines = [f"model: {m['predictor_type']} ({m['loss']}), model {m['model_index']} of {m['models']} "
-             f"({g['optimizer']}, learning_rate {g['learning_rate']:.3g}, wd {g['wd']:.3g}, l1 {g['l1']:.3g}), "
-             f"chosen by {m['criterion']} on {m['validated_on']}"]
-    if m["predictor_type"] == "binary_classifier":
-        t = m.get("threshold_probability", m["threshold"])
-        lines.append(f"  threshold: {t:.4g}" + (" (probability)" if "threshold_probability" in m else " (score)"))
-    if m["validation"]:
-        lines.append("  validation: " + ", ".join(f"{k} {v:.4g}" for k, v in m["validation"].items()))
-    lines.extend(f"  warning: {w}" for w in m.get("warnings", []))
-    return lines
-
-
-def precision_recall(model: LinearModel) -> tuple[list[float], list[float]]:
-    """The chosen binary model's precision-recall curve on its validation records (recall, precision)."""
-    hist = model.tensors["validation_hist"].double()
-    tp, fp, fn, _ = summaries._curves(hist)
-    keep = (tp + fp) > 0
-    precision, recall = tp[keep] / (tp + fp)[keep], tp[keep] / (tp + fn)[keep].clamp(min=1e-300)
-    return recall.tolist(), precision.tolist()
