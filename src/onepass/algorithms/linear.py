@@ -749,7 +749,8 @@ def _validated_on(state: State) -> str:
     if state.meta.get("external_validation"):
         return "validation source"
     if _sampling(state) and state.meta["reservoir"]["rows"]:
-        return f"{state.meta['reservoir']['rows']:,} held-out records scored by the finished models"
+        rows = reservoir.rows(state.tensors, state.meta["reservoir"], "reservoir_")
+        return f"{rows:,} held-out records scored by the finished models"
     if state.hyperparameters["holdout_fraction"] > 0:
         return "held-out records (progressive)"
     return "training records (progressive)"
@@ -789,5 +790,5 @@ def describe(state: State) -> dict[str, Any]:
            "epochs_done": meta["epochs_done"], "predictor_type": hp["predictor_type"], "loss": resolved_loss(hp),
            "scaling_fixed": meta["scaled"], "stopped_early": meta["stopped"], "models": models}
     if _sampling(state):
-        out["validation_reservoir"] = reservoir.describe(meta["reservoir"])
+        out["validation_reservoir"] = reservoir.describe(state.tensors, meta["reservoir"], "reservoir_")
     return out

@@ -17,6 +17,11 @@ bytes (features, label, weight, priority), a CSR row 24 bytes and 12 per non-zer
 also stops at its non-zeros' share of the budget, so rows denser than the first ones only mean fewer rows.
 Storage grows by doubling up to the plan (plus one batch), so filling costs O(rows) copies in all.
 
+Cuts are lazy: a quarter of the budget (`SLACK`) holds records admitted since the last cut, and a cut (a sort of the
+priorities) happens only when it is full. Cutting at every admitting batch sorted 100,000 priorities per batch for
+most of a long stream (about R ln(N / R) records are admitted after the sample fills). The sample is still the
+best `capacity` rows of what is stored (`_view`), the same rows a cut would keep, so nothing changes but the cost.
+
 State: tensors named `{prefix}x` (dense) or `{prefix}len`, `{prefix}col`, `{prefix}val` (CSR), and `{prefix}y`,
 `{prefix}w`, `{prefix}priority`, with the counters in one JSON-able dict (`meta`).
 """
@@ -31,6 +36,7 @@ import torch
 ROW_BYTES = 16            # label (float32), weight (float32), priority (float64)
 CSR_ROW_BYTES = 24        # + the row's count of non-zeros (int64)
 ENTRY_BYTES = 12          # a CSR non-zero: column (int64), value (float32)
+SLACK = 0.25              # storage beyond the sample, for admissions between two cuts
 
 
 def new_meta(budget_mib: float, max_rows: int) -> dict[str, Any]:
@@ -40,7 +46,7 @@ def new_meta(budget_mib: float, max_rows: int) -> dict[str, Any]:
 
 
 def _plan(meta: dict[str, Any], x: torch.Tensor) -> None:
-    budget = int(meta["budget_mib"] * 2**20)
+    budget = int(meta["budget_mib"] * 2**20 / (1 + SLACK))
     if x.layout == torch.sparse_csr:
         mean_nnz = max(1.0, x.values().numel() / max(1, x.shape[0]))
         rows = min(meta["max_rows"], int(budget / (CSR_ROW_BYTES + ENTRY_BYTES * mean_nnz)))
@@ -66,8 +72,13 @@ def add(tensors: dict[str, torch.Tensor], meta: dict[str, Any], prefix: str, x: 
     if meta["capacity"] == 0:
         return
     _add_kept(tensors, meta, prefix, x, y, w, priority, priority > meta["threshold"])
-    if meta["rows"] > meta["capacity"] or (meta["sparse"] and meta["nnz"] > meta["nnz_capacity"]):
+    if meta["rows"] > _stored(meta["capacity"]) or (meta["sparse"] and meta["nnz"] > _stored(meta["nnz_capacity"])):
         _cut(tensors, meta, prefix)
+
+
+def _stored(capacity: int) -> int:
+    """Rows (or non-zeros) storage may hold before a cut."""
+    return capacity + int(capacity * SLACK)
 
 
 def _append(tensors: dict[str, torch.Tensor], meta: dict[str, Any], prefix: str, parts: dict[str, torch.Tensor],
@@ -80,7 +91,7 @@ def _append(tensors: dict[str, torch.Tensor], meta: dict[str, Any], prefix: str,
         key = prefix + name
         have = tensors.get(key)
         if have is None or have.shape[0] < fill + n:
-            size = max(fill + n, min(max(2 * (have.shape[0] if have is not None else 0), 256), capacity + n))
+            size = max(fill + n, min(max(2 * (have.shape[0] if have is not None else 0), 256), _stored(capacity) + n))
             grown = torch.zeros((size, *v.shape[1:]), dtype=v.dtype, device=v.device)
             if have is not None:
                 grown[:fill] = have[:fill]
@@ -91,17 +102,31 @@ def _append(tensors: dict[str, torch.Tensor], meta: dict[str, Any], prefix: str,
 
 def _cut(tensors: dict[str, torch.Tensor], meta: dict[str, Any], prefix: str) -> None:
     """Keep the highest priorities that fit; the first one left out raises the threshold."""
+    rows, meta["threshold"] = _view(tensors, meta, prefix)
+    if rows is not None:
+        _reorder(tensors, meta, prefix, rows)
+
+
+def _view(tensors: dict[str, torch.Tensor], meta: dict[str, Any], prefix: str
+          ) -> tuple[torch.Tensor | None, float]:
+    """The sample within what is stored: its rows (None: all of them, in storage order) and its threshold."""
     n = meta["rows"]
+    if n <= meta["capacity"] and not (meta["sparse"] and meta["nnz"] > meta["nnz_capacity"]):
+        return None, meta["threshold"]
     pri = tensors[prefix + "priority"][:n]
     order = torch.sort(pri, descending=True, stable=True).indices
     keep = min(n, meta["capacity"])
     if meta["sparse"]:
         lens = tensors[prefix + "len"][:n][order]
-        fits = int((lens.cumsum(0) <= meta["nnz_capacity"]).sum())
-        keep = min(keep, fits)
-    if keep < n:
-        meta["threshold"] = max(meta["threshold"], float(pri[order[keep]]))
-    _reorder(tensors, meta, prefix, order[:keep])
+        keep = min(keep, int((lens.cumsum(0) <= meta["nnz_capacity"]).sum()))
+    threshold = max(meta["threshold"], float(pri[order[keep]])) if keep < n else meta["threshold"]
+    return order[:keep], threshold
+
+
+def rows(tensors: dict[str, torch.Tensor], meta: dict[str, Any], prefix: str) -> int:
+    """How many rows the sample holds."""
+    view, _ = _view(tensors, meta, prefix)
+    return meta["rows"] if view is None else len(view)
 
 
 def _reorder(tensors: dict[str, torch.Tensor], meta: dict[str, Any], prefix: str, rows: torch.Tensor) -> None:
@@ -148,8 +173,7 @@ def merge(a: dict[str, torch.Tensor], meta_a: dict[str, Any], b: dict[str, torch
             x = rows_of(side, m, prefix, 0, m["rows"])
             y, w, p = (side[prefix + k][:m["rows"]] for k in ("y", "w", "priority"))
             _add_kept(out, meta, prefix, x, y, w, p, p > meta["threshold"])
-    if meta["rows"]:
-        _cut(out, meta, prefix)
+    _cut(out, meta, prefix)
     return out, meta
 
 
@@ -191,11 +215,18 @@ def rows_of(tensors: dict[str, torch.Tensor], meta: dict[str, Any], prefix: str,
 def chunks(tensors: dict[str, torch.Tensor], meta: dict[str, Any], prefix: str, n_features: int,
            size: int = 4096) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """The sample in chunks of rows: features, labels and the weight each row stands for, max(w, tau)."""
-    for s in range(0, meta["rows"], size):
-        e = min(meta["rows"], s + size)
-        w = tensors[prefix + "w"][s:e]
-        yield (rows_of(tensors, meta, prefix, s, e, n_features), tensors[prefix + "y"][s:e],
-               torch.clamp(w.double(), min=meta["threshold"]).float() if meta["threshold"] > 0 else w)
+    view, threshold = _view(tensors, meta, prefix)
+    n = meta["rows"] if view is None else len(view)
+    for s in range(0, n, size):
+        e = min(n, s + size)
+        if view is None:
+            x, y, w = (rows_of(tensors, meta, prefix, s, e, n_features), tensors[prefix + "y"][s:e],
+                       tensors[prefix + "w"][s:e])
+        else:
+            part = view[s:e]
+            x = take_rows(rows_of(tensors, meta, prefix, 0, meta["rows"], n_features), part)
+            y, w = tensors[prefix + "y"][part], tensors[prefix + "w"][part]
+        yield x, y, torch.clamp(w.double(), min=threshold).float() if threshold > 0 else w
 
 
 def take_rows(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -217,14 +248,16 @@ def priorities(u: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return torch.where(w > 0, w.double() / u.double(), torch.zeros_like(u, dtype=torch.float64))
 
 
-def describe(meta: dict[str, Any]) -> dict[str, Any]:
+def describe(tensors: dict[str, torch.Tensor], meta: dict[str, Any], prefix: str) -> dict[str, Any]:
     """What `inspect` states: the budget, the plan and what the sample holds now."""
-    out = {"budget_mib": meta["budget_mib"], "rows": meta["rows"], "capacity_rows": meta["capacity"],
-           "records_offered": meta["offered"]}
+    view, threshold = _view(tensors, meta, prefix)
+    out = {"budget_mib": meta["budget_mib"], "rows": meta["rows"] if view is None else len(view),
+           "capacity_rows": meta["capacity"], "records_offered": meta["offered"],
+           "stored_mib": round(nbytes(tensors, prefix) / 2**20, 3)}
     if meta["sparse"]:
         out.update(nnz=meta["nnz"], capacity_nnz=meta["nnz_capacity"])
-    if meta["threshold"] > 0:
-        out["each_row_stands_for"] = f"max(weight, {meta['threshold']:.4g})"
+    if threshold > 0:
+        out["each_row_stands_for"] = f"max(weight, {threshold:.4g})"
     return out
 
 
