@@ -322,18 +322,7 @@ def _step(state: State, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, index
     held = _held_out(state, index).to(x.device)
     xs = _scale(state, x)
     s = _raw_scores(state, xs)
-    validating = held if bool(held.any()) or hp["holdout_fraction"] > 0 or state.meta.get("external_validation") \
-        else torch.ones_like(held)  # no holdout: validate progressively on training records, before their update
-    if _sampling(state):
-        if state.meta["reservoir_open"] and bool(held.any()):  # the first epoch offers them; later ones repeat them
-            rows = held.nonzero().squeeze(1)
-            wh = w[rows]
-            key = selection.sample_keys(index[held.cpu()], state.meta["seed"]).to(wh.device)
-            reservoir.add(t, state.meta["reservoir"], "reservoir_", reservoir.take_rows(x, rows), y[rows], wh,
-                          reservoir.priorities(key, wh))
-    elif bool(validating.any()):
-        _rotate_summaries(state, int(index[0]))
-        _summarize(state, "current_", s[validating], y[validating], w[validating])
+    _validate(state, x, s, y, w, index, held)
     train = ~held
     n_train = int(train.sum())
     if n_train == 0:
@@ -353,6 +342,26 @@ def _step(state: State, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, index
     G = grad.reshape(grad.shape[0], -1)                                   # (n, M C)
     _apply(state, xs, G)
     state.meta["records_trained"] += n_train
+
+
+def _validate(state: State, x: torch.Tensor, s: torch.Tensor, y: torch.Tensor, w: torch.Tensor,
+              index: torch.Tensor, held: torch.Tensor) -> None:
+    """Held-out records go to the sample (the first epoch offers them; later epochs repeat them), or, without a
+    sample, their scores s by the models as they are go to the progressive summaries (without held-out records:
+    the training records' scores, before their update)."""
+    if _sampling(state):
+        if state.meta["reservoir_open"] and bool(held.any()):
+            rows = held.nonzero().squeeze(1)
+            wh = w[rows]
+            key = selection.sample_keys(index[held.cpu()], state.meta["seed"]).to(wh.device)
+            reservoir.add(state.tensors, state.meta["reservoir"], "reservoir_", reservoir.take_rows(x, rows),
+                          y[rows], wh, reservoir.priorities(key, wh))
+        return
+    progressive = state.hyperparameters["holdout_fraction"] <= 0 and not state.meta.get("external_validation")
+    validating = torch.ones_like(held) if progressive and not bool(held.any()) else held
+    if bool(validating.any()):
+        _rotate_summaries(state, int(index[0]))
+        _summarize(state, "current_", s[validating], y[validating], w[validating])
 
 
 def _rotate_summaries(state: State, position: int) -> None:
@@ -499,7 +508,7 @@ def end_epoch(state: State, validation: Iterable[Batch] | None = None) -> tuple[
     meta["epochs_done"] += 1
     meta["epoch_records"] = 0
     summary = _summary(state, "validation_")
-    values = selection.values(summary, _criterion(hp, summary), _targets(hp, {}))
+    values = selection.values(summary, _criterion(state, summary), _targets(hp, {}))
     if hp["epochs"] > 1:  # keep each model's best epoch: its weights and the summaries that chose it
         if "best_value" not in t:
             t["best_value"] = torch.full((M,), -math.inf, dtype=torch.float64, device=values.device)
@@ -558,8 +567,16 @@ def _check_classes(state: State) -> None:
                     source=state.meta.get("label_source"), reason="one class")
 
 
-def _criterion(hp: dict[str, Any], summary: dict[str, torch.Tensor]) -> str:
-    return selection.criterion(hp, float(summary["weight"].max()) if summary["weight"].numel() else 0.0)
+def _criterion(state: State, summary: dict[str, torch.Tensor], choice: dict[str, Any] | None = None) -> str:
+    return selection.criterion({**state.hyperparameters, **(choice or {})}, _judged_on(state, summary))
+
+
+def _judged_on(state: State, summary: dict[str, torch.Tensor]) -> float:
+    """How many records judge the models: the sample's rows (each may stand for several records), else the
+    summary's weight."""
+    if _sampling(state) and state.meta["reservoir"]["rows"]:
+        return float(reservoir.rows(state.tensors, state.meta["reservoir"], "reservoir_"))
+    return float(summary["weight"].max()) if summary["weight"].numel() else 0.0
 
 
 def _summary(state: State, prefix: str) -> dict[str, torch.Tensor]:
@@ -705,8 +722,8 @@ def finalize(state: State, **choice: Any) -> LinearModel:
         raise UsageError("the state has seen no records: nothing to finalize")
     st = _ready(state)
     W, bias, summary = _choice_summary(st)
-    records = float(summary["weight"].max()) if summary["weight"].numel() else 0.0
-    criterion = selection.criterion({**hp, **c}, records)
+    records = _judged_on(st, summary)
+    criterion = _criterion(st, summary, c)
     M, C = len(st.meta["grid"]), st.meta["classes"]
     targets = _targets(hp, {k: c[k] for k in ("f_beta", "target_precision", "target_recall")})
     if c["model"] is not None:
@@ -761,7 +778,7 @@ def epoch_metrics(state: State) -> dict[str, Any]:
     under the criterion), and apart from them the best so far, the model finalize would give now."""
     hp = state.hyperparameters
     summary = _summary(state, "validation_")
-    crit = _criterion(hp, summary)
+    crit = _criterion(state, summary)
     target = _targets(hp, {})
     m = selection.best_model(selection.values(summary, crit, target))
     edge = selection.default_edge()
