@@ -61,7 +61,8 @@ def thresholds(args) -> None:
             r, p = recall_precision(m, xf, yf)
             held = m.meta["validation"]
             got, said = (r, held["recall"]) if key == "target_recall" else (p, held["precision"])
-            print(f"  reservoir {mib:5g} MiB ({ll.describe(state).get("validation_reservoir", {}).get("rows", 0):6,} rows, {took:5.1f} s): {crit} "
+            rows = ll.describe(state).get("validation_reservoir", {}).get("rows", 0)
+            print(f"  reservoir {mib:5g} MiB ({rows:6,} rows, {took:5.1f} s): {crit} "
                   f"{target}: held-out {said:.4f}, fresh {got:.4f}")
 
 
