@@ -510,27 +510,8 @@ def end_epoch(state: State, validation: Iterable[Batch] | None = None) -> tuple[
     summary = _summary(state, "validation_")
     values = selection.values(summary, _criterion(state, summary), _targets(hp, {}))
     if hp["epochs"] > 1:  # keep each model's best epoch: its weights and the summaries that chose it
-        if "best_value" not in t:
-            t["best_value"] = torch.full((M,), -math.inf, dtype=torch.float64, device=values.device)
-            t["best_weight"], t["best_bias"] = t["weight"].clone(), t["bias"].clone()
-            for k in [k for k in t if k.startswith("validation_")]:
-                t["best_" + k] = t[k].clone()
-        better = values > t["best_value"]
-        if bool(better.any()):
-            t["best_value"] = torch.where(better, values, t["best_value"])
-            cols = better.repeat_interleave(C)
-            t["best_weight"][:, cols] = t["weight"][:, cols]
-            t["best_bias"][cols] = t["bias"][cols]
-            for k in [k for k in t if k.startswith("validation_")]:
-                t["best_" + k][better] = t[k][better]
-    best_now = float(values.max()) if values.numel() and bool(torch.isfinite(values).any()) else None
-    previous = meta["best_value"]
-    if best_now is not None and (previous is None or best_now > previous + hp["early_stopping_tolerance"]
-                                 * abs(previous)):
-        meta["best_value"], meta["bad_epochs"] = best_now, 0
-    else:
-        meta["bad_epochs"] += 1
-    meta["stopped"] = meta["bad_epochs"] >= hp["early_stopping_patience"]
+        selection.keep_best(t, values, ("weight", "bias"))
+    selection.early_stopping(meta, values, hp["early_stopping_patience"], hp["early_stopping_tolerance"])
     return state, meta["stopped"]
 
 

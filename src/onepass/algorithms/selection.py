@@ -136,6 +136,42 @@ def best_model(value: torch.Tensor) -> int:
     return int(torch.where(torch.isfinite(value), value, torch.full_like(value, -math.inf)).argmax())
 
 
+def keep_best(t: dict[str, torch.Tensor], values: torch.Tensor, names: tuple[str, ...],
+              prefix: str = "validation_") -> None:
+    """Keep each model's best epoch so far: where a model's value beats its best, copy its columns of the parameter
+    tensors `names` (last dimension: the M models' equal blocks of columns) to `best_<name>`, and its summaries
+    (`<prefix>*`, first dimension M) to `best_<prefix>*`."""
+    M = values.shape[0]
+    summaries_ = [k for k in t if k.startswith(prefix)]
+    if "best_value" not in t:
+        t["best_value"] = torch.full((M,), -math.inf, dtype=torch.float64, device=values.device)
+        for k in (*names, *summaries_):
+            t["best_" + k] = t[k].clone()
+    better = values > t["best_value"]
+    if not bool(better.any()):
+        return
+    t["best_value"] = torch.where(better, values, t["best_value"])
+    for k in names:
+        cols = better.repeat_interleave(t[k].shape[-1] // M)
+        t["best_" + k][..., cols] = t[k][..., cols]
+    for k in summaries_:
+        t["best_" + k][better] = t[k][better]
+
+
+def early_stopping(meta: dict[str, Any], values: torch.Tensor, patience: int, tolerance: float) -> bool:
+    """Count epochs in which no model's value beat the best so far by the relative `tolerance`; stop after
+    `patience` of them (meta's best_value, bad_epochs and stopped)."""
+    finite = values[torch.isfinite(values)]
+    best_now = float(finite.max()) if finite.numel() else None
+    previous = meta["best_value"]
+    if best_now is not None and (previous is None or best_now > previous + tolerance * abs(previous)):
+        meta["best_value"], meta["bad_epochs"] = best_now, 0
+    else:
+        meta["bad_epochs"] += 1
+    meta["stopped"] = meta["bad_epochs"] >= patience
+    return meta["stopped"]
+
+
 def exact_threshold(s: torch.Tensor, y: torch.Tensor, w: torch.Tensor, crit: str,
                     target: dict[str, float]) -> tuple[float, torch.Tensor, int]:
     """One model's threshold under `crit` from its scores s of the held-out sample (labels y, weights w), placed
