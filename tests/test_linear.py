@@ -184,8 +184,11 @@ def test_holdout_records_are_never_trained_on_and_balanced_weights_follow_the_sa
 
 def test_early_stopping_keeps_the_best_epoch():
     x, y = _linear_data(3000, seed=9, noise=0.0)
+    # accuracy named: on 300 held-out records `auto` would choose (and stop) by the loss, which on separable data
+    # goes on falling for 50 epochs
     state = _fit({"predictor_type": "binary_classifier", "epochs": 50, "early_stopping_patience": 2,
-                  "num_point_for_scaler": 500}, x, y, batch=100, epochs=50)
+                  "num_point_for_scaler": 500, "binary_classifier_model_selection_criteria": "accuracy"},
+                 x, y, batch=100, epochs=50)
     assert state.meta["stopped"] and state.meta["epochs_done"] < 50
     assert "best_weight" in state.tensors
     assert ll.finalize(state).meta["validation"]["binary_classification_accuracy"] > 0.97
@@ -275,3 +278,191 @@ def test_present_columns_are_torch_unique_by_either_path(d):
         want_cols, want_place = torch.unique(col, return_inverse=True)
         assert torch.equal(cols, want_cols) and torch.equal(place, want_place)
         assert torch.equal(cols[place], col)
+
+
+# ------------------------------------------------------------------ choices that hold on new data (issue 20, 21)
+
+def _logistic_data(n, seed, d=12):
+    """Records with a known score distribution: x ~ N(1, I), P(y = 1 | x) = sigmoid((x - 1) . beta), AUC ~0.63."""
+    g = torch.Generator().manual_seed(seed)
+    beta = torch.tensor([0.25, -0.2, 0.15, 0.1, -0.1, 0.08, 0.05, 0.0, 0.0, 0.0, 0.0, 0.0])[:d]
+    x = torch.randn(n, d, generator=g) + 1.0
+    return x, (torch.rand(n, generator=g) < torch.sigmoid((x - 1.0) @ beta)).float()
+
+
+@pytest.mark.parametrize("criterion, key, target", [("precision_at_target_recall", "target_recall", 0.9),
+                                                    ("recall_at_target_precision", "target_precision", 0.6)])
+def test_a_threshold_chosen_for_a_target_holds_on_fresh_records(criterion, key, target):
+    """The held-out records are scored by the finished models: what the threshold reaches there, it reaches on
+    fresh records of the same distribution, within two standard errors (of the sample and of the fresh set)."""
+    x, y = _logistic_data(100_000, 1)
+    state = _fit({"predictor_type": "binary_classifier", "epochs": 2}, x, y, batch=1000, epochs=2)
+    model = ll.finalize(state, binary_classifier_model_selection_criteria=criterion, **{key: target})
+    assert model.meta["validation"][key[len("target_"):]] >= target
+    xf, yf = _logistic_data(100_000, 2)
+    pred = model.predict(xf)["predicted_label"]
+    tp = float((pred * yf).sum())
+    sample = ll.describe(state)["validation_reservoir"]["rows"]
+    if key == "target_recall":
+        got, n_sample, n_fresh = tp / float(yf.sum()), sample * float(y.mean()), float(yf.sum())
+    else:  # precision is measured on the predicted positives
+        share = float(pred.mean())
+        got, n_sample, n_fresh = tp / float(pred.sum()), sample * share, float(pred.sum())
+    se = (target * (1 - target) * (1 / n_sample + 1 / n_fresh)) ** 0.5
+    assert abs(got - target) <= 2 * se, f"{key[7:]} {got:.4f} on fresh records, target {target} +- {2 * se:.4f}"
+
+
+def test_the_held_out_sample_has_a_fixed_budget_stated_in_inspect(tmp_path):
+    x, y = _logistic_data(30_000, 3)
+    hp = {"predictor_type": "binary_classifier", "num_models": 4, "validation_reservoir_mib": 0.05}
+    state = _fit(hp, x, y, batch=500)
+    sample = ll.describe(state)["validation_reservoir"]
+    assert sample["budget_mib"] == 0.05
+    capacity = int(0.05 * 2**20 / 1.25) // (4 * 12 + 16)  # a fifth of the budget takes admissions between cuts
+    assert sample["capacity_rows"] == capacity == sample["rows"] < sample["records_offered"]
+    stored = sum(v.numel() * v.element_size() for k, v in state.tensors.items() if k.startswith("reservoir_"))
+    assert stored <= 0.05 * 2**20 + 500 * (4 * 12 + 16)  # the budget and at most one batch
+    off = _fit({**hp, "validation_reservoir_mib": 0}, x, y, batch=500)
+    assert "validation_reservoir" not in ll.describe(off)
+    assert ll.finalize(off).meta["validated_on"] == "held-out records (progressive)"
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_samples_merge_into_the_sample_of_both_streams(sparse):
+    """Priority sampling keeps the highest priorities that fit: two samples merged hold exactly what one sample
+    of both streams holds (rows, labels, the weight each stands for), dense or CSR."""
+    from onepass.algorithms import reservoir
+
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(3000, 20, generator=g) * (torch.rand(3000, 20, generator=g) < 0.3)
+    y, w = (torch.rand(3000, generator=g) < 0.5).float(), torch.rand(3000, generator=g) + 0.5
+    pri = reservoir.priorities(torch.rand(3000, generator=g, dtype=torch.float64) + 1e-9, w)
+    rows = (lambda a, b: x[a:b].to_sparse_csr()) if sparse else (lambda a, b: x[a:b])
+
+    def sample(start, end):
+        t, meta = {}, reservoir.new_meta(0.02, 10**6)
+        for s in range(start, end, 100):
+            reservoir.add(t, meta, "r_", rows(s, s + 100), y[s:s + 100], w[s:s + 100], pri[s:s + 100])
+        return t, meta
+
+    def content(t, meta):
+        (xs, ys, ws), = reservoir.chunks(t, meta, "r_", 20, size=10**6)
+        xs = xs.to_dense() if sparse else xs
+        return sorted((float(yy), float(ww), tuple(xx.tolist())) for xx, yy, ww in zip(xs, ys, ws))
+
+    whole = sample(0, 3000)
+    merged = reservoir.merge(*sample(0, 1700), *sample(1700, 3000), "r_")
+    assert 0 < reservoir.rows(*whole, "r_") < 3000, "the budget should bind"
+    assert reservoir.describe(*whole, "r_")["each_row_stands_for"] == \
+        reservoir.describe(*merged, "r_")["each_row_stands_for"]
+    assert content(*whole) == content(*merged)
+
+
+def test_continuing_on_flipped_labels_learns_them_from_the_command_line(tmp_path):
+    """Issue 21: train on A, continue on B (A's labels flipped) with --init-from: the continued run judges its
+    models on B, so its test AUC on B is a fresh run's, not A's 0.08, and its model is not A's."""
+    x, y = _linear_data(8000, d=6, seed=13, noise=1.0)
+    xt, yt = _linear_data(2000, d=6, seed=14, noise=1.0)
+    for name, xx, yy in (("A", x, y), ("B", x, 1 - y), ("B_test", xt, 1 - yt)):
+        np.savetxt(tmp_path / f"{name}.csv", np.column_stack([yy.numpy(), xx.numpy()]), delimiter=",", fmt="%.6g")
+    common = ["--predictor-type", "binary_classifier", "--quiet"]
+    run_cli("train", "linear_learner", "--data", tmp_path / "A.csv", "--out", tmp_path / "A", "--epochs", "3",
+            *common, check=True)
+    run_cli("train", "linear_learner", "--data", tmp_path / "B.csv", "--init-from", tmp_path / "A", "--epochs", "2",
+            "--early-stopping-patience", "10", "--test", tmp_path / "B_test.csv", "--out", tmp_path / "B", "--quiet",
+            check=True)
+    run_cli("train", "linear_learner", "--data", tmp_path / "B.csv", "--epochs", "2", "--test",
+            tmp_path / "B_test.csv", "--out", tmp_path / "fresh", *common, check=True)
+
+    def events(run):
+        return [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+
+    continued, fresh = events("B")[-1]["test:roc_auc_score"], events("fresh")[-1]["test:roc_auc_score"]
+    assert continued > 0.9 and continued >= fresh - 0.02, (continued, fresh)
+    assert load_model(tmp_path / "B").weight.tolist() != load_model(tmp_path / "A").weight.tolist()
+    a_last = [e for e in events("A") if e["event"] == "validation"][-1]
+    b_first = [e for e in events("B") if e["event"] == "validation"][0]
+    assert b_first["best_so_far"] != a_last["best_so_far"], "the continued run repeats A's validation figures"
+
+
+def test_validation_events_report_the_epoch_apart_from_the_best_so_far(tmp_path):
+    x, y = _linear_data(4000, seed=15, noise=2.0)
+    np.savetxt(tmp_path / "d.csv", np.column_stack([y.numpy(), x.numpy()]), delimiter=",", fmt="%.6g")
+    run_cli("train", "linear_learner", "--data", tmp_path / "d.csv", "--out", tmp_path / "run", "--epochs", "4",
+            "--predictor-type", "binary_classifier", "--num-models", "4", "--early-stopping-patience", "10",
+            "--quiet", check=True)
+    events = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    validation = [e for e in events if e["event"] == "validation"]
+    assert len(validation) == 4
+    losses = [e["objective_loss"] for e in validation]
+    assert len(set(losses)) == 4, "each epoch reports its own models' figures"
+    model = load_model(tmp_path / "run")
+    assert validation[-1]["best_so_far"]["model_index"] == model.meta["model_index"]
+    assert validation[-1]["best_so_far"]["objective_loss"] == pytest.approx(model.meta["validation"]["objective_loss"])
+
+
+def test_a_binary_criterion_for_a_multiclass_state_is_an_error(tmp_path):
+    g = torch.Generator().manual_seed(16)
+    x = torch.randn(2000, 4, generator=g)
+    y = x[:, :3].argmax(1).float()
+    state = _fit({"predictor_type": "multiclass_classifier", "num_classes": 3, "num_models": 2}, x, y)
+    with pytest.raises(onepass.UsageError, match="binary_classifier_model_selection_criteria .*multiclass"):
+        ll.finalize(state, binary_classifier_model_selection_criteria="precision_at_target_recall")
+    with pytest.raises(onepass.UsageError, match="target_recall"):
+        ll.finalize(state, target_recall=0.9)
+    assert ll.finalize(state).meta["criterion"] == "loss_function"
+    state.save(tmp_path / "s.safetensors")
+    r = run_cli("finalize", tmp_path / "s.safetensors", "--binary-classifier-model-selection-criteria", "f_beta",
+                "--out", tmp_path / "m.safetensors")
+    assert r.returncode == 2 and "multiclass_classifier" in r.stderr
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+@pytest.mark.parametrize("labels, kind, message", [
+    ("0.37", "binary_classifier", r"label 0.37 of record 3 .*not 0 or 1"),
+    ("2.5", "multiclass_classifier", r"label 2.5 of record 3 .*not an integer 0 .. 2"),
+    ("one class", "binary_classifier", r"every label of the 3,000 records of this pass is 0.*another column"),
+])
+def test_a_label_column_that_cannot_be_a_classifiers_is_refused_naming_the_file(tmp_path, labels, kind, message):
+    g = np.random.default_rng(17)
+    x = g.normal(size=(3000, 5))
+    y = g.integers(0, 2 if kind == "binary_classifier" else 3, 3000).astype(float)
+    if labels == "one class":  # the digits mistake: a pixel that is always 0 read as the label
+        y[:] = 0
+    else:
+        y[2] = float(labels)
+    np.savetxt(tmp_path / "d.csv", np.column_stack([y, x]), delimiter=",", fmt="%.6g")
+    r = run_cli("train", "linear_learner", "--data", tmp_path / "d.csv", "--out", tmp_path / "run",
+                "--predictor-type", kind, "--num-classes", "3", "--quiet") if kind != "binary_classifier" else \
+        run_cli("train", "linear_learner", "--data", tmp_path / "d.csv", "--out", tmp_path / "run",
+                "--predictor-type", kind, "--quiet")
+    assert r.returncode == 3, r.stderr
+    assert "d.csv" in r.stderr
+    import re
+    assert re.search(message, r.stderr), r.stderr
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_a_choice_on_a_tiny_held_out_set_says_so_and_uses_the_loss(tmp_path):
+    """42 validation records: accuracy cannot tell 8 models apart, so `auto` chooses by the loss and the model,
+    the run's output and the validation events say the choice is noisy; 1,000 and more choose by accuracy."""
+    x, y = _linear_data(3000, seed=18, noise=2.0)
+    xv, yv = _linear_data(1500, seed=19, noise=2.0)
+    for name, xx, yy in (("train", x, y), ("tiny", xv[:42], yv[:42]), ("large", xv, yv)):
+        np.savetxt(tmp_path / f"{name}.csv", np.column_stack([yy.numpy(), xx.numpy()]), delimiter=",", fmt="%.6g")
+    runs = {}
+    for val in ("tiny", "large"):
+        r = run_cli("train", "linear_learner", "--data", tmp_path / "train.csv", "--validation",
+                    tmp_path / f"{val}.csv", "--out", tmp_path / val, "--predictor-type", "binary_classifier",
+                    "--num-models", "8", "--epochs", "2", check=True)
+        runs[val] = (r.stdout, load_model(tmp_path / val))
+    out, model = runs["tiny"]
+    assert model.meta["criterion"] == "loss_function" and model.meta["validation_records"] == 42
+    assert "chosen on 42 held-out records" in model.meta["warnings"][0] and "warning: the model was chosen on 42" in out
+    events = [json.loads(line) for line in (tmp_path / "tiny" / "metrics.jsonl").read_text().splitlines()]
+    assert all(e.get("warnings") for e in events if e["event"] == "validation")
+    out, model = runs["large"]
+    assert model.meta["criterion"] == "accuracy" and model.meta["warnings"] == [] and "warning" not in out
+    accuracy = load_model(tmp_path / "tiny")
+    assert ll.finalize(State.load(tmp_path / "tiny"), binary_classifier_model_selection_criteria="accuracy"
+                       ).meta["criterion"] == "accuracy" != accuracy.meta["criterion"]  # a named criterion is kept

@@ -135,3 +135,10 @@ def test_peak_memory_does_not_grow_with_the_stream(algo, tmp_path):
     small = _peak_rss_kib(algo, 100_000, tmp_path)
     large = _peak_rss_kib(algo, 1_000_000, tmp_path)
     assert large <= small * 1.10, f"peak RSS grew from {small / 1024:.0f} MiB to {large / 1024:.0f} MiB"
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_continuing_a_state_on_drifted_data_learns_the_new_data(algo):
+    """--init-from on data of another distribution (flipped labels, moved centres, another covariance): the
+    continued model does on the new data as well as a fresh run on it (or, for exact sums, one run over both)."""
+    T.check_continuing_learns_the_new_data(T.CASES[algo])

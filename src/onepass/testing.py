@@ -36,6 +36,11 @@ class Case:
     label_column:    None (unsupervised) or "last": the data's last column is the label.
     blobs_args:      `onepass datasets blobs` options giving a stream this case can train on (memory test).
     records:         stream length of the merge check (SGD models need enough steps per half to converge).
+    drift:           (n, seed) -> records of another distribution than make_data's, for continuing a state on
+                     drifted data (`--init-from`); drift_hyperparameters are given to both runs.
+    drift_reference: what the continued model's loss on the new data is held to: "fresh" (a run on the new data
+                     alone: models that forget, by SGD or a half-life) or "whole" (one run over the old data then
+                     the new: sums that keep everything by design), within drift_tolerance.
     """
 
     algorithm: str
@@ -48,6 +53,10 @@ class Case:
     label_column: str | None = None
     blobs_args: tuple[str, ...] = ("--no-label",)
     records: int = 4000
+    drift: Callable[[int, int], np.ndarray] | None = None
+    drift_hyperparameters: dict[str, Any] = field(default_factory=dict)
+    drift_reference: str = "fresh"
+    drift_tolerance: float = 0.1
 
     @property
     def algo(self):
@@ -175,11 +184,56 @@ def check_state_file_roundtrip_and_damage(case: Case) -> None:
             raise AssertionError("a state from a newer format version was loaded")
 
 
+def check_continuing_learns_the_new_data(case: Case, n: int = 4000) -> None:
+    """A state continued on drifted data (the trainer's `--init-from`) learns it: the continued model does on the
+    new data as well as the case's reference (a fresh run on the new data, or one run over old then new), and
+    clearly better than the old model; its earlier best models, validation figures and early stopping are
+    history, not competitors."""
+    from .train import train  # the trainer's own --init-from path (imported here: the trainer imports this layer)
+
+    assert case.drift is not None, f"{case.algorithm}: the case has no drifted data"
+    old, new, new_test = case.make_data(n, 21), case.drift(n, 22), case.drift(n, 23)
+    hp = {**case.hyperparameters, **case.drift_hyperparameters}
+    options: dict[str, Any] = dict(hyperparameters=hp, mini_batch_size=case.batch_size, device="cpu", seed=0,
+                                   label_column=case.label_column, progress=_Quiet())
+    with tempfile.TemporaryDirectory() as tmp:
+        def csv(name: str, data: np.ndarray) -> str:
+            np.savetxt(Path(tmp) / name, data, delimiter=",", fmt="%.7g")
+            return str(Path(tmp) / name)
+
+        a, b = csv("old.csv", old), csv("new.csv", new)
+        first = train(case.algorithm, a, Path(tmp) / "old", **options).model
+        continued = train(case.algorithm, b, Path(tmp) / "continued", init_from=Path(tmp) / "old", **options).model
+        if case.drift_reference == "fresh":
+            reference = train(case.algorithm, b, Path(tmp) / "fresh", **options).model
+        else:
+            reference = train(case.algorithm, csv("both.csv", np.concatenate([old, new])), Path(tmp) / "whole",
+                              **options).model
+    q_old, q_cont, q_ref = (case.quality(m.to("cpu"), new_test) for m in (first, continued, reference))
+    assert q_cont <= q_ref * (1 + case.drift_tolerance) + 1e-12, (
+        f"{case.algorithm}: continued on new data, loss {q_cont:.6g} on it against {q_ref:.6g} for the "
+        f"{case.drift_reference} run (more than {case.drift_tolerance:.0%} worse): the continuation did not learn it")
+    assert q_cont < q_old, (f"{case.algorithm}: the continued model ({q_cont:.6g}) is no better on the new data "
+                            f"than the old one ({q_old:.6g})")
+
+
+class _Quiet:
+    """A progress display that shows nothing (the check's runs are silent)."""
+
+    def update(self, *args: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def check_all(case: Case, n: int = 4000) -> None:
     check_resume_equals_uninterrupted(case, n)
     check_merge_matches_whole(case, n)
     check_finalize_repeatable(case, n)
     check_state_file_roundtrip_and_damage(case)
+    if case.drift is not None:
+        check_continuing_learns_the_new_data(case, n)
 
 
 # ------------------------------------------------------------------------------------- the cases
@@ -189,6 +243,13 @@ def gaussian_mixture(n: int, seed: int, d: int = 8, k: int = 6) -> np.ndarray:
     centers = rng.normal(scale=6.0, size=(k, d))
     rng = np.random.default_rng(seed)
     return (centers[rng.integers(0, k, n)] + rng.standard_normal((n, d))).astype(np.float32)
+
+
+def shifted_mixture(n: int, seed: int) -> np.ndarray:
+    """`gaussian_mixture`'s records with every centre moved (another layout of the same clusters, 4 deviations
+    away): new data that moves the centres."""
+    x = gaussian_mixture(n, seed)
+    return x + np.float32(4.0) * np.sign(np.arange(x.shape[1]) % 2 - 0.5).astype(np.float32)
 
 
 def kmeans_cost(model: Model, data: np.ndarray) -> float:
@@ -203,6 +264,16 @@ def decaying_spectrum(n: int, seed: int, d: int = 12) -> np.ndarray:
     offset = rng.normal(scale=3.0, size=d)
     rng = np.random.default_rng(seed)
     return (offset + (rng.standard_normal((n, d)) * np.linspace(4.0, 0.3, d)) @ axes.T).astype(np.float32)
+
+
+def rotated_spectrum(n: int, seed: int, d: int = 12) -> np.ndarray:
+    """Records whose covariance differs from `decaying_spectrum`'s: the deviations in reverse order, so the new
+    data's leading axes are the old data's trailing ones."""
+    rng = np.random.default_rng(2000 + d)
+    axes = np.linalg.qr(rng.normal(size=(d, d)))[0]
+    offset = rng.normal(scale=3.0, size=d)
+    rng = np.random.default_rng(seed)
+    return (offset + (rng.standard_normal((n, d)) * np.linspace(0.3, 4.0, d)) @ axes.T).astype(np.float32)
 
 
 def pca_loss(model: Model, data: np.ndarray) -> float:
@@ -221,6 +292,13 @@ def linear_classes(n: int, seed: int, d: int = 10) -> np.ndarray:
     return np.column_stack([x, y]).astype(np.float32)
 
 
+def flipped_classes(n: int, seed: int, d: int = 10) -> np.ndarray:
+    """`linear_classes` with every label flipped: the same records, the opposite rule."""
+    data = linear_classes(n, seed, d)
+    data[:, -1] = 1 - data[:, -1]
+    return data
+
+
 def logistic_loss(model: Model, data: np.ndarray) -> float:
     s = model.decision_function(torch.tensor(data[:, :-1])).double()
     y = torch.tensor(data[:, -1], dtype=torch.float64)
@@ -228,15 +306,19 @@ def logistic_loss(model: Model, data: np.ndarray) -> float:
 
 
 CASES: dict[str, Case] = {
+    # Continued with a half-life of 500 records, 4,000 records of moved centres leave the old ones 2^-8 of weight.
     "kmeans": Case("kmeans", {"k": 6}, gaussian_mixture, kmeans_cost, merge_tolerance=0.02,
-                   choices=[{"k": 3}, {"k": 12, "local_lloyd_num_trials": 3}]),
+                   choices=[{"k": 3}, {"k": 12, "local_lloyd_num_trials": 3}],
+                   drift=shifted_mixture, drift_hyperparameters={"half_life_time_size": 500}),
     # Exact sums: a merge equals the whole up to float64 rounding.
     "pca": Case("pca", {"num_components": 3}, decaying_spectrum, pca_loss, merge_tolerance=1e-9,
-                choices=[{"num_components": 1}, {"num_components": 12, "subtract_mean": False}]),
+                choices=[{"num_components": 1}, {"num_components": 12, "subtract_mean": False}],
+                drift=rotated_spectrum, drift_reference="whole", drift_tolerance=1e-9),
     # A sketch of 6 rows for 12 features: shrinkage happens, a merge keeps the Frequent Directions bound.
     "pca-randomized": Case("pca", {"num_components": 3, "algorithm_mode": "randomized", "extra_components": 3},
                            decaying_spectrum, pca_loss, merge_tolerance=0.02,
-                           choices=[{"num_components": 6}, {"num_components": 2, "subtract_mean": False}]),
+                           choices=[{"num_components": 6}, {"num_components": 2, "subtract_mean": False}],
+                           drift=rotated_spectrum, drift_reference="whole", drift_tolerance=0.02),
     # SGD models: a merge averages them, each trained for half the steps of the whole, so the merged model is
     # worse by what those steps were worth: measured 11 % on 2 x 20,000 records (200 steps each).
     "linear_learner": Case("linear_learner", {"predictor_type": "binary_classifier", "num_models": 8, "epochs": 2,
@@ -244,7 +326,7 @@ CASES: dict[str, Case] = {
                                               "num_point_for_scaler": 1000},
                            linear_classes, logistic_loss, merge_tolerance=0.15, label_column="last", batch_size=100,
                            records=40_000,
-                           blobs_args=("--k", "2"),
+                           blobs_args=("--k", "2"), drift=flipped_classes,
                            choices=[{"binary_classifier_model_selection_criteria": "precision_at_target_recall",
                                      "target_recall": 0.9}, {"model": 3}]),
 }

@@ -208,6 +208,8 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
         state.meta["lineage"] = state.meta.get("lineage", []) + [
             {"init_from": str(init_from), "records_seen": state.meta.get("records_seen")}]
         state.meta["complete"] = False
+        if hasattr(algo, "continued"):  # the earlier run's best models and early stopping are history
+            state = algo.continued(state)
         if session:
             state = session.continued(state, algo, seed if seed is not None else state.meta.get("seed", 0))
     else:
@@ -348,8 +350,9 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
                     if session:  # every process stops, or none
                         stop_early = session.all_agree(stop_early)
                 if val_stream is not None or hasattr(algo, "end_epoch"):
+                    # this epoch's figures (an algorithm that keeps its best epochs reports that apart)
                     val_metrics = evaluate(algo.finalize(state), val_cache, hp, algo) \
-                        if not hasattr(algo, "end_epoch") else algo.finalize(state).meta.get("validation", {})
+                        if not hasattr(algo, "end_epoch") else algo.epoch_metrics(state)
                     metrics.log("validation", epoch=epoch + 1, **val_metrics)
                 _log_cache(metrics, epoch + 1, cache, val_cache)
                 metrics.log("epoch", epoch=epoch + 1, **algo.describe(state))
@@ -377,6 +380,8 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
     else:
         model = algo.finalize(state)
         model.save(out / MODEL_FILE)
+    if hasattr(algo, "end_epoch"):  # the finished model's figures: its best epoch's, not the last epoch's
+        val_metrics = model.meta.get("validation", {})
     summary = {**_brief(algo.describe(state)), **{f"validation:{k}": v for k, v in val_metrics.items()}}
     if stream.bad is not None:
         tally = BadRecords(run["max_bad_fraction"])

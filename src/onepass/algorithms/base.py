@@ -8,6 +8,10 @@ Every algorithm is a module with four functions over an explicit `State` (see DE
     model = finalize(state, **choice)                 # does not change the state
 
 plus `HYPERPARAMETERS` (training), `CHOICES` (finalize), `Model` (its model class), `evaluate` and `summary`.
+An algorithm that judges its own models at each epoch's end (the linear learner) also defines
+`end_epoch(state, validation) -> (state, stop)`, `epoch_metrics(state)` (that epoch's figures, and apart the best
+so far: the trainer's `validation` events) and `continued(state)`, which the trainer calls on a state continued on
+new data (`--init-from`) so that the earlier run's best models and early stopping are history, not competitors.
 Algorithms know nothing of files, processes or progress bars: only states, batches and tensors.
 
 How records become examples. The trainer reads a source's records as rows (one record, one example), which is what

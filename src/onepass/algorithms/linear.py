@@ -12,15 +12,21 @@ centres them), so sparse batches stay sparse, and only the weights of the featur
 updated, lazily, as Vowpal Wabbit does.
 
 Validation.  Records of a separate validation source (the trainer's `--validation`), or else a deterministic,
-hash-chosen `holdout_fraction` of the stream (never trained on), are summarised per model: binned scores per class
-for binary classifiers, per-class hit counts for multiclass, error sums for regression (see `score_summaries`).
-These bounded summaries are the rich state: `finalize` picks the model and its decision threshold under any
-`binary_classifier_model_selection_criteria` and target, again and again, without data. With several epochs,
-each model's best epoch is kept and training stops early when no model improves.
+hash-chosen `holdout_fraction` of the stream (never trained on), judge the models. Held-out records are kept in a
+bounded, mergeable sample (`reservoir.py`, `validation_reservoir_mib`, stated by `inspect`) that every model scores
+as it is at the end of each epoch and at `finalize`, so that a threshold chosen for a target holds on new records
+(`selection.py` says why, with the measurement); a validation source is scored whole at each epoch end. Scores
+are summarised per model: binned scores per class for binary classifiers, per-class hit counts for multiclass,
+error sums for regression (see `score_summaries`). `finalize` picks the model and its decision threshold under any
+`binary_classifier_model_selection_criteria` and target, again and again, without reading data; a binary model's
+threshold falls between two of its sample's scores. With several epochs, each model's best epoch is kept and
+training stops early when no model improves. A run continued on new data (`--init-from`, `continued`) judges its
+models on the new data only: the earlier best epochs, sample and early-stopping counters are history.
 
 merge averages the models' weights and optimizer moments, weighted by the records each side trained on (the
 documented approximation of SGD merging; exact when one side is empty) and adds the validation summaries
-exactly. Weights trained under another scaling are first re-expressed in this state's scaling.
+exactly and the held-out samples as weighted samples (exact). Weights trained under another scaling are first
+re-expressed in this state's scaling.
 
     >>> import torch, onepass
     >>> g = torch.Generator().manual_seed(0)
@@ -30,7 +36,7 @@ exactly. Weights trained under another scaling are first re-expressed in this st
     >>> for i in range(0, 4000, 200):
     ...     state = onepass.linear_learner.update(state, onepass.Batch(x[i:i + 200], y[i:i + 200]))
     >>> model = onepass.linear_learner.finalize(state)
-    >>> model.meta["validation"]["binary_classification_accuracy"] > 0.85  # held-out records, scored as they came
+    >>> model.meta["validation"]["binary_classification_accuracy"] > 0.85  # held-out records, the model as it is
     True
     >>> model.predict(torch.tensor([[2.0, -2.0, 0.0]]))["predicted_label"].tolist()
     [1.0]
@@ -41,16 +47,20 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable
 
-import numpy as np
 import torch
 
 from ..data.batches import Batch
 from ..errors import DataError, UsageError
-from ..hyperparameters import HP, HyperParameters
 from ..state import State
+from . import reservoir, selection
 from . import score_summaries as summaries
-from .base import Model, check_mergeable
-from .losses import BINARY, LOSSES, MULTICLASS, REGRESSION, grad_only, loss_only
+from .base import check_mergeable
+from .grid import DEFAULT_LR, LR_STEPS, OPTIMIZERS, PENALTY_STEPS, model_grid  # noqa: F401 (public names)
+from .grid import auto as _auto, groups as _groups
+from .linear_model import LinearModel, evaluate, metrics, precision_recall, summary  # noqa: F401 (public names)
+from .linear_options import (CHOICES, DEFAULT_RESERVOIR_MIB, HYPERPARAMETERS, RESERVOIR_ROWS,  # noqa: F401
+                             kind as _kind, resolved_loss)
+from .losses import grad_only, loss_only
 
 NAME = "linear_learner"
 VERSION = 1
@@ -59,178 +69,7 @@ SUPERVISED = True  # the trainer reads a label column (SageMaker's default: the 
 AVERAGED = ("weight", "bias")  # --sync-every K on several processes: averaged as raw-feature models (see below)
 STRUCTURAL = ("predictor_type", "num_classes", "num_models", "loss", "feature_dim", "optimizer", "learning_rate",
               "wd", "l1", "use_bias", "positive_example_weight_mult", "momentum", "beta_1", "beta_2")
-OPTIMIZERS = ("adam", "sgd", "rmsprop")
-# Centres of the grid's learning-rate axis. Measured on adult, KDD04, california_housing and LetterRecognition
-# (benchmarks/run_linear.py): 0.03 for every optimizer beat adam 0.01 / sgd 0.1 on all four test sets (sgd at 0.1
-# let california's rare extreme records swing the weights: test RMSE 5.5 instead of 0.74).
-DEFAULT_LR = {"adam": 0.03, "sgd": 0.03, "rmsprop": 0.03}
-LR_STEPS = (1.0, 1 / 3, 3.0, 0.1, 10.0)                    # the grid's learning rates, nearest first
-PENALTY_STEPS = (0.0, 1e-6, 1e-4, 1e-2)                    # the grid's wd and l1 when not given
 EPS = 1e-8
-
-
-def _positive_weight(value: Any) -> Any:
-    s = str(value).strip().lower()
-    if s in ("auto", "balanced"):
-        return s
-    try:
-        v = float(s)
-    except ValueError:
-        raise UsageError(f"hyperparameter positive_example_weight_mult = {value!r} is invalid: expected a number "
-                         "> 0, balanced or auto") from None
-    if not v > 0:
-        raise UsageError(f"hyperparameter positive_example_weight_mult = {value!r} is out of range: expected > 0")
-    return v
-
-
-def _check(hp: dict[str, Any]) -> None:
-    kind = hp["predictor_type"]
-    if kind is None:
-        raise UsageError("hyperparameter predictor_type is required: binary_classifier, multiclass_classifier or "
-                         "regressor")
-    if kind == "multiclass_classifier" and (hp["num_classes"] is None or hp["num_classes"] < 3):
-        raise UsageError("hyperparameter num_classes is required for multiclass_classifier: an integer >= 3")
-    loss = resolved_loss(hp)
-    allowed = {"binary_classifier": BINARY, "multiclass_classifier": MULTICLASS, "regressor": REGRESSION}[kind]
-    if loss not in allowed:
-        raise UsageError(f"hyperparameter loss = {loss!r} does not fit predictor_type = {kind}; valid: "
-                         + ", ".join(allowed))
-    hp["positive_example_weight_mult"] = _positive_weight(hp["positive_example_weight_mult"])
-    legacy = {"f1": "f_beta", "cross_entropy_loss": "loss_function"}
-    hp["binary_classifier_model_selection_criteria"] = legacy.get(
-        hp["binary_classifier_model_selection_criteria"], hp["binary_classifier_model_selection_criteria"])
-
-
-HYPERPARAMETERS = HyperParameters([
-    HP("predictor_type", "str", None, "binary_classifier, multiclass_classifier or regressor",
-       choices=("binary_classifier", "multiclass_classifier", "regressor")),
-    HP("num_classes", "int", None, "classes of a multiclass_classifier (labels 0 .. num_classes-1)", low=3,
-       high=1_000_000),
-    HP("feature_dim", "int", None, "number of features (required for LibSVM input); checked against the data",
-       low=1),
-    HP("num_models", "int", "auto", "models trained at once, on a grid around the given settings (auto: 32)",
-       low=1, high=1024, auto=True),
-    HP("loss", "str", "auto", "auto: logistic (binary), softmax_loss (multiclass), squared_loss (regressor)",
-       choices=LOSSES, auto=True),
-    HP("binary_classifier_model_selection_criteria", "str", "accuracy", "how finalize chooses the model and "
-       "threshold (finalize can choose again)", choices=summaries.CRITERIA + ("f1", "cross_entropy_loss")),
-    HP("target_precision", "float", 0.8, "for recall_at_target_precision", low=0, high=1),
-    HP("target_recall", "float", 0.8, "for precision_at_target_recall", low=0, high=1),
-    HP("f_beta", "float", 1.0, "beta of the F-score (f_beta criterion and binary_f_beta metric)", low=0),
-    HP("positive_example_weight_mult", "str", 1.0, "weight of positive examples: a number, balanced (negatives "
-       "/ positives in the scaling sample) or auto (half the grid 1, half balanced)"),
-    HP("balance_multiclass_weights", "bool", False, "weigh every class equally (from the scaling sample)"),
-    HP("accuracy_top_k", "int", 3, "k of multiclass_top_k_accuracy", low=1),
-    HP("epochs", "int", 15, "most passes over the data (early stopping may end sooner)", low=1),
-    HP("mini_batch_size", "int", 1000, "records per mini-batch", low=1),
-    HP("optimizer", "str", "auto", "adam, sgd (with momentum) or rmsprop; auto: adam, and the grid tries all",
-       choices=OPTIMIZERS, auto=True),
-    HP("learning_rate", "float", "auto", "step size (auto: 0.03); the grid also tries 1/10 to 10 times it", low=0,
-       auto=True),
-    HP("momentum", "float", "auto", "sgd momentum (auto: 0.9)", low=0, high=0.999999, auto=True),
-    HP("beta_1", "float", "auto", "adam's first-moment decay (auto: 0.9)", low=0, high=0.999999, auto=True),
-    HP("beta_2", "float", "auto", "adam's and rmsprop's second-moment decay (auto: 0.999)", low=0,
-       high=0.999999, auto=True),
-    HP("wd", "float", "auto", "L2 regularization (auto: the grid tries 0 to 1e-2)", low=0, auto=True),
-    HP("l1", "float", "auto", "L1 regularization (auto: the grid tries 0 to 1e-2)", low=0, auto=True),
-    HP("use_bias", "bool", True, "learn an intercept"),
-    HP("bias_lr_mult", "float", "auto", "bias learning rate = learning_rate x this (auto: 10)", low=0, auto=True),
-    HP("bias_wd_mult", "float", "auto", "bias L2 = wd x this (auto: 0, no bias regularization)", low=0, auto=True),
-    HP("init_method", "str", "uniform", "initial weights: uniform in [-init_scale, init_scale] or normal with "
-       "deviation init_sigma", choices=("uniform", "normal")),
-    HP("init_scale", "float", 0.07, "uniform initialization bound", low=0),
-    HP("init_sigma", "float", 0.01, "normal initialization deviation", low=0),
-    HP("init_bias", "float", 0.0, "initial bias"),
-    HP("use_lr_scheduler", "bool", True, "decay the learning rate stepwise"),
-    HP("lr_scheduler_step", "int", "auto", "updates between decays (auto: 100)", low=1, auto=True),
-    HP("lr_scheduler_factor", "float", "auto", "decay factor (auto: 0.99)", low=0, high=1, auto=True),
-    HP("lr_scheduler_minimum_lr", "float", "auto", "the decay's floor (auto: 1e-5)", low=0, auto=True),
-    HP("normalize_data", "bool", "auto", "scale features to unit deviation, dense ones also to zero mean (auto: "
-       "dense data only; scaling sparse indicator features by a sample's deviation hurt: AUC 0.526 against 0.551 "
-       "unscaled on the benchmark's sparse stream)", auto=True),
-    HP("normalize_label", "bool", "auto", "regressor: scale the label (auto: true for regressors)", auto=True),
-    HP("unbias_data", "bool", "auto", "centre dense features (auto: true for dense data)", auto=True),
-    HP("unbias_label", "bool", "auto", "centre the label (auto: with normalize_label)", auto=True),
-    HP("num_point_for_scaler", "int", 10000, "records that fix the scaling statistics", low=1),
-    HP("num_calibration_samples", "int", "auto", "accepted for SageMaker compatibility: every validation record "
-       "is summarised in bounded memory, so there is no sample to size", low=1, auto=True),
-    HP("margin", "float", 1.0, "hinge_loss margin", low=0),
-    HP("quantile", "float", 0.5, "quantile_loss's quantile", low=0, high=1),
-    HP("loss_insensitivity", "float", 0.01, "epsilon of the eps-insensitive losses", low=0),
-    HP("huber_delta", "float", 1.0, "huber_loss: squared inside, linear outside delta", low=0),
-    HP("early_stopping_patience", "int", 3, "epochs without improvement before stopping", low=1),
-    HP("early_stopping_tolerance", "float", 0.001, "relative improvement that counts as none", low=0),
-    HP("holdout_fraction", "float", 0.1, "without a validation source: the share of records held out (chosen by "
-       "a hash of their position; 0: validate progressively on the training records)", low=0, high=0.9),
-], check=_check)
-
-CHOICES = HyperParameters([
-    HP("binary_classifier_model_selection_criteria", "str", "accuracy", "the criterion",
-       choices=summaries.CRITERIA + ("f1", "cross_entropy_loss")),
-    HP("target_precision", "float", 0.8, "for recall_at_target_precision", low=0, high=1),
-    HP("target_recall", "float", 0.8, "for precision_at_target_recall", low=0, high=1),
-    HP("f_beta", "float", 1.0, "beta of the F-score", low=0),
-    HP("model", "int", None, "take this model of the grid (0-based) instead of the best", low=0),
-])
-
-
-def resolved_loss(hp: dict[str, Any]) -> str:
-    if hp["loss"] != "auto":
-        return hp["loss"]
-    return {"binary_classifier": "logistic", "multiclass_classifier": "softmax_loss",
-            "regressor": "squared_loss"}[hp["predictor_type"]]
-
-
-def _kind(hp: dict[str, Any]) -> str:
-    return {"binary_classifier": "binary", "multiclass_classifier": "multiclass",
-            "regressor": "regression"}[hp["predictor_type"]]
-
-
-def _auto(value: Any, default: Any) -> Any:
-    return default if value == "auto" else value
-
-
-# ------------------------------------------------------------------------------------------------------- grid
-
-def model_grid(hp: dict[str, Any]) -> list[dict[str, Any]]:
-    """The models: every combination of the axes, nearest to the given settings first; model 0 is exactly them.
-
-    Axes: optimizer (the given one, then the others unless given), learning rate (x 1, 1/3, 3, 1/10, 10), wd and
-    l1 (the given value x 1, 1/10, 10, 1/100, or 0, 1e-6, 1e-4, 1e-2 when auto), and for auto positive weights,
-    1 or balanced. Models are then grouped by optimizer so that each optimizer updates one block of columns.
-    """
-    size = _auto(hp["num_models"], 32)
-    opt0 = _auto(hp["optimizer"], "adam")
-    optimizers = [opt0] + [o for o in OPTIMIZERS if o != opt0]
-
-    def penalties(given: Any) -> list[float]:
-        return list(PENALTY_STEPS) if given == "auto" else [given * m for m in (1.0, 0.1, 10.0, 0.01)] \
-            if given > 0 else [0.0, 1e-6, 1e-4, 1e-2]
-
-    pos = hp["positive_example_weight_mult"]
-    weights: list[Any] = [1.0, "balanced"] if pos == "auto" and hp["predictor_type"] == "binary_classifier" \
-        else [pos if pos != "auto" else 1.0]
-    axes = [optimizers, LR_STEPS, penalties(hp["wd"]), penalties(hp["l1"]), weights]
-    combos = [(i, j, k, m, p) for i in range(len(axes[0])) for j in range(len(axes[1]))
-              for k in range(len(axes[2])) for m in range(len(axes[3])) for p in range(len(axes[4]))]
-    combos.sort(key=lambda c: (sum(c), c))
-    chosen = combos[:size]
-    chosen.sort(key=lambda c: (c[0], sum(c), c))  # grouped by optimizer; the given settings stay first
-    grid = []
-    for i, j, k, m, p in chosen:
-        opt = optimizers[i]
-        base_lr = _auto(hp["learning_rate"], DEFAULT_LR[opt])
-        grid.append({"optimizer": opt, "learning_rate": base_lr * LR_STEPS[j], "wd": axes[2][k], "l1": axes[3][m],
-                     "positive_example_weight_mult": weights[p]})
-    return grid
-
-
-def _groups(grid: list[dict[str, Any]]) -> dict[str, list[int]]:
-    """Each optimizer's contiguous block of models [first, last + 1)."""
-    out: dict[str, list[int]] = {}
-    for m, g in enumerate(grid):
-        out.setdefault(g["optimizer"], [m, m])[1] = m + 1
-    return out
 
 
 # ------------------------------------------------------------------------------------------------------ state
@@ -268,12 +107,24 @@ def init(hyperparameters: dict[str, Any], n_features: int, seed: int = 0,
             "algorithm_version": VERSION, "grid": grid, "classes": C, "step": 0, "epoch_records": 0,
             "epochs_done": 0, "scaled": False, "buffered": 0, "best_value": None, "bad_epochs": 0,
             "stopped": False, "sparse": None,
-            "summary_restart_at": hp["num_point_for_scaler"]}
+            "summary_restart_at": hp["num_point_for_scaler"],
+            "reservoir": reservoir.new_meta(hp["validation_reservoir_mib"], RESERVOIR_ROWS), "reservoir_open": True}
+    if kind != "regression":  # training labels per class: a label column of one class is refused (end_epoch)
+        tensors["label_counts"] = torch.zeros(max(C, 2), dtype=torch.float64, device=device)
     return State(NAME, hp, tensors, meta)
+
+
+def _upgraded(state: State) -> State:
+    """A state written before the held-out sample existed goes on as it was trained: progressive summaries."""
+    if "reservoir" not in state.meta:
+        state.hyperparameters.setdefault("validation_reservoir_mib", 0.0)
+        state.meta.update(reservoir=reservoir.new_meta(0.0, RESERVOIR_ROWS), reservoir_open=False)
+    return state
 
 
 def update(state: State, batch: Batch) -> State:
     """One mini-batch: held for the scaling sample while it fills, else scored (validation) and trained on."""
+    _upgraded(state)
     x, y, w = _checked(state, batch)
     n = x.shape[0]
     if n == 0:
@@ -282,6 +133,10 @@ def update(state: State, batch: Batch) -> State:
     index = torch.arange(first, first + n, dtype=torch.int64)
     state.meta["epoch_records"] = first + n
     state.meta["records_seen"] += n
+    if "label_counts" in state.tensors:
+        state.tensors["label_counts"].index_add_(0, y.long(), torch.ones_like(y, dtype=torch.float64))
+        if "label_source" not in state.meta and batch.position:
+            state.meta["label_source"] = batch.position.get("path")
     if state.meta["sparse"] is None:
         state.meta["sparse"] = x.layout == torch.sparse_csr
     if state.meta["scaled"]:
@@ -315,7 +170,7 @@ def _checked(state: State, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, to
         r = int(bad.nonzero()[0, 0])
         pos = batch.position or {}
         where = pos.get("records", state.meta["epoch_records"] + len(y)) - len(y) + r + 1
-        raise DataError(f"label {float(y[r])!r} of record {where} (of the stream) is not {need} "
+        raise DataError(f"label {round(float(y[r]), 6)!r} of record {where} (of the stream) is not {need} "
                         f"({state.hyperparameters['predictor_type']})", source=pos.get("path"), reason="bad label")
     w = batch.w.to(dev, torch.float32) if batch.w is not None else torch.ones_like(y)
     return x, y, w
@@ -415,20 +270,17 @@ def _class_weights(state: State, y: torch.Tensor, w: torch.Tensor) -> None:
 def _held_out(state: State, index: torch.Tensor) -> torch.Tensor:
     """Whether each record (by its position in the epoch) is held out for validation: a fixed hash, so the same
     records are held out in every epoch and after a resume."""
-    fraction = state.hyperparameters["holdout_fraction"]
-    if fraction <= 0 or state.meta.get("external_validation"):
+    if state.meta.get("external_validation"):
         return torch.zeros(len(index), dtype=torch.bool)
-    return torch.from_numpy(_splitmix64(index.cpu().numpy(), state.meta["seed"]) < fraction)
+    return selection.held_out(index, state.hyperparameters["holdout_fraction"], state.meta["seed"])
 
 
-def _splitmix64(index: np.ndarray, seed: int) -> np.ndarray:
-    """A uniform number in [0, 1) per index: SplitMix64 of (seed, index), a fixed, well-mixed hash."""
-    with np.errstate(over="ignore"):
-        z = index.astype(np.uint64) + np.uint64(seed) * np.uint64(0xD1B54A32D192ED03) + np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
-    return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+def _sampling(state: State) -> bool:
+    """Whether held-out records go to the reservoir (else to progressive summaries): records are held out, and
+    the sample has a budget."""
+    hp = state.hyperparameters
+    return hp["validation_reservoir_mib"] > 0 and hp["holdout_fraction"] > 0 and \
+        not state.meta.get("external_validation")
 
 
 def _scale(state: State, x: torch.Tensor) -> torch.Tensor:
@@ -470,11 +322,7 @@ def _step(state: State, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, index
     held = _held_out(state, index).to(x.device)
     xs = _scale(state, x)
     s = _raw_scores(state, xs)
-    validating = held if bool(held.any()) or hp["holdout_fraction"] > 0 or state.meta.get("external_validation") \
-        else torch.ones_like(held)  # no holdout: validate progressively on training records, before their update
-    if bool(validating.any()):
-        _rotate_summaries(state, int(index[0]))
-        _summarize(state, "current_", s[validating], y[validating], w[validating])
+    _validate(state, x, s, y, w, index, held)
     train = ~held
     n_train = int(train.sum())
     if n_train == 0:
@@ -494,6 +342,26 @@ def _step(state: State, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, index
     G = grad.reshape(grad.shape[0], -1)                                   # (n, M C)
     _apply(state, xs, G)
     state.meta["records_trained"] += n_train
+
+
+def _validate(state: State, x: torch.Tensor, s: torch.Tensor, y: torch.Tensor, w: torch.Tensor,
+              index: torch.Tensor, held: torch.Tensor) -> None:
+    """Held-out records go to the sample (the first epoch offers them; later epochs repeat them), or, without a
+    sample, their scores s by the models as they are go to the progressive summaries (without held-out records:
+    the training records' scores, before their update)."""
+    if _sampling(state):
+        if state.meta["reservoir_open"] and bool(held.any()):
+            rows = held.nonzero().squeeze(1)
+            wh = w[rows]
+            key = selection.sample_keys(index[held.cpu()], state.meta["seed"]).to(wh.device)
+            reservoir.add(state.tensors, state.meta["reservoir"], "reservoir_", reservoir.take_rows(x, rows),
+                          y[rows], wh, reservoir.priorities(key, wh))
+        return
+    progressive = state.hyperparameters["holdout_fraction"] <= 0 and not state.meta.get("external_validation")
+    validating = torch.ones_like(held) if progressive and not bool(held.any()) else held
+    if bool(validating.any()):
+        _rotate_summaries(state, int(index[0]))
+        _summarize(state, "current_", s[validating], y[validating], w[validating])
 
 
 def _rotate_summaries(state: State, position: int) -> None:
@@ -519,9 +387,13 @@ def _epoch_summary(state: State) -> dict[str, torch.Tensor]:
 
 def _summarize(state: State, prefix: str, s: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> None:
     """Add scored records (raw scores s, labels y in their own units) to the summaries named `prefix`."""
+    _summarize_into(state, _summary(state, prefix), s, y, w)
+
+
+def _summarize_into(state: State, part: dict[str, torch.Tensor], s: torch.Tensor, y: torch.Tensor,
+                    w: torch.Tensor) -> None:
     hp, t = state.hyperparameters, state.tensors
     kind = _kind(hp)
-    part = {k[len(prefix):]: v for k, v in t.items() if k.startswith(prefix)}
     if kind == "regression":  # errors and loss in the label's own units
         s, y = s.double() * t["y_scale"] + t["y_shift"], y.double()
     loss = loss_only(resolved_loss(hp), s, y, **_loss_options(hp))
@@ -604,13 +476,16 @@ def _optimize(state: State, p: torch.Tensor, g: torch.Tensor, m1: torch.Tensor, 
 # ------------------------------------------------------------------------------------------ epochs, validation
 
 def end_epoch(state: State, validation: Iterable[Batch] | None = None) -> tuple[State, bool]:
-    """Close an epoch: finish scaling if the stream was shorter than the sample, summarise the validation source
-    (or take the epoch's held-out summaries), keep each model's best epoch, and say whether to stop early."""
-    hp, t, meta = state.hyperparameters, state.tensors, state.meta
+    """Close an epoch: finish scaling if the stream was shorter than the sample, score every model as it now is on
+    the validation source or the held-out sample (or take the epoch's progressive summaries), keep each model's
+    best epoch, and say whether to stop early."""
+    hp, t, meta = _upgraded(state).hyperparameters, state.tensors, state.meta
     if not meta["scaled"]:
         _fix_scaling(state)
+    _check_classes(state)
     kind, M, C = _kind(hp), len(meta["grid"]), meta["classes"]
     if validation is not None:
+        meta["external_validation"] = True  # as the trainer marks it: this source judges, not the held-out sample
         val = summaries.empty(kind, M, C, t["weight"].device)
         for k, v in val.items():
             t[f"validation_{k}"] = v
@@ -618,6 +493,10 @@ def end_epoch(state: State, validation: Iterable[Batch] | None = None) -> tuple[
             x, y, w = _checked(state, batch)
             if x.shape[0]:
                 _summarize(state, "validation_", _raw_scores(state, _scale(state, x)), y, w)
+    elif _sampling(state):
+        meta["reservoir_open"] = False  # the next epochs hold out the same records: the sample is complete
+        for k, v in _sample_summary(state, t["weight"], t["bias"]).items():
+            t["validation_" + k] = v
     else:
         for k, v in _epoch_summary(state).items():
             t["validation_" + k] = v
@@ -628,68 +507,103 @@ def end_epoch(state: State, validation: Iterable[Batch] | None = None) -> tuple[
     meta["summary_restart_at"] = hp["num_point_for_scaler"]
     meta["epochs_done"] += 1
     meta["epoch_records"] = 0
-    values = _selection_values(state, _summary(state, "validation_"), _criterion(hp))
+    summary = _summary(state, "validation_")
+    values = selection.values(summary, _criterion(state, summary), _targets(hp, {}))
     if hp["epochs"] > 1:  # keep each model's best epoch: its weights and the summaries that chose it
-        if "best_value" not in t:
-            t["best_value"] = torch.full((M,), -math.inf, dtype=torch.float64, device=values.device)
-            t["best_weight"], t["best_bias"] = t["weight"].clone(), t["bias"].clone()
-            for k in [k for k in t if k.startswith("validation_")]:
-                t["best_" + k] = t[k].clone()
-        better = values > t["best_value"]
-        if bool(better.any()):
-            t["best_value"] = torch.where(better, values, t["best_value"])
-            cols = better.repeat_interleave(C)
-            t["best_weight"][:, cols] = t["weight"][:, cols]
-            t["best_bias"][cols] = t["bias"][cols]
-            for k in [k for k in t if k.startswith("validation_")]:
-                t["best_" + k][better] = t[k][better]
-    best_now = float(values.max()) if values.numel() and bool(torch.isfinite(values).any()) else None
-    previous = meta["best_value"]
-    if best_now is not None and (previous is None or best_now > previous + hp["early_stopping_tolerance"]
-                                 * abs(previous)):
-        meta["best_value"], meta["bad_epochs"] = best_now, 0
-    else:
-        meta["bad_epochs"] += 1
-    meta["stopped"] = meta["bad_epochs"] >= hp["early_stopping_patience"]
+        selection.keep_best(t, values, ("weight", "bias"))
+    selection.early_stopping(meta, values, hp["early_stopping_patience"], hp["early_stopping_tolerance"])
     return state, meta["stopped"]
 
 
-def _criterion(hp: dict[str, Any]) -> str:
-    return hp["binary_classifier_model_selection_criteria"] if hp["predictor_type"] == "binary_classifier" \
-        else "loss_function"
+def continued(state: State) -> State:
+    """A state continued on new data (`--init-from`): its models go on learning from where they are, but the
+    earlier run's best epochs, validation figures, held-out sample and early-stopping counters are history, not
+    competitors: the new run judges its models on the new data only, and its early stopping starts afresh."""
+    t, meta = _upgraded(state).tensors, state.meta
+    for k in [k for k in t if k.startswith(("best_", "validation_", "previous_", "reservoir_"))]:
+        del t[k]
+    for k in [k for k in t if k.startswith("current_")]:
+        t[k].zero_()
+    if "label_counts" in t:
+        t["label_counts"].zero_()
+    meta.update(best_value=None, bad_epochs=0, stopped=False, epoch_records=0, reservoir_open=True,
+                summary_restart_at=state.hyperparameters["num_point_for_scaler"],
+                reservoir=reservoir.new_meta(state.hyperparameters["validation_reservoir_mib"], RESERVOIR_ROWS))
+    meta.pop("label_source", None)
+    return state
 
 
-def _default_edge() -> int:
-    return summaries.BINS // 2  # raw score 0: probability 0.5 (logistic), the hinge's decision boundary
+def _check_classes(state: State) -> None:
+    """Refuse a classifier whose training labels, a whole pass of them, hold one class only: the label column is
+    most likely another column (SageMaker's default is the first)."""
+    counts = state.tensors.get("label_counts")
+    if counts is None or int((counts > 0).sum()) != 1:
+        return
+    from ..errors import DataError
+
+    only, n = int(counts.argmax()), int(counts.sum())
+    raise DataError(f"every label of the {n:,} records of this pass is {only}: a "
+                    f"{state.hyperparameters['predictor_type']} needs at least two classes; is the label in another "
+                    "column? (--label-column; SageMaker's default is the first)",
+                    source=state.meta.get("label_source"), reason="one class")
+
+
+def _criterion(state: State, summary: dict[str, torch.Tensor], choice: dict[str, Any] | None = None) -> str:
+    return selection.criterion({**state.hyperparameters, **(choice or {})}, _judged_on(state, summary))
+
+
+def _judged_on(state: State, summary: dict[str, torch.Tensor]) -> float:
+    """How many records judge the models: the sample's rows (each may stand for several records), else the
+    summary's weight."""
+    if _sampling(state) and state.meta["reservoir"]["rows"]:
+        return float(reservoir.rows(state.tensors, state.meta["reservoir"], "reservoir_"))
+    return float(summary["weight"].max()) if summary["weight"].numel() else 0.0
 
 
 def _summary(state: State, prefix: str) -> dict[str, torch.Tensor]:
     return {k[len(prefix):]: v for k, v in state.tensors.items() if k.startswith(prefix)}
 
 
-def _selection_values(state: State, summary: dict[str, torch.Tensor], criterion: str,
-                      **targets: float) -> torch.Tensor:
-    """Per model, the value (higher is better) it reaches under `criterion` on a validation summary."""
-    weight = summary["weight"]
-    if criterion != "loss_function":
-        _, value = summaries.choose_threshold(summary["hist"], criterion, default_edge=_default_edge(),
-                                              **_targets(state.hyperparameters, targets))
-    else:
-        value = -summary["loss"] / weight.clamp(min=1e-300)
-    return torch.where(weight > 0, value, torch.full_like(value, math.nan))
-
-
 def _targets(hp: dict[str, Any], given: dict[str, Any]) -> dict[str, float]:
-    return {"beta": given.get("f_beta", hp["f_beta"]),
-            "target_precision": given.get("target_precision", hp["target_precision"]),
-            "target_recall": given.get("target_recall", hp["target_recall"])}
+    return selection.targets(hp, given)
+
+
+def _sample_scores(state: State, W: torch.Tensor, bias: torch.Tensor, cols: slice | None = None
+                   ) -> Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The held-out sample scored by the models W, bias (columns `cols` of them): raw scores, labels, weights."""
+    if cols is not None:
+        W, bias = W[:, cols], bias[cols]
+    for x, y, w in reservoir.chunks(state.tensors, state.meta["reservoir"], "reservoir_", state.meta["n_features"]):
+        s = _scale(state, x) @ W + bias
+        C = state.meta["classes"]
+        yield (s.view(s.shape[0], -1, C) if C > 1 else s), y, w
+
+
+def _sample_summary(state: State, W: torch.Tensor, bias: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every model's summary of the held-out sample, scored by the models W, bias as they are."""
+    hp = state.hyperparameters
+    part = summaries.empty(_kind(hp), len(state.meta["grid"]), state.meta["classes"], W.device)
+    for s, y, w in _sample_scores(state, W, bias):
+        _summarize_into(state, part, s, y, w)
+    return part
+
+
+def _choice_summary(st: State) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """The weights finalize chooses among (each model's best epoch, or the current ones) and their summary."""
+    t = st.tensors
+    W, bias = (t["best_weight"], t["best_bias"]) if "best_weight" in t else (t["weight"], t["bias"])
+    if _sampling(st) and st.meta["reservoir"]["rows"]:
+        return W, bias, _sample_summary(st, W, bias)
+    if "best_weight" in t:
+        return W, bias, _summary(st, "best_validation_")
+    return W, bias, _summary(st, "validation_") if "validation_weight" in t else _epoch_summary(st)
 
 
 # ----------------------------------------------------------------------------------------------------- merge
 
 def merge(a: State, b: State) -> State:
     """Weights averaged by records trained (b re-expressed in a's scaling); validation summaries added."""
-    check_mergeable(a, b, STRUCTURAL + ("seed",))
+    check_mergeable(_upgraded(a), _upgraded(b), STRUCTURAL + ("seed",))
     a, b = _ready(a), _ready(b.to(a.tensors["weight"].device))  # a state from another device joins a's
     out = a.copy()
     na, nb = a.meta["records_trained"], b.meta["records_trained"]
@@ -706,6 +620,14 @@ def merge(a: State, b: State) -> State:
     if "best_weight" in t:  # the merged weights are the best estimate now; best epochs restart from them
         for k in [k for k in t if k.startswith("best_")]:
             del t[k]
+    for k in [k for k in t if k.startswith("reservoir_")]:
+        del t[k]
+    sample, out.meta["reservoir"] = reservoir.merge(a.tensors, a.meta["reservoir"], b.tensors, b.meta["reservoir"],
+                                                    "reservoir_")
+    t.update(sample)
+    out.meta["reservoir_open"] = a.meta["reservoir_open"] and b.meta["reservoir_open"]
+    if "label_counts" in t:
+        t["label_counts"] = a.tensors["label_counts"] + b.tensors["label_counts"]
     for k in ("records_seen", "records_trained"):
         out.meta[k] = a.meta[k] + b.meta[k]
     out.meta["step"] = max(a.meta["step"], b.meta["step"])
@@ -763,171 +685,108 @@ def _from_raw(state: State, W_raw: torch.Tensor, bias_raw: torch.Tensor) -> tupl
 
 # -------------------------------------------------------------------------------------------------- finalize
 
-class LinearModel(Model):
-    """One linear model on raw features: scores x W + b, SageMaker's `score` and `predicted_label`."""
-
-    algorithm = NAME
-    json_key = "predictions"
-
-    @property
-    def weight(self) -> torch.Tensor:
-        return self.tensors["weight"]
-
-    @property
-    def bias(self) -> torch.Tensor:
-        return self.tensors["bias"]
-
-    def decision_function(self, x: torch.Tensor) -> torch.Tensor:
-        """Raw scores (n,) or (n, C); x dense or sparse CSR."""
-        W = self.weight.to(x.device)
-        s = x.to(W.dtype) @ W + self.bias.to(x.device)
-        return s[:, 0] if s.shape[1] == 1 else s
-
-    def predict(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        s = self.decision_function(x)
-        kind, loss = self.meta["predictor_type"], self.meta["loss"]
-        if kind == "regressor":
-            return {"score": s}
-        if kind == "multiclass_classifier":
-            return {"score": torch.softmax(s, -1), "predicted_label": s.argmax(-1).to(torch.float32)}
-        label = (s >= self.meta["threshold"]).to(torch.float32)
-        return {"score": torch.sigmoid(s) if loss == "logistic" else s, "predicted_label": label}
-
-
 Model = LinearModel
 
 
 def finalize(state: State, **choice: Any) -> LinearModel:
-    """The best model of the grid under the criterion (and its threshold), from the validation summaries; the
-    state is unchanged. Another criterion or target gives another model and threshold at once."""
-    hp = state.hyperparameters
+    """The best model of the grid under the criterion, and its threshold, chosen on the held-out sample scored by
+    the models as they are now (or on the validation summaries); the state is unchanged. Another criterion or
+    target gives another model and threshold at once."""
+    hp = _upgraded(state).hyperparameters
+    given = {k: v for k, v in choice.items() if v is not None}
+    selection.check_binary_choice(hp, given)
     base = {k: hp.get(k, v) for k, v in CHOICES.defaults().items()}
-    c = CHOICES.parse({k: v for k, v in choice.items() if v is not None}, base=base)
-    c["binary_classifier_model_selection_criteria"] = {"f1": "f_beta", "cross_entropy_loss": "loss_function"}.get(
+    c = CHOICES.parse(given, base=base)
+    c["binary_classifier_model_selection_criteria"] = selection.LEGACY.get(
         c["binary_classifier_model_selection_criteria"], c["binary_classifier_model_selection_criteria"])
     if state.meta["records_seen"] == 0:
         raise UsageError("the state has seen no records: nothing to finalize")
     st = _ready(state)
-    t = st.tensors
-    if "best_weight" in t:
-        W, bias, summary = t["best_weight"], t["best_bias"], _summary(st, "best_validation_")
-    else:  # before any epoch ended: this epoch's summary so far
-        W, bias = t["weight"], t["bias"]
-        summary = _summary(st, "validation_") if "validation_weight" in t else _epoch_summary(st)
-    criterion = _criterion({**hp, **c})
+    W, bias, summary = _choice_summary(st)
+    records = _judged_on(st, summary)
+    criterion = _criterion(st, summary, c)
     M, C = len(st.meta["grid"]), st.meta["classes"]
-    targets = {k: c[k] for k in ("f_beta", "target_precision", "target_recall")}
-    values = _selection_values(st, summary, criterion, **targets)
+    targets = _targets(hp, {k: c[k] for k in ("f_beta", "target_precision", "target_recall")})
     if c["model"] is not None:
         if c["model"] >= M:
             raise UsageError(f"model = {c['model']}: the grid has models 0 to {M - 1}")
         m = c["model"]
-    elif bool(torch.isfinite(values).any()):
-        m = int(torch.where(torch.isfinite(values), values, torch.full_like(values, -math.inf)).argmax())
-    else:
-        m = 0  # no validation records, or no model meets the target: the given settings
-    edge = _default_edge()
-    if hp["predictor_type"] == "binary_classifier" and criterion != "loss_function" and \
-            float(summary["weight"][m]) > 0:
-        edges, _ = summaries.choose_threshold(summary["hist"][m:m + 1], criterion, default_edge=edge,
-                                              **_targets(hp, targets))
-        edge = int(edges[0])
+    else:  # no validation records, or no model meets the target: model 0, the given settings
+        m = selection.best_model(selection.values(summary, criterion, targets))
     cols = slice(m * C, (m + 1) * C)
+    threshold, edge, hist = summaries.bin_edge(selection.default_edge()), selection.default_edge(), None
+    if hp["predictor_type"] == "binary_classifier" and float(summary["weight"][m]) > 0:
+        if _sampling(st) and st.meta["reservoir"]["rows"]:  # the chosen model's own scores: a threshold between two
+            parts = list(_sample_scores(st, W, bias, cols))
+            s, y, w = (torch.cat([p[i].reshape(-1) for p in parts]) for i in range(3))
+            threshold, hist, edge = selection.exact_threshold(s, y, w, criterion, targets)
+        elif criterion != "loss_function":
+            edges, _ = summaries.choose_threshold(summary["hist"][m:m + 1], criterion,
+                                                  default_edge=selection.default_edge(), **targets)
+            edge = int(edges[0])
+            threshold = summaries.bin_edge(edge)
     W_raw, bias_raw = _raw_parameters(st, W[:, cols], bias[cols])
-    threshold = summaries.bin_edge(edge)
     loss = resolved_loss(hp)
-    validation = _model_metrics(hp, summary, m, edge, targets["f_beta"])
+    validation = selection.model_metrics(_kind(hp), summary, m, edge, targets["beta"], hist)
+    warning = selection.noisy_choice_warning(records) if records > 0 and c["model"] is None else None
     meta = {"predictor_type": hp["predictor_type"], "loss": loss, "n_features": st.meta["n_features"],
             "classes": C, "threshold": threshold, "model_index": m, "models": M, "settings": st.meta["grid"][m],
             "criterion": criterion, "choice": c, "records": st.meta["records_seen"], "validation": validation,
             "loss_options": _loss_options(hp), "accuracy_top_k": hp["accuracy_top_k"],
-            "validated_on": ("validation source" if st.meta.get("external_validation") else
-                             "held-out records" if hp["holdout_fraction"] > 0 else "training records (progressive)")}
+            "validated_on": _validated_on(st), "validation_records": records,
+            "warnings": [warning] if warning else []}
     if hp["predictor_type"] == "binary_classifier" and loss == "logistic":
-        meta["threshold_probability"] = 1 / (1 + math.exp(-threshold))
+        meta["threshold_probability"] = 1 / (1 + math.exp(-max(min(threshold, 700.0), -700.0)))
     tensors = {"weight": W_raw.contiguous(), "bias": bias_raw.contiguous()}
     if hp["predictor_type"] == "binary_classifier":  # the chosen model's validation scores: its PR curve
         tensors["validation_hist"] = summary["hist"][m].clone()
     return LinearModel(tensors, meta)
 
 
-def _model_metrics(hp: dict[str, Any], summary: dict[str, torch.Tensor], m: int, edge: int,
-                   beta: float) -> dict[str, float]:
-    """SageMaker's metrics of model m from a summary (validation or test)."""
-    weight = float(summary["weight"][m])
-    if weight <= 0:
-        return {}
-    out = {"objective_loss": float(summary["loss"][m]) / weight}
-    kind = _kind(hp)
-    if kind == "binary":
-        out.update(summaries.binary_at(summary["hist"][m], edge, beta))
-        out["roc_auc_score"] = float(summaries.roc_auc(summary["hist"][m]))
-    elif kind == "multiclass":
-        out.update(summaries.multiclass_metrics(summary["class_counts"][m], summary["hits"][m], weight, beta))
-    else:
-        out.update(summaries.regression_metrics(summary["errors"][m], weight))
+def _validated_on(state: State) -> str:
+    if state.meta.get("external_validation"):
+        return "validation source"
+    if _sampling(state) and state.meta["reservoir"]["rows"]:
+        rows = reservoir.rows(state.tensors, state.meta["reservoir"], "reservoir_")
+        return f"{rows:,} held-out records scored by the finished models"
+    if state.hyperparameters["holdout_fraction"] > 0:
+        return "held-out records (progressive)"
+    return "training records (progressive)"
+
+
+def epoch_metrics(state: State) -> dict[str, Any]:
+    """What a `validation` event reports at an epoch's end: the figures of this epoch's models (the best of them
+    under the criterion), and apart from them the best so far, the model finalize would give now."""
+    hp = state.hyperparameters
+    summary = _summary(state, "validation_")
+    crit = _criterion(state, summary)
+    target = _targets(hp, {})
+    m = selection.best_model(selection.values(summary, crit, target))
+    edge = selection.default_edge()
+    if hp["predictor_type"] == "binary_classifier" and crit != "loss_function":
+        edge = int(summaries.choose_threshold(summary["hist"][m:m + 1], crit, default_edge=edge, **target)[0][0])
+    best = finalize(state)
+    out: dict[str, Any] = {**selection.model_metrics(_kind(hp), summary, m, edge, target["beta"]),
+                           "model_index": m, "best_so_far": {**best.meta["validation"],
+                                                             "model_index": best.meta["model_index"]}}
+    if best.meta["warnings"]:
+        out["warnings"] = best.meta["warnings"]
     return out
 
 
-def evaluate(model: LinearModel, batch: Batch) -> dict[str, Any]:
-    """Summary sums of one batch (the trainer adds them up over a test or validation source)."""
-    meta = model.meta
-    kind = {"binary_classifier": "binary", "multiclass_classifier": "multiclass", "regressor": "regression"}[
-        meta["predictor_type"]]
-    if batch.y is None:
-        raise UsageError("evaluating a linear learner needs labels: name the label column (--label-column)")
-    x = batch.x.to(model.weight.device)
-    y = batch.y.to(x.device, torch.float32)
-    w = batch.w.to(x.device, torch.float32) if batch.w is not None else torch.ones_like(y)
-    s = model.decision_function(x)[:, None]
-    part = summaries.empty(kind, 1, meta["classes"], x.device)
-    loss = loss_only(meta["loss"], s, y, **meta["loss_options"])
-    summaries.add(part, kind, s, y, w, loss, top_k=meta["accuracy_top_k"])
-    return part
-
-
-def metrics(model: LinearModel, sums: dict[str, Any]) -> dict[str, float]:
-    """SageMaker's metric names from summed `evaluate` results."""
-    edge = int(round((model.meta["threshold"] + summaries.SCORE_RANGE) * summaries.BINS
-                     / (2 * summaries.SCORE_RANGE)))
-    hp = {"predictor_type": model.meta["predictor_type"]}
-    return _model_metrics(hp, sums, 0, edge, model.meta.get("choice", {}).get("f_beta", 1.0))
-
-
 def describe(state: State) -> dict[str, Any]:
-    """The grid, and each model's validation metrics under the state's criterion."""
-    hp, t, meta = state.hyperparameters, state.tensors, state.meta
-    prefix = "best_validation_" if "best_validation_weight" in t else "validation_"
-    summary = _summary(state, prefix) if prefix + "weight" in t else _epoch_summary(state)
+    """The grid, each model's validation metrics under the state's criterion, and the held-out sample's budget."""
+    hp, meta = _upgraded(state).hyperparameters, state.meta
+    summary = _choice_summary(state)[2] if meta["scaled"] else None
     models = []
     for m, g in enumerate(meta["grid"]):
         entry = dict(g)
-        entry["validation"] = _model_metrics(hp, summary, m, _default_edge(), hp["f_beta"]) \
-            if meta["scaled"] else {}
+        entry["validation"] = selection.model_metrics(_kind(hp), summary, m, selection.default_edge(), hp["f_beta"]) \
+            if summary is not None else {}
         models.append(entry)
-    return {"records_seen": meta["records_seen"], "records_trained": meta["records_trained"],
-            "epochs_done": meta["epochs_done"], "predictor_type": hp["predictor_type"], "loss": resolved_loss(hp),
-            "scaling_fixed": meta["scaled"], "stopped_early": meta["stopped"], "models": models}
-
-
-def summary(model: LinearModel) -> list[str]:
-    m = model.meta
-    g = m["settings"]
-    lines = [f"model: {m['predictor_type']} ({m['loss']}), model {m['model_index']} of {m['models']} "
-             f"({g['optimizer']}, learning_rate {g['learning_rate']:.3g}, wd {g['wd']:.3g}, l1 {g['l1']:.3g}), "
-             f"chosen by {m['criterion']} on {m['validated_on']}"]
-    if m["predictor_type"] == "binary_classifier":
-        t = m.get("threshold_probability", m["threshold"])
-        lines.append(f"  threshold: {t:.4g}" + (" (probability)" if "threshold_probability" in m else " (score)"))
-    if m["validation"]:
-        lines.append("  validation: " + ", ".join(f"{k} {v:.4g}" for k, v in m["validation"].items()))
-    return lines
-
-
-def precision_recall(model: LinearModel) -> tuple[list[float], list[float]]:
-    """The chosen binary model's precision-recall curve on its validation records (recall, precision)."""
-    hist = model.tensors["validation_hist"].double()
-    tp, fp, fn, _ = summaries._curves(hist)
-    keep = (tp + fp) > 0
-    precision, recall = tp[keep] / (tp + fp)[keep], tp[keep] / (tp + fn)[keep].clamp(min=1e-300)
-    return recall.tolist(), precision.tolist()
+    out = {"records_seen": meta["records_seen"], "records_trained": meta["records_trained"],
+           "epochs_done": meta["epochs_done"], "predictor_type": hp["predictor_type"], "loss": resolved_loss(hp),
+           "scaling_fixed": meta["scaled"], "stopped_early": meta["stopped"], "models": models}
+    if _sampling(state):
+        out["validation_reservoir"] = reservoir.describe(state.tensors, meta["reservoir"], "reservoir_")
+    return out

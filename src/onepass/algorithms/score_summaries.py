@@ -127,7 +127,7 @@ def roc_auc(hist: torch.Tensor) -> torch.Tensor:
 
 def choose_threshold(hist: torch.Tensor, criterion: str, *, beta: float = 1.0, target_precision: float = 0.8,
                      target_recall: float = 0.8, default_edge: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """For every model (hist (M, 2, BINS)): the best threshold edge under `criterion` and its value (higher is
+    """For every model (hist (M, 2, BINS), or (M, 2, U) over U distinct scores): the best threshold edge under `criterion` and its value (higher is
     better; -inf where a target cannot be met). `loss_function` keeps `default_edge` and scores nothing here."""
     tp, fp, fn, tn = _curves(hist)
     total = (tp + fp + fn + tn).clamp(min=1e-300)
@@ -146,8 +146,9 @@ def choose_threshold(hist: torch.Tensor, criterion: str, *, beta: float = 1.0, t
         edge = torch.full(tp.shape[:-1], default_edge, dtype=torch.long, device=tp.device)
         return edge, torch.zeros(tp.shape[:-1], dtype=tp.dtype, device=tp.device)
     # among equal values prefer the threshold nearest the default (argmax would take the lowest edge)
-    distance = (torch.arange(BINS + 1, device=tp.device) - default_edge).abs().double()
-    best = (value - 1e-12 * distance / BINS).argmax(-1)
+    width = hist.shape[-1]  # BINS, or a histogram over one model's distinct scores (selection.exact_threshold)
+    distance = (torch.arange(width + 1, device=tp.device) - default_edge).abs().double()
+    best = (value - 1e-12 * distance / width).argmax(-1)
     return best, value.gather(-1, best[..., None])[..., 0]
 
 
