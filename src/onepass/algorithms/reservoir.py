@@ -250,6 +250,8 @@ def priorities(u: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 def describe(tensors: dict[str, torch.Tensor], meta: dict[str, Any], prefix: str) -> dict[str, Any]:
     """What `inspect` states: the budget, the plan and what the sample holds now."""
+    if meta["capacity"] is None:  # no held-out record yet: the plan is made with the first (its width)
+        return {"budget_mib": meta["budget_mib"], "rows": 0, "capacity_rows": None, "records_offered": 0}
     view, threshold = _view(tensors, meta, prefix)
     out = {"budget_mib": meta["budget_mib"], "rows": meta["rows"] if view is None else len(view),
            "capacity_rows": meta["capacity"], "records_offered": meta["offered"],
