@@ -49,7 +49,7 @@ from ..errors import DataError, UsageError
 from ..hyperparameters import HP, HyperParameters
 from ..state import State
 from . import score_summaries as summaries
-from .base import Model, check_mergeable
+from .base import Model, check_mergeable, takes_arrays
 from .losses import BINARY, LOSSES, MULTICLASS, REGRESSION, grad_only, loss_only
 
 NAME = "linear_learner"
@@ -777,12 +777,14 @@ class LinearModel(Model):
     def bias(self) -> torch.Tensor:
         return self.tensors["bias"]
 
+    @takes_arrays
     def decision_function(self, x: torch.Tensor) -> torch.Tensor:
         """Raw scores (n,) or (n, C); x dense or sparse CSR."""
         W = self.weight.to(x.device)
         s = x.to(W.dtype) @ W + self.bias.to(x.device)
         return s[:, 0] if s.shape[1] == 1 else s
 
+    @takes_arrays
     def predict(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         s = self.decision_function(x)
         kind, loss = self.meta["predictor_type"], self.meta["loss"]

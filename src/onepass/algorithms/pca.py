@@ -51,7 +51,7 @@ from ..data.batches import Batch
 from ..errors import IncompatibleStateError, UsageError
 from ..hyperparameters import HP, HyperParameters
 from ..state import State
-from .base import Model, check_mergeable
+from .base import Model, check_mergeable, takes_arrays
 
 NAME = "pca"
 VERSION = 1
@@ -304,6 +304,7 @@ class PCAModel(Model):
     def mean(self) -> torch.Tensor:
         return self.tensors["mean"]
 
+    @takes_arrays
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         """(x - mean) V^T, shape (n, K); x dense or sparse CSR (the mean is subtracted after the product)."""
         V = self.components.to(x.device, torch.float64)
@@ -314,6 +315,7 @@ class PCAModel(Model):
         V = self.components.to(z.device, torch.float64)
         return z.to(torch.float64) @ V + self.mean.to(z.device, torch.float64)
 
+    @takes_arrays
     def predict(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"projection": self.transform(x).to(torch.float32)}
 
