@@ -144,19 +144,10 @@ def takes_arrays(method: Method) -> Method:
 
 
 def records(x: Any, model: Model) -> torch.Tensor:
-    """`x` as a tensor of records for `model`: checked for shape and feature count, on the model's device, sparse
-    CSR where the model takes sparse input (else dense); NumPy and SciPy input converted (float32 and float64
-    kept, other numbers as float64) and checked for NaN and infinity."""
+    """`x` as a tensor of records for `model` (`as_tensor`), checked for shape and feature count; NumPy and SciPy
+    input moved to the model's device; sparse input densified for a model that takes dense records only."""
     device = next(iter(model.tensors.values())).device if model.tensors else torch.device("cpu")
-    if isinstance(x, torch.Tensor):
-        t = x
-    elif _is_scipy_sparse(x):
-        t = _from_scipy(x)
-    elif isinstance(x, (np.ndarray, list, tuple)) or hasattr(x, "__array__"):
-        t = torch.from_numpy(_numeric(x))
-    else:
-        raise TypeError(f"records must be a NumPy array, a SciPy sparse matrix or a torch tensor of shape (n, d), "
-                        f"not {type(x).__module__}.{type(x).__qualname__}")
+    t = as_tensor(x)
     if t.dim() != 2:
         hint = "; one record x as x.reshape(1, -1)" if t.dim() == 1 else ""
         raise ValueError(f"records must be 2-D, shape (n, d): got shape {tuple(t.shape)}{hint}")
@@ -167,6 +158,20 @@ def records(x: Any, model: Model) -> torch.Tensor:
     if t.layout == torch.sparse_csr and not model.accepts_sparse:
         t = t.to_dense()
     return t if isinstance(x, torch.Tensor) else t.to(device)
+
+
+def as_tensor(x: Any) -> torch.Tensor:
+    """A tensor of `x`: a tensor as it is; a SciPy sparse matrix as sparse CSR (never densified); a NumPy array, a
+    list of rows or a DataFrame dense, sharing the array's memory where it can (float32 and float64 kept, other
+    numbers as float64). Checks types and finiteness, not shapes (see `records`)."""
+    if isinstance(x, torch.Tensor):
+        return x
+    if _is_scipy_sparse(x):
+        return _from_scipy(x)
+    if isinstance(x, (np.ndarray, list, tuple)) or hasattr(x, "__array__"):
+        return torch.from_numpy(_numeric(x))
+    raise TypeError(f"records must be a NumPy array, a SciPy sparse matrix or a torch tensor of shape (n, d), "
+                    f"not {type(x).__module__}.{type(x).__qualname__}")
 
 
 def _numeric(x: Any) -> np.ndarray:
