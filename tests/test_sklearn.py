@@ -200,3 +200,10 @@ def test_pca_n_components_as_a_share_of_variance_picks_as_scikit_learn():
         ours, ref = PCA(n_components=share).fit(x), SkPCA(n_components=share, svd_solver="full").fit(x)
         assert ours.n_components_ == ref.n_components_, share
         assert ours.explained_variance_ratio_.sum() >= share
+
+
+def test_pca_warns_when_its_sketch_does_not_resolve_the_components():
+    rng = np.random.default_rng(1)
+    x = (rng.random((3000, 700)) < 0.01) * rng.exponential(size=(3000, 700))  # noise: nothing to resolve
+    with pytest.warns(UserWarning, match="does not resolve 10 components of this data: they explain between"):
+        PCA(n_components=10, algorithm_mode="randomized").fit(x)

@@ -44,6 +44,7 @@ from __future__ import annotations
 import inspect
 import numbers
 import os
+import warnings
 from contextlib import closing
 from dataclasses import replace
 from typing import Any, ClassVar
@@ -445,6 +446,12 @@ class PCA(_Parameters, _Streaming, ClassNamePrefixFeaturesOutMixin, TransformerM
         rest = min(self.state_.meta["n_features"], seen) - k
         left = self.model_.meta["total_variance"] - float(self.explained_variance_.sum())
         self.noise_variance_ = max(left, 0.0) / rest if rest > 0 else 0.0
+        if self.model_.meta.get("resolved") is False:
+            lower = sum(self.model_.meta["explained_variance_ratio_lower"])
+            warnings.warn(f"PCA: the randomized sketch of {self.state_.meta['sketch_rows']} rows does not resolve "
+                          f"{k} components of this data: they explain between {lower:.2%} and "
+                          f"{self.explained_variance_ratio_.sum():.2%} of the variance; use a larger "
+                          "extra_components or algorithm_mode='regular'", UserWarning, stacklevel=3)
         return self
 
 
