@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -73,7 +74,8 @@ def words(n: int, d: int, density: float) -> sp.csr_matrix:
 
 def noise(n: int, d: int, density: float, rng) -> sp.csr_matrix:
     """Uniformly placed non-zeros with exponential values: no structure at all (a Marchenko-Pastur spectrum)."""
-    return sp.random(n, d, density=density, format="csr", random_state=rng, data_rvs=lambda size: rng.exponential(size=size))
+    return sp.random(n, d, density=density, format="csr", random_state=rng,
+                     data_rvs=lambda size: rng.exponential(size=size))
 
 
 def data_sets(quick: bool) -> dict[str, np.ndarray | sp.csr_matrix]:
@@ -215,7 +217,8 @@ def main(argv: list[str] | None = None) -> None:
     rows = run(args.quick)
     if not args.quick:
         meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "minutes": (time.time() - t) / 60,
-                "torch": torch.__version__, "threads": 1, "k": K, "mini_batch_size": BATCH}
+                "torch": torch.__version__, "threads": 1, "k": K, "mini_batch_size": BATCH,
+                "load_average_at_end": os.getloadavg()}  # the seconds are only as good as the machine was quiet
         RESULTS.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     print("\n" + report(rows))
 

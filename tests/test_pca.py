@@ -293,7 +293,8 @@ def test_randomized_pca_states_the_share_its_components_explain():
     assert lower <= found <= stated * (1 + 1e-9)
     assert stated == pytest.approx(found, rel=0.02)
     assert model.meta["resolved"]
-    np.testing.assert_allclose(model.tensors["explained_variance"].numpy() * (len(x) - 1) / float(state.tensors["trace"]),
+    total = float(state.tensors["trace"]) / (len(x) - 1)
+    np.testing.assert_allclose(model.tensors["explained_variance"].numpy() / total,
                                model.meta["explained_variance_ratio"], rtol=1e-12)
 
 

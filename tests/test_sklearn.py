@@ -24,7 +24,8 @@ def _expected_failures(estimator) -> dict[str, str]:
     return {}
 
 
-@parametrize_with_checks([KMeans(n_clusters=3), PCA(), PCA(n_components=2, algorithm_mode="randomized", extra_components=1),
+@parametrize_with_checks([KMeans(n_clusters=3), PCA(),
+                          PCA(n_components=2, algorithm_mode="randomized", extra_components=1),
                           LinearLearnerClassifier(), LinearLearnerRegressor()],
                          expected_failed_checks=_expected_failures)
 def test_sklearn_check_estimator(estimator, check):
@@ -118,7 +119,7 @@ def test_an_alias_that_disagrees_with_its_scikit_learn_name_is_an_error():
     (KMeans(n_clusters="5"), TypeError, "n_clusters='5' should be an integer >= 1, not str"),
     (KMeans(n_clusters=0), ValueError, "n_clusters=0 is invalid: expected an integer >= 1"),
     (KMeans(n_clusters=True), TypeError, "n_clusters=True should be an integer"),
-    (KMeans(init="kmeans"), ValueError, "init='kmeans' is invalid: expected one of k-means\\+\\+, kmeans\\+\\+, random"),
+    (KMeans(init="kmeans"), ValueError, r"init='kmeans' is invalid: expected one of k-means\+\+, kmeans\+\+, random"),
     (KMeans(tol="small"), TypeError, "tol='small' should be a number"),
     (KMeans(device="gpu0"), ValueError, "device='gpu0' is not a device"),
     (PCA(n_components="2"), TypeError, "n_components='2' should be an integer >= 1, a float in \\(0, 1\\) or None"),

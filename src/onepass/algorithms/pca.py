@@ -35,8 +35,8 @@ COVARIANCE_FD_MAX_D features the default sketch is the whole width (`sketch_rows
 time. On noise-like data (that bag-of-words at d = 1,000 with 2 % non-zeros; uniformly placed non-zeros at
 d = 2,000) no affordable sketch finds the top components (33-54 % below the optimum at l = 20, still 0.7-28 % at
 l = 200, at 10-40 x the time); such a model says so (`resolved` false, its guaranteed range more than 2 x wide)
-instead of stating one share. Merging two halves' sketches moves the components' share by at most 0.2 % and the
-stated share by at most 0.6 %.
+instead of stating one share. On the resolved sets, merging two halves' sketches moves the components' share by at
+most 0.2 % and the stated share by at most 0.6 %.
 
 Sparse mini-batches (torch sparse CSR) go through sparse products: X^T X into S in regular mode; in randomized
 mode the sketch meets the batch through X B^T, X X^T (chunk x chunk) and X^T W, never a dense batch.
@@ -413,7 +413,7 @@ def finalize(state: State, **choice: Any) -> PCAModel:
         # resolved: the guaranteed range of the explained share is at most a factor 2 wide (sum sigma^2 >= K
         # Delta). Measured at l = 20: structured sets stay within a factor 1.7 (digits 1.14, power law 1.49, the
         # sparse bag-of-words at d = 10^5 1.70); noise-like sets, whose components miss the optimum by 33-54 %,
-        # are 65-150 x wide.
+        # are about 150 x wide.
         meta["resolved"] = bool(float(lam.sum()) >= K * delta)
         lam = _sketched_variances(lam, delta, total)
     meta["explained_variance_ratio"] = share(lam)

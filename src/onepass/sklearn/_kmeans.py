@@ -35,8 +35,8 @@ class KMeans(_Parameters, _Streaming, ClusterMixin, TransformerMixin, BaseEstima
     _specs = {"n_clusters": _spec(_kmeans, "k"), "n_init": _spec(_kmeans, "local_lloyd_num_trials"),
               "init": _spec(_kmeans, "local_lloyd_init_method", choices=("k-means++", "kmeans++", "random")),
               "max_iter": _spec(_kmeans, "local_lloyd_max_iter"), "tol": _spec(_kmeans, "local_lloyd_tol"),
-              "batch_size": _spec(_kmeans, "mini_batch_size"), "extra_center_factor": _spec(_kmeans, "extra_center_factor"),
-              "init_method": _spec(_kmeans, "init_method"), "half_life_time_size": _spec(_kmeans, "half_life_time_size")}
+              "batch_size": _spec(_kmeans, "mini_batch_size"),
+              **{n: _spec(_kmeans, n) for n in ("extra_center_factor", "init_method", "half_life_time_size")}}
 
     def __init__(self, n_clusters: int = 8, *, init: str = "k-means++", n_init: Any = "auto", max_iter: int = 300,
                  tol: float = 1e-4, batch_size: int = 5000, random_state=None, extra_center_factor: Any = "auto",
