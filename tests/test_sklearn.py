@@ -113,6 +113,8 @@ def test_an_alias_that_disagrees_with_its_scikit_learn_name_is_an_error():
         PCA(n_components=2, num_components=3).fit(x)
     with pytest.raises(ValueError, match=r"max_iter=5 and hyperparameters\['epochs'\]=3 disagree"):
         LinearLearnerRegressor(max_iter=5, hyperparameters={"epochs": 3}).fit(x, x[:, 0])
+    with pytest.raises(ValueError, match=r"max_iter=5 and hyperparameters\['epochs'\]=3 disagree"):
+        LinearLearnerRegressor(epochs=5, hyperparameters={"epochs": 3}).fit(x, x[:, 0])
 
 
 @pytest.mark.parametrize("estimator, error, message", [

@@ -84,7 +84,7 @@ class _LinearLearner(_Parameters, BaseEstimator):
                             f"{type(extra).__name__}")
         p = super()._resolved()
         for name, alias in self._aliases.items():
-            if alias in extra and self.get_params()[alias] is None:
+            if alias in extra:
                 p[name] = self._agreed(name, p[name], f"hyperparameters[{alias!r}]", extra[alias])
         for name in self._specs:
             if name in extra:
