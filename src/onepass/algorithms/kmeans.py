@@ -43,7 +43,7 @@ from ..data.batches import Batch
 from ..errors import UsageError
 from ..hyperparameters import HP, HyperParameters
 from ..state import State
-from .base import Model, check_mergeable
+from .base import Model, check_mergeable, takes_arrays
 
 NAME = "kmeans"
 VERSION = 2  # 2: the refined centres and the reservoir sample
@@ -498,11 +498,13 @@ class KMeansModel(Model):
     def centers(self) -> torch.Tensor:
         return self.tensors["centers"]
 
+    @takes_arrays
     def predict(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         C = self.centers.to(x.device)
         idx, d2 = _nearest(x.to(torch.float64), C.to(torch.float64))
         return {"closest_cluster": idx.to(torch.float32), "distance_to_cluster": d2.sqrt().to(torch.float32)}
 
+    @takes_arrays
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         """Euclidean distance of each record to every centre, shape (n, k)."""
         return torch.cdist(x.to(torch.float64), self.centers.to(x.device, torch.float64)).to(torch.float32)

@@ -10,7 +10,7 @@ from ..data.batches import Batch
 from ..errors import UsageError
 from . import score_summaries as summaries
 from . import selection
-from .base import Model
+from .base import Model, takes_arrays
 from .linear_options import kind as _kind
 from .losses import loss_only
 
@@ -31,12 +31,14 @@ class LinearModel(Model):
     def bias(self) -> torch.Tensor:
         return self.tensors["bias"]
 
+    @takes_arrays
     def decision_function(self, x: torch.Tensor) -> torch.Tensor:
         """Raw scores (n,) or (n, C); x dense or sparse CSR."""
         W = self.weight.to(x.device)
         s = x.to(W.dtype) @ W + self.bias.to(x.device)
         return s[:, 0] if s.shape[1] == 1 else s
 
+    @takes_arrays
     def predict(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         s = self.decision_function(x)
         kind, loss = self.meta["predictor_type"], self.meta["loss"]

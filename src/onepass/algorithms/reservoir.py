@@ -111,6 +111,8 @@ def _view(tensors: dict[str, torch.Tensor], meta: dict[str, Any], prefix: str
           ) -> tuple[torch.Tensor | None, float]:
     """The sample within what is stored: its rows (None: all of them, in storage order) and its threshold."""
     n = meta["rows"]
+    if meta["capacity"] is None:  # not a held-out record yet (every record went to training): an empty sample
+        return None, meta["threshold"]
     if n <= meta["capacity"] and not (meta["sparse"] and meta["nnz"] > meta["nnz_capacity"]):
         return None, meta["threshold"]
     pri = tensors[prefix + "priority"][:n]
