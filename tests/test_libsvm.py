@@ -301,8 +301,12 @@ def test_validation_on_sparse_data_equals_dense(tmp_path):
     assert got["ssd"] == pytest.approx(want["ssd"], rel=1e-9)
 
 
-def test_kmeans_refuses_sparse_data(tmp_path):
+def test_an_algorithm_for_dense_data_only_refuses_a_sparse_source(tmp_path, monkeypatch):
+    """Every algorithm today takes sparse batches (ACCEPTS_SPARSE); one that did not would be refused before
+    reading, with nothing written."""
+    from onepass.algorithms import kmeans
     path = dump(tmp_path / "k.libsvm", *sparse_data(50))
+    monkeypatch.setattr(kmeans, "ACCEPTS_SPARSE", False)
     with pytest.raises(UsageError, match="kmeans takes dense data only"):
         train("kmeans", path, tmp_path / "km", hyperparameters={"k": 2, "feature_dim": D})
     assert not (tmp_path / "km").exists()
@@ -365,7 +369,7 @@ def test_command_line_errors(tmp_path):
                 "--out", str(tmp_path / "b"))
     assert r.returncode == 3 and f"{path}, line " in r.stderr and "beyond the 10 features" in r.stderr
     r = run_cli("train", "kmeans", "--data", str(path), "--k", "2", "--out", str(tmp_path / "c"))
-    assert r.returncode == 2 and "dense data only" in r.stderr
+    assert r.returncode == 2 and "--feature-dim" in r.stderr
 
 
 def test_csr_slices_and_stacks_rows():
