@@ -32,6 +32,7 @@ import argparse
 import fnmatch
 import json
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -744,9 +745,52 @@ def write_report(results: dict, path: Path) -> None:
           "| data set | --num-models 1 >= 1 x | default grid >= 0.5 x |", "|---|---|---|"]
     L += [f"| {ds} | {_speed_bar(runs, ds, 'onepass-1', 1.0)} | {_speed_bar(runs, ds, 'onepass', 0.5)} |"
           for ds, spec in meta["datasets"].items() if spec.get("sparse") and runs.get(f"{ds}|onepass-1")]
+    L += _traffic_section(results)
     L += ["", "### Memory on the generated stream", ""] + _memory_section(results)
     L += ["", "## Versions", ""] + [f"- {k}: {v}" for k, v in meta["versions"].items()] + ["", GENERATED_MARK]
     path.write_text("\n".join(L) + notes)
+
+
+# The 10^6-wide stream, counted on its first 10^5 records: 19.99 entries a record, 19.44 distinct columns a record
+# within a 1,000-record batch. A record's scores read one row of W per entry; the update reads and writes the rows
+# of W, m1 and m2 of each distinct column. Vowpal Wabbit keeps a feature's weight and its two adaptive sums in one
+# 16-byte slot: one cache line per entry.
+ENTRIES, DISTINCT = 19.99, 19.44
+
+
+def _traffic_section(results) -> list[str]:
+    mem = results["meta"].get("memory")
+    if not mem:
+        return []
+    touches = ENTRIES + 3 * DISTINCT  # random rows (or lines) a record waits for
+    grid_bytes = ENTRIES * 128 + DISTINCT * 3 * 128 * 2
+    one_bytes = ENTRIES * 64 + DISTINCT * 3 * 64 * 2
+    vw_bytes = ENTRIES * 64 * 2
+    runs = results["runs"]
+
+    def rate(ds, system):
+        r = runs.get(f"{ds}|{system}")
+        return f"{r['records_per_s']:,.0f}" if _ok(r) and r.get("records_per_s") else "—"
+
+    ds = "sparse stream 10^6"
+    rows = [("onepass, 32 models (128-byte rows)", touches, grid_bytes, mem["random_128b_rows_per_s"], rate(ds, "onepass")),
+            ("onepass, 1 model (4-byte rows: a line each)", touches, one_bytes, mem["random_lines_per_s"],
+             rate(ds, "onepass-1")),
+            ("Vowpal Wabbit (one 16-byte slot a feature)", ENTRIES, vw_bytes, mem["random_lines_per_s"], rate(ds, "vw"))]
+    out = ["", "### What a record of the 10^6-wide stream moves, against this machine's memory", "",
+           f"Measured by `benchmarks/memory_bandwidth.py` at the start of this run ({mem['date']}, one thread): a "
+           f"streaming copy {mem['stream_bytes_per_s'] / 1e9:.1f} GB/s (read + write); random 128-byte rows from a "
+           f"122 MiB table {mem['random_128b_rows_per_s'] / 1e6:.1f} M/s; random 4-byte values (a cache line each) "
+           f"{mem['random_lines_per_s'] / 1e6:.1f} M/s. A record has {ENTRIES} entries, {DISTINCT} distinct columns "
+           "within its 1,000-record batch: its scores read a row of W per entry, its update reads and writes the "
+           "rows of W, m1 and m2 of each distinct column, in random order, so the random-row rate, not the "
+           "streaming one, is the limit.", "",
+           "| system | random rows a record | bytes a record (read + write) | limit by random rows, records/s | "
+           "limit by streaming bandwidth, records/s | measured train records/s |", "|---|---:|---:|---:|---:|---:|"]
+    for name, t, b, per_s, measured in rows:
+        out.append(f"| {name} | {t:.0f} | {b:,.0f} | {per_s / t:,.0f} | {mem['stream_bytes_per_s'] / b:,.0f} | "
+                   f"{measured} |")
+    return out
 
 
 def _memory_section(results) -> list[str]:
@@ -849,13 +893,25 @@ def main(argv: list[str] | None = None) -> int:
             "quick": args.quick, "command": "python benchmarks/run_linear.py " + " ".join(argv),
             "reproduce": "bash benchmarks/run.sh linear" + (" " + " ".join(argv) if argv else "")}
     results = {"meta": meta, "runs": {}}
+    if args.resume:  # the data sets and systems not run this time keep their rows
+        results["runs"] = {k: v for k, v in old["runs"].items()
+                           if k.split("|")[0] not in specs or k.split("|")[1] not in args.systems}
+        meta["datasets"] = {**{k: v for k, v in old.get("meta", {}).get("datasets", {}).items()},
+                            **meta["datasets"]}
+        if "memory" in old.get("meta", {}):
+            meta["memory"] = old["meta"]["memory"]
+    if any(spec.get("sparse") and ds.startswith("sparse stream") for ds, spec in specs.items()):
+        meta["memory"] = json.loads(subprocess.run([sys.executable, str(HERE / "memory_bandwidth.py")],
+                                                   capture_output=True, text=True, check=True).stdout)
+        meta["memory"]["date"] = meta["date"]
+        print(f"memory: {meta['memory']}", flush=True)
     for ds, spec in specs.items():
         print(f"{ds}: {spec['task']}, {spec['train_records']:,} train records x {spec['features']:,}", flush=True)
         for system in args.systems:
             key = f"{ds}|{system}"
             prev = old["runs"].get(key)
             redo = any(fnmatch.fnmatchcase(key, pat) for pat in args.redo)
-            same = prev and prev.get("train_file") == str(spec["files"]["train"])  # never a --quick run's
+            same = prev and Path(prev.get("train_file", "")).name == spec["files"]["train"].name  # never --quick's
             if same and not redo and prev["status"] == "ok":
                 results["runs"][key] = prev
                 continue

@@ -9,7 +9,8 @@ Scaling.  The first `num_point_for_scaler` records are held in the state; their 
 feature scaling (and, for regression, the label's), then they are trained on and dropped. Dense features are
 centred and scaled; sparse features are left as they are by default (`normalize_data true` scales them, never
 centres them), so sparse batches stay sparse, and only the weights of the features present in a batch are
-updated, lazily, as Vowpal Wabbit does.
+updated, lazily, as Vowpal Wabbit does. On the CPU that sparse update is one C pass over the batch's entries
+(`_sparsestep.c`: each present column's rows of the weights and moments read and written once, in place).
 
 Validation.  Records of a separate validation source (the trainer's `--validation`), or else a deterministic,
 hash-chosen `holdout_fraction` of the stream (never trained on), are summarised per model: binned scores per class
@@ -549,25 +550,24 @@ def _apply(state: State, xs: torch.Tensor, G: torch.Tensor) -> None:
     wd_col, l1_col = t["wd"].repeat_interleave(C), t["l1"].repeat_interleave(C)
     # On the CPU a sparse batch takes the C kernel: each present column's rows read and written once, in place
     # (_fast_sparse; the same formulas as below, to float32 rounding).
-    if xs.layout == torch.sparse_csr:
+    sparse = xs.layout == torch.sparse_csr
+    if sparse:
         _fast_sparse.on_huge_pages(t, ("weight", "m1", "m2"))
-    fast = xs.layout == torch.sparse_csr and _fast_sparse.step(
+    fast = sparse and _fast_sparse.step(
         xs, G, t["weight"], t["m1"], t["m2"], lr_col, wd_col, l1_col, _kinds(state), _auto(hp["momentum"], 0.9),
         _auto(hp["beta_1"], 0.9), _auto(hp["beta_2"], 0.999), meta["step"])
     cols = None
-    if fast:
-        pass
-    elif xs.layout == torch.sparse_csr:  # lazy: only the rows of features present in the batch
-        # index_select / index_copy_ rather than W[cols]: 3-4 x faster gathers and scatters of (d, M C) rows
-        rows_of = torch.repeat_interleave(torch.arange(xs.shape[0], device=G.device), xs.crow_indices().diff())
-        cols, inverse = _present_columns(xs.col_indices(), xs.shape[1])
-        gW = torch.zeros(len(cols), G.shape[1], device=G.device).index_add_(
-            0, inverse, G.index_select(0, rows_of).mul_(xs.values()[:, None]))
-        W, m1, m2 = (t[k].index_select(0, cols) for k in ("weight", "m1", "m2"))
-    else:
-        gW = xs.T @ G
-        W, m1, m2 = t["weight"], t["m1"], t["m2"]
     if not fast:
+        if sparse:  # lazy: only the rows of features present in the batch
+            # index_select / index_copy_ rather than W[cols]: 3-4 x faster gathers and scatters of (d, M C) rows
+            rows_of = torch.repeat_interleave(torch.arange(xs.shape[0], device=G.device), xs.crow_indices().diff())
+            cols, inverse = _present_columns(xs.col_indices(), xs.shape[1])
+            gW = torch.zeros(len(cols), G.shape[1], device=G.device).index_add_(
+                0, inverse, G.index_select(0, rows_of).mul_(xs.values()[:, None]))
+            W, m1, m2 = (t[k].index_select(0, cols) for k in ("weight", "m1", "m2"))
+        else:
+            gW = xs.T @ G
+            W, m1, m2 = t["weight"], t["m1"], t["m2"]
         gW.addcmul_(W, wd_col).addcmul_(torch.sign(W), l1_col)  # + wd W + l1 sign(W)
         _optimize(state, W, gW, m1, m2, lr_col)
     if cols is not None:
