@@ -303,3 +303,19 @@ def test_wide_sparse_batches_are_never_made_dense(tmp_path, monkeypatch):
     assert len(set(got["closest_cluster"].tolist())) == 6
     torch.testing.assert_close(result.model.transform(batch.x), result.model.transform(torch.tensor(x)),
                                rtol=1e-4, atol=1e-4)
+
+
+def test_scikit_learn_estimator_takes_a_scipy_sparse_matrix():
+    """onepass.sklearn.KMeans fits, predicts and transforms a scipy CSR matrix as it does the dense array."""
+    import scipy.sparse as sp
+
+    from onepass.sklearn import KMeans
+    from onepass.testing import sparse_mixture
+
+    x = sparse_mixture(2000, 5, d=300)
+    dense = KMeans(k=6, random_state=0, mini_batch_size=500).fit(x)
+    sparse = KMeans(k=6, random_state=0, mini_batch_size=500).fit(sp.csr_matrix(x))
+    np.testing.assert_allclose(sparse.cluster_centers_, dense.cluster_centers_, rtol=1e-5, atol=1e-5)
+    assert np.array_equal(sparse.labels_, dense.labels_)
+    assert np.array_equal(sparse.predict(sp.csr_matrix(x[:100])), dense.predict(x[:100]))
+    np.testing.assert_allclose(sparse.transform(sp.csr_matrix(x[:100])), dense.transform(x[:100]), rtol=1e-4)

@@ -9,8 +9,8 @@
 >>> km.state_.meta["records_seen"]
 40
 
-`fit` also takes a source (a path, glob or folder) and streams it in fixed memory:
-`KMeans(k=10).fit("data/*.csv")`. `partial_fit` absorbs one more chunk of data; the summary in `state_`
+`fit` also takes a scipy sparse matrix (never densified when wider than 100 features) or a source (a path,
+glob or folder) and streams it in fixed memory: `KMeans(k=10).fit("data/*.csv")`. `partial_fit` absorbs one more chunk of data; the summary in `state_`
 gives a model for any other k with `onepass.kmeans.finalize(km.state_, k=...)`.
 
 PCA, exact or sketched, from arrays (dense or scipy sparse, never densified), chunks or sources:
@@ -96,13 +96,19 @@ class KMeans(_Streaming, ClusterMixin, TransformerMixin, BaseEstimator):
                  "local_lloyd_tol", "local_lloyd_num_trials", "local_lloyd_init_method", "mini_batch_size")
         return {n: getattr(self, n) for n in names}
 
-    def _batches(self, X: np.ndarray):
-        for s in range(0, len(X), self.mini_batch_size):
-            yield Batch(torch.tensor(X[s:s + self.mini_batch_size], dtype=torch.float32))
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
 
-    def _validate(self, X, reset: bool) -> np.ndarray:
-        X = validate_data(self, X, reset=reset, dtype=[np.float64, np.float32], ensure_min_samples=1)
-        return X
+    def _batches(self, X):
+        for s in range(0, X.shape[0], self.mini_batch_size):
+            yield Batch(_as_tensor(X[s:s + self.mini_batch_size]).to(torch.float32))
+
+    def _validate(self, X, reset: bool):
+        """A dense array or a scipy CSR matrix (sparse input is never densified: see kmeans.DENSE_WIDTH)."""
+        return validate_data(self, X, reset=reset, accept_sparse="csr", dtype=[np.float64, np.float32],
+                             ensure_min_samples=1)
 
     def fit(self, X, y=None, *, label_column=None, data_format=None):
         """Learn from an array (n, d), or stream a source (path, glob or folder) once."""
@@ -111,8 +117,8 @@ class KMeans(_Streaming, ClusterMixin, TransformerMixin, BaseEstimator):
             self._fit_source(X, label_column, data_format)
             return self._finish(None)
         X = self._validate(X, reset=True)
-        if len(X) < self.k:
-            raise ValueError(f"n_samples={len(X)} should be >= k={self.k}")
+        if X.shape[0] < self.k:
+            raise ValueError(f"n_samples={X.shape[0]} should be >= k={self.k}")
         for batch in self._batches(X):
             self._absorb(batch)
         return self._finish(X)
@@ -130,13 +136,13 @@ class KMeans(_Streaming, ClusterMixin, TransformerMixin, BaseEstimator):
     def predict(self, X) -> np.ndarray:
         check_is_fitted(self, "model_")
         X = self._validate(X, reset=False)
-        return self.model_.predict(torch.tensor(X, dtype=torch.float64))["closest_cluster"].numpy().astype(np.int64)
+        return self.model_.predict(_as_tensor(X))["closest_cluster"].numpy().astype(np.int64)
 
     def transform(self, X) -> np.ndarray:
         """Euclidean distance of each record to each centre."""
         check_is_fitted(self, "model_")
         X = self._validate(X, reset=False)
-        return self.model_.transform(torch.tensor(X, dtype=torch.float64)).numpy().astype(X.dtype, copy=False)
+        return self.model_.transform(_as_tensor(X)).numpy().astype(X.dtype, copy=False)
 
     def score(self, X, y=None) -> float:
         """Minus the sum of squared distances to the nearest centre (higher is better), as scikit-learn's."""
