@@ -119,7 +119,25 @@ static PyObject *parse(PyObject *self, PyObject *args) {
     return PyLong_FromSsize_t(ok ? rows : -1);
 }
 
+/* sizes(block) -> (line ends, colons): the output sizes `parse` needs, counted without the GIL (bytes.count
+   holds it: with the trainer on the other thread, 1 s of 4.5 s reading the 10^6-record stream, loaded machine). */
+static PyObject *sizes(PyObject *self, PyObject *args) {
+    Py_buffer block;
+    if (!PyArg_ParseTuple(args, "y*", &block)) return NULL;
+    Py_ssize_t lines = 0, colons = 0;
+    Py_BEGIN_ALLOW_THREADS
+    const char *p = block.buf;
+    for (Py_ssize_t i = 0; i < block.len; i++) {
+        lines += p[i] == '\n';
+        colons += p[i] == ':';
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&block);
+    return Py_BuildValue("nn", lines, colons);
+}
+
 static PyMethodDef methods[] = {
+    {"sizes", sizes, METH_VARARGS, "sizes(block) -> (line ends, colons)."},
     {"parse", parse, METH_VARARGS,
      "parse(block, n_features, zero_based, indptr, index, values, labels) -> records, or -1 for the general path."},
     {NULL, NULL, 0, NULL}};

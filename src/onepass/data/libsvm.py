@@ -142,7 +142,8 @@ def _parse_clean(block: bytes, n_features: int, zero_based: bool) -> tuple[CSR, 
     path's speed (one thread)."""
     if _fastsvm is None:
         return None
-    lines, colons = block.count(b"\n") + 1, block.count(b":")
+    lines, colons = _fastsvm.sizes(block)
+    lines += 1  # a last line without its line end
     indptr, index = np.empty(lines + 1, np.int64), np.empty(colons, np.int64)
     values, labels = np.empty(colons, np.float32), np.empty(lines, np.float32)
     n = _fastsvm.parse(block, n_features, zero_based, indptr, index, values, labels)
