@@ -32,6 +32,7 @@ import argparse
 import fnmatch
 import json
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -43,7 +44,7 @@ sys.path.insert(0, str(HERE))
 from run_kmeans import DATA, RUNS, _n, _onepass_exe, _tail, machine, measure, run_env, versions  # noqa: E402
 
 LIN = DATA / "linear"
-SYSTEMS = ("onepass", "sklearn-cv", "sklearn-sgd", "vw")
+SYSTEMS = ("onepass", "onepass-1", "sklearn-cv", "sklearn-sgd", "vw")  # onepass-1: --num-models 1
 REAL = ("adult", "kdd04", "california", "letter", "grants")
 # task, number of classes, sparse (LibSVM) or dense (CSV)
 TASKS = {"adult": ("binary", 2, False), "kdd04": ("binary", 2, False), "california": ("regression", 0, False),
@@ -60,6 +61,7 @@ QUICK_ROWS = {"train": 5000, "validation": 1000, "test": 2000}
 
 def _label(system: str, task: str) -> str:
     return {"onepass": "onepass linear_learner (defaults)",
+            "onepass-1": "onepass linear_learner --num-models 1",
             "sklearn-cv": "scikit-learn RidgeCV" if task == "regression" else "scikit-learn LogisticRegressionCV",
             "sklearn-sgd": "scikit-learn SGDRegressor" if task == "regression" else "scikit-learn SGDClassifier",
             "vw": "Vowpal Wabbit"}[system]
@@ -516,7 +518,7 @@ def run_one(system: str, ds: str, spec: dict, args, env: dict) -> dict:
     prefix.with_suffix(".json").unlink(missing_ok=True)
     sparse = spec["sparse"]
     stream = ds.startswith("sparse stream")
-    if system == "onepass":
+    if system.startswith("onepass"):
         out_dir = RUNS / f"{tag}.run"
         shutil.rmtree(out_dir, ignore_errors=True)
         cmd = [_onepass_exe(), "train", "linear_learner", "--data", str(files["train"]), "--validation",
@@ -526,6 +528,7 @@ def run_one(system: str, ds: str, spec: dict, args, env: dict) -> dict:
         cmd += ["--data-format", "libsvm", "--feature-dim", str(spec["features"])] if sparse else \
             ["--label-column", "first"]
         cmd += ["--epochs", "1"] if stream else []  # one pass over a stream, as the peers' partial_fit and VW
+        cmd += ["--num-models", "1"] if system == "onepass-1" else []
         cmd += ["--threads", str(args.threads), "--quiet"]
     else:
         train, test = files["train"], files["test"]
@@ -555,7 +558,7 @@ def run_one(system: str, ds: str, spec: dict, args, env: dict) -> dict:
     else:
         r["status"] = "ok"
         try:
-            if system == "onepass":
+            if system.startswith("onepass"):
                 test, timing = _onepass_metrics(out_dir)
                 missing = [m for m in METRICS[task] if m not in test]
                 if missing:
@@ -615,6 +618,14 @@ def _bars(runs: dict, ds: str, task: str, meta_datasets: dict) -> list[str]:
     else:
         speed = "Vowpal Wabbit did not finish" if vw else "not run"
     return [quality, speed]
+
+
+def _speed_bar(runs: dict, ds: str, system: str, bar: float) -> str:
+    op, vw = runs.get(f"{ds}|{system}"), runs.get(f"{ds}|vw")
+    if not (_ok(op) and _ok(vw) and op.get("records_per_s") and vw.get("records_per_s")):
+        return "not run"
+    ratio = op["records_per_s"] / vw["records_per_s"]
+    return f"{'met' if ratio >= bar else '**missed**'} ({ratio:.2f} x)"
 
 
 def _fmt(v, digits=4):
@@ -728,9 +739,58 @@ def write_report(results: dict, path: Path) -> None:
           "| data set | quality within 0.5 % / 2 % of tuned scikit-learn | records/s >= Vowpal Wabbit's |",
           "|---|---|---|"]
     L += [f"| {ds} | {b[0]} | {b[1]} |" for ds, b in bars]
+    L += ["", "## The speed bars of issue 20 (wide sparse data)", "",
+          "Training records per second against Vowpal Wabbit's, in the same run: one model (`--num-models 1`) at "
+          "least 1 x, the default grid of 32 models at least 0.5 x.", "",
+          "| data set | --num-models 1 >= 1 x | default grid >= 0.5 x |", "|---|---|---|"]
+    L += [f"| {ds} | {_speed_bar(runs, ds, 'onepass-1', 1.0)} | {_speed_bar(runs, ds, 'onepass', 0.5)} |"
+          for ds, spec in meta["datasets"].items() if spec.get("sparse") and runs.get(f"{ds}|onepass-1")]
+    L += _traffic_section(results)
     L += ["", "### Memory on the generated stream", ""] + _memory_section(results)
     L += ["", "## Versions", ""] + [f"- {k}: {v}" for k, v in meta["versions"].items()] + ["", GENERATED_MARK]
     path.write_text("\n".join(L) + notes)
+
+
+# The 10^6-wide stream, counted on its first 10^5 records: 19.99 entries a record, 19.44 distinct columns a record
+# within a 1,000-record batch. A record's scores read one row of W per entry; the update reads and writes the rows
+# of W, m1 and m2 of each distinct column. Vowpal Wabbit keeps a feature's weight and its two adaptive sums in one
+# 16-byte slot: one cache line per entry.
+ENTRIES, DISTINCT = 19.99, 19.44
+
+
+def _traffic_section(results) -> list[str]:
+    mem = results["meta"].get("memory")
+    if not mem:
+        return []
+    touches = ENTRIES + 3 * DISTINCT  # random rows (or lines) a record waits for
+    grid_bytes = ENTRIES * 128 + DISTINCT * 3 * 128 * 2
+    one_bytes = ENTRIES * 64 + DISTINCT * 3 * 64 * 2
+    vw_bytes = ENTRIES * 64 * 2
+    runs = results["runs"]
+
+    def rate(ds, system):
+        r = runs.get(f"{ds}|{system}")
+        return f"{r['records_per_s']:,.0f}" if _ok(r) and r.get("records_per_s") else "—"
+
+    ds = "sparse stream 10^6"
+    rows = [("onepass, 32 models (128-byte rows)", touches, grid_bytes, mem["random_128b_rows_per_s"], rate(ds, "onepass")),
+            ("onepass, 1 model (4-byte rows: a line each)", touches, one_bytes, mem["random_lines_per_s"],
+             rate(ds, "onepass-1")),
+            ("Vowpal Wabbit (one 16-byte slot a feature)", ENTRIES, vw_bytes, mem["random_lines_per_s"], rate(ds, "vw"))]
+    out = ["", "### What a record of the 10^6-wide stream moves, against this machine's memory", "",
+           f"Measured by `benchmarks/memory_bandwidth.py` at the start of this run ({mem['date']}, one thread): a "
+           f"streaming copy {mem['stream_bytes_per_s'] / 1e9:.1f} GB/s (read + write); random 128-byte rows from a "
+           f"122 MiB table {mem['random_128b_rows_per_s'] / 1e6:.1f} M/s; random 4-byte values (a cache line each) "
+           f"{mem['random_lines_per_s'] / 1e6:.1f} M/s. A record has {ENTRIES} entries, {DISTINCT} distinct columns "
+           "within its 1,000-record batch: its scores read a row of W per entry, its update reads and writes the "
+           "rows of W, m1 and m2 of each distinct column, in random order, so the random-row rate, not the "
+           "streaming one, is the limit.", "",
+           "| system | random rows a record | bytes a record (read + write) | limit by random rows, records/s | "
+           "limit by streaming bandwidth, records/s | measured train records/s |", "|---|---:|---:|---:|---:|---:|"]
+    for name, t, b, per_s, measured in rows:
+        out.append(f"| {name} | {t:.0f} | {b:,.0f} | {per_s / t:,.0f} | {mem['stream_bytes_per_s'] / b:,.0f} | "
+                   f"{measured} |")
+    return out
 
 
 def _memory_section(results) -> list[str]:
@@ -833,13 +893,25 @@ def main(argv: list[str] | None = None) -> int:
             "quick": args.quick, "command": "python benchmarks/run_linear.py " + " ".join(argv),
             "reproduce": "bash benchmarks/run.sh linear" + (" " + " ".join(argv) if argv else "")}
     results = {"meta": meta, "runs": {}}
+    if args.resume:  # the data sets and systems not run this time keep their rows
+        results["runs"] = {k: v for k, v in old["runs"].items()
+                           if k.split("|")[0] not in specs or k.split("|")[1] not in args.systems}
+        meta["datasets"] = {**{k: v for k, v in old.get("meta", {}).get("datasets", {}).items()},
+                            **meta["datasets"]}
+        if "memory" in old.get("meta", {}):
+            meta["memory"] = old["meta"]["memory"]
+    if any(spec.get("sparse") and ds.startswith("sparse stream") for ds, spec in specs.items()):
+        meta["memory"] = json.loads(subprocess.run([sys.executable, str(HERE / "memory_bandwidth.py")],
+                                                   capture_output=True, text=True, check=True).stdout)
+        meta["memory"]["date"] = meta["date"]
+        print(f"memory: {meta['memory']}", flush=True)
     for ds, spec in specs.items():
         print(f"{ds}: {spec['task']}, {spec['train_records']:,} train records x {spec['features']:,}", flush=True)
         for system in args.systems:
             key = f"{ds}|{system}"
             prev = old["runs"].get(key)
             redo = any(fnmatch.fnmatchcase(key, pat) for pat in args.redo)
-            same = prev and prev.get("train_file") == str(spec["files"]["train"])  # never a --quick run's
+            same = prev and Path(prev.get("train_file", "")).name == spec["files"]["train"].name  # never --quick's
             if same and not redo and prev["status"] == "ok":
                 results["runs"][key] = prev
                 continue

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from onepass import Batch, IncompatibleStateError, UsageError, kmeans
+from onepass import Batch, IncompatibleStateError, Stream, UsageError, kmeans
 from onepass.testing import gaussian_mixture, kmeans_cost
 
+pytestmark = pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
 sklearn = pytest.importorskip("sklearn")
 from sklearn.cluster import KMeans as SkKMeans  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
@@ -233,3 +234,88 @@ def test_summary_fill_gives_a_stack_of_identical_records_one_slot():
     chosen = km._kmeanspp(x, torch.ones(len(x), dtype=torch.float64), 200, g, existing=centre)
     assert len(chosen) == len(set(chosen.tolist())) == 200
     assert int((x[chosen] == 50.0).all(1).sum()) == 1
+
+
+# ------------------------------------------------------------------------------------------ sparse input
+
+def _sparse_files(tmp_path, x):
+    """The same records as dense CSV, LibSVM and sparse RecordIO-protobuf (as the SageMaker SDK writes it)."""
+    import scipy.sparse as sp
+
+    from onepass.data import recordio
+    from onepass.testing import write_libsvm
+
+    files = {"csv": tmp_path / "x.csv", "libsvm": tmp_path / "x.libsvm", "recordio": tmp_path / "x.rec"}
+    np.savetxt(files["csv"], x, delimiter=",", fmt="%.9g")
+    with open(files["libsvm"], "w") as f:
+        write_libsvm(x, f)
+    recordio.write_recordio(files["recordio"], sp.csr_matrix(x))
+    return files
+
+
+@pytest.mark.parametrize("width", [60, 400])
+def test_libsvm_and_sparse_recordio_give_the_model_of_the_same_data_as_csv(tmp_path, width):
+    """At 60 features (at most DENSE_WIDTH) sparse batches are made dense: the very same model. At 400 they stay
+    sparse, distances from sparse products: the same centres within float tolerance."""
+    from onepass.testing import sparse_mixture
+    from onepass.train import train
+
+    x = sparse_mixture(3000, 1, d=width)
+    hp = {"k": 6, "feature_dim": width, "mini_batch_size": 250}
+    models = {name: train("kmeans", path, tmp_path / name, hyperparameters=hp).model
+              for name, path in _sparse_files(tmp_path, x).items()}
+    want = models["csv"]
+    for name in ("libsvm", "recordio"):
+        got = models[name]
+        if width <= kmeans.DENSE_WIDTH:
+            assert torch.equal(got.centers, want.centers), name
+        else:
+            torch.testing.assert_close(got.centers, want.centers, rtol=1e-5, atol=1e-5, msg=name)
+        assert got.meta["cost"] == pytest.approx(want.meta["cost"], rel=1e-9)
+        assert got.meta["cluster_sizes"] == want.meta["cluster_sizes"]
+
+
+def test_wide_sparse_batches_are_never_made_dense(tmp_path, monkeypatch):
+    """20,000 features: training, finalize, predict and evaluate never densify a batch (only the few rows that
+    become centres or sample records); the clusters are found."""
+    from onepass.testing import sparse_mixture
+    from onepass.train import train
+
+    d = 20_000
+    x = sparse_mixture(2000, 3, d=d)
+    path = _sparse_files(tmp_path, x)["libsvm"]
+    to_dense = torch.Tensor.to_dense
+
+    def refuse(self, *a, **k):
+        if self.dim() == 2 and self.shape[1] == d and self.shape[0] > 100:
+            raise AssertionError(f"a sparse batch of {self.shape[0]} records was made dense")
+        return to_dense(self, *a, **k)
+
+    monkeypatch.setattr(torch.Tensor, "to_dense", refuse)
+    result = train("kmeans", path, tmp_path / "run", validation=path,
+                   hyperparameters={"k": 6, "feature_dim": d, "mini_batch_size": 500})
+    assert result.state.meta["records_seen"] == 2000
+    batch = next(iter(Stream(path, n_features=d).batches(2000)))
+    got = result.model.predict(batch.x)
+    want = result.model.predict(torch.tensor(x))
+    assert torch.equal(got["closest_cluster"], want["closest_cluster"])
+    torch.testing.assert_close(got["distance_to_cluster"], want["distance_to_cluster"], rtol=1e-4, atol=1e-4)
+    assert len(set(got["closest_cluster"].tolist())) == 6
+    torch.testing.assert_close(result.model.transform(batch.x), result.model.transform(torch.tensor(x)),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_scikit_learn_estimator_takes_a_scipy_sparse_matrix():
+    """onepass.sklearn.KMeans fits, predicts and transforms a scipy CSR matrix as it does the dense array."""
+    import scipy.sparse as sp
+
+    from onepass.sklearn import KMeans
+    from onepass.testing import sparse_mixture
+
+    x = sparse_mixture(2000, 5, d=300)
+    dense = KMeans(k=6, random_state=0, mini_batch_size=500).fit(x)
+    sparse = KMeans(k=6, random_state=0, mini_batch_size=500).fit(sp.csr_matrix(x))
+    np.testing.assert_allclose(sparse.cluster_centers_, dense.cluster_centers_, rtol=1e-5, atol=1e-5)
+    assert np.array_equal(sparse.labels_, dense.labels_)
+    assert np.array_equal(sparse.predict(sp.csr_matrix(x[:100])), dense.predict(x[:100]))
+    np.testing.assert_allclose(sparse.transform(sp.csr_matrix(x[:100])), dense.transform(x[:100]), rtol=1e-4)

@@ -301,8 +301,12 @@ def test_validation_on_sparse_data_equals_dense(tmp_path):
     assert got["ssd"] == pytest.approx(want["ssd"], rel=1e-9)
 
 
-def test_kmeans_refuses_sparse_data(tmp_path):
+def test_an_algorithm_for_dense_data_only_refuses_a_sparse_source(tmp_path, monkeypatch):
+    """Every algorithm today takes sparse batches (ACCEPTS_SPARSE); one that did not would be refused before
+    reading, with nothing written."""
+    from onepass.algorithms import kmeans
     path = dump(tmp_path / "k.libsvm", *sparse_data(50))
+    monkeypatch.setattr(kmeans, "ACCEPTS_SPARSE", False)
     with pytest.raises(UsageError, match="kmeans takes dense data only"):
         train("kmeans", path, tmp_path / "km", hyperparameters={"k": 2, "feature_dim": D})
     assert not (tmp_path / "km").exists()
@@ -365,7 +369,7 @@ def test_command_line_errors(tmp_path):
                 "--out", str(tmp_path / "b"))
     assert r.returncode == 3 and f"{path}, line " in r.stderr and "beyond the 10 features" in r.stderr
     r = run_cli("train", "kmeans", "--data", str(path), "--k", "2", "--out", str(tmp_path / "c"))
-    assert r.returncode == 2 and "dense data only" in r.stderr
+    assert r.returncode == 2 and "--feature-dim" in r.stderr
 
 
 def test_csr_slices_and_stacks_rows():
@@ -375,3 +379,48 @@ def test_csr_slices_and_stacks_rows():
     assert [len(p) for p in parts] == [7, 0, 13, 10]
     np.testing.assert_array_equal(CSR.vstack(parts).toarray(), x.toarray())
     np.testing.assert_array_equal(c[3:9].to_torch().to_dense().numpy(), x[3:9].toarray())
+
+
+def _number(rng) -> str:
+    kind = rng.integers(6)
+    if kind == 0:
+        return str(rng.integers(-5, 6))
+    if kind == 1:
+        return f"{rng.normal() * 10.0 ** rng.integers(-8, 8):.{rng.integers(0, 20)}f}"
+    if kind == 2:
+        return f"{rng.normal():.{rng.integers(1, 17)}e}".replace("e+", "e" if rng.random() < 0.5 else "e+")
+    if kind == 3:
+        return repr(float(rng.normal() * 10.0 ** rng.integers(-300, 300)))
+    if kind == 4:
+        return ("+" if rng.random() < 0.5 else "-") + "0" * int(rng.integers(0, 3)) + str(rng.integers(0, 10 ** 9))
+    return f"{rng.integers(0, 10 ** 6)}.{rng.integers(0, 10 ** 9):09d}{rng.integers(0, 10 ** 9)}"
+
+
+def test_the_c_fast_path_reads_the_records_the_general_path_reads(monkeypatch):
+    """Clean blocks of every number form (signs, leading zeros, 0-30 digits, exponents, float32 under- and
+    overflow): the C fast path gives the same records bit for bit, or hands the block to the general path."""
+    if libsvm_reader._fastsvm is None:
+        pytest.skip("onepass was installed without its C extensions")
+    rng = np.random.default_rng(11)
+    fast_blocks = 0
+    for _ in range(300):
+        lines = []
+        for _ in range(int(rng.integers(1, 6))):
+            cols = np.sort(rng.choice(50, size=int(rng.integers(0, 6)), replace=False)) + 1
+            lines.append(" ".join([_number(rng)] + [f"{c}:{_number(rng)}" for c in cols]))
+        block = ("\n".join(lines) + ("\n" if rng.random() < 0.7 else "")).encode()
+        fast = libsvm_reader._parse_clean(block, 50, False)
+        with monkeypatch.context() as m:
+            m.setattr(libsvm_reader, "_fastsvm", None)
+            try:
+                general = libsvm_reader._parse(block, "b", 1, 50, False)
+            except DataError:
+                general = None
+        if fast is None:
+            continue
+        fast_blocks += 1
+        assert general is not None, block
+        for k in ("indptr", "indices", "data"):
+            assert np.array_equal(getattr(fast[0], k).view(np.uint8), getattr(general[0], k).view(np.uint8)), block
+        assert np.array_equal(fast[1].view(np.uint8), general[1].view(np.uint8)), block
+    assert fast_blocks > 100

@@ -466,3 +466,58 @@ def test_a_choice_on_a_tiny_held_out_set_says_so_and_uses_the_loss(tmp_path):
     accuracy = load_model(tmp_path / "tiny")
     assert ll.finalize(State.load(tmp_path / "tiny"), binary_classifier_model_selection_criteria="accuracy"
                        ).meta["criterion"] == "accuracy" != accuracy.meta["criterion"]  # a named criterion is kept
+
+
+def _wide_sparse(n, d=5000, seed=0, classes=2):
+    """Indicator records of ~12 skewed columns out of d (a head of frequent ones), labels from a hidden model."""
+    g = torch.Generator().manual_seed(seed)
+    cols = (d * torch.rand(n, 12, generator=g) ** 2).long()
+    x = torch.zeros(n, d).scatter_(1, cols, 1.0)
+    w = torch.randn(d, classes, generator=torch.Generator().manual_seed(99))
+    y = (x @ w).argmax(1).float()
+    return x.to_sparse_csr(), y
+
+
+def _fit_sparse(hp, x, y, batch=250):
+    from onepass.algorithms._csr import row_slice
+    state = ll.init(hp, x.shape[1], 0)
+    for s in range(0, x.shape[0], batch):
+        state = ll.update(state, Batch(row_slice(x, s, s + batch), y[s:s + batch]))
+    return ll.end_epoch(state)[0]
+
+
+@pytest.mark.parametrize("kind", ["binary_classifier", "multiclass_classifier"])
+def test_the_sparse_kernel_trains_the_models_the_torch_path_trains(kind, monkeypatch):
+    """The C kernel (one pass over a batch's entries) and the torch path (gathers, optimizer passes, scatters)
+    give every model of a grid of all three optimizers with L1 and L2 the same weights and moments."""
+    from onepass.algorithms import _fast_sparse
+    if _fast_sparse._sparsestep is None:
+        pytest.skip("onepass was installed without its C extensions")
+    classes = 2 if kind == "binary_classifier" else 4
+    x, y = _wide_sparse(3000, classes=classes)
+    hp = {"predictor_type": kind, "num_models": 24, "num_point_for_scaler": 500, "holdout_fraction": 0.1,
+          **({"num_classes": classes} if classes > 2 else {})}
+    fast = _fit_sparse(hp, x, y)
+    monkeypatch.setattr(_fast_sparse, "_sparsestep", None)
+    slow = _fit_sparse(hp, x, y)
+    assert {g["optimizer"] for g in fast.meta["grid"]} == {"adam", "sgd", "rmsprop"}
+    assert len({(g["wd"], g["l1"]) for g in fast.meta["grid"]}) > 1
+    # float32 rounding in another order, grown over 12 adam steps: weights agree to 1e-4 (a wrong formula moves
+    # them by the learning rate, 0.01-0.09), the moments to their own scale
+    for k, atol in (("weight", 1e-4), ("bias", 1e-5), ("m1", 1e-6), ("m2", 1e-8)):
+        torch.testing.assert_close(fast.tensors[k], slow.tensors[k], rtol=1e-4, atol=atol, msg=k)
+    assert ll.finalize(fast).meta["model_index"] == ll.finalize(slow).meta["model_index"]
+
+
+def test_sparse_training_resumed_from_a_saved_state_equals_uninterrupted():
+    """Through the C kernel and its huge-page copies of the weights: save, load, continue, bit for bit."""
+    from onepass import testing as T
+
+    def data(n, seed):
+        x, y = _wide_sparse(n, d=3000, seed=seed)
+        return np.column_stack([x.to_dense().numpy(), y.numpy()]).astype(np.float32)
+
+    case = T.Case("linear_learner", {"predictor_type": "binary_classifier", "num_models": 8,
+                                     "num_point_for_scaler": 300}, data, T.logistic_loss, merge_tolerance=0.15,
+                  label_column="last", batch_size=100, sparse=True)
+    T.check_resume_equals_uninterrupted(case, n=2000)

@@ -54,6 +54,15 @@ def _train_args(case, data, out, *extra):
             "--threads", "1", "--seed", "7", "--quiet", *_hp_args(case), *_label_args(case), *extra]
 
 
+def _write(case: T.Case, data, path):
+    """The case's data as the file a user would have: CSV, or LibSVM for a sparse case."""
+    if not case.sparse:
+        return write_csv(path.with_suffix(".csv"), data)
+    with open(path.with_suffix(".libsvm"), "w") as f:
+        T.write_libsvm(data, f)
+    return path.with_suffix(".libsvm")
+
+
 def _wait_for_checkpoint(out, proc, timeout=60.0):
     metrics = out / "metrics.jsonl"
     deadline = time.monotonic() + timeout
@@ -78,7 +87,7 @@ def test_run_killed_and_resumed_equals_uninterrupted_run(algo, how, device, tmp_
     on a GPU within 1e-5 (its atomic adds may sum in another order from run to run)."""
     case = T.CASES[algo]
     rtol = 1e-5 if device == "cuda" else 0.0
-    data = write_csv(tmp_path / "train.csv", case.make_data(120_000, 11))
+    data = _write(case, case.make_data(120_000, 11), tmp_path / "train")
     run_cli(*_train_args(case, data, tmp_path / "whole", "--device", device), check=True)
 
     out = tmp_path / "killed"
@@ -112,15 +121,26 @@ subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)
 print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 """
 
+# LibSVM records of a sparse case on standard output, made in chunks (the stream is never held whole)
+SPARSE_STREAM = """
+import sys
+from onepass import testing as T
+case, n = T.CASES[sys.argv[1]], int(sys.argv[2])
+for s in range(0, n, 10_000):
+    T.write_libsvm(case.make_data(min(10_000, n - s), s), sys.stdout)
+"""
+
 
 def _peak_rss_kib(algo: str, n: int, tmp_path) -> int:
     case = T.CASES[algo]
-    gen = subprocess.Popen([sys.executable, "-m", "onepass", "datasets", "blobs", "--n", str(n), "--d", "20",
-                            *case.blobs_args], stdout=subprocess.PIPE)
+    command = [sys.executable, "-c", SPARSE_STREAM, algo, str(n)] if case.sparse else \
+        [sys.executable, "-m", "onepass", "datasets", "blobs", "--n", str(n), "--d", "20", *case.blobs_args]
+    gen = subprocess.Popen(command, stdout=subprocess.PIPE)
     hp = [a for k, v in {**case.hyperparameters, "epochs": 1}.items()  # a pipe is read once
           for a in (f"--{k.replace('_', '-')}", str(v))]
     out = subprocess.run([sys.executable, "-c", PEAK_RSS, sys.executable, "-m", "onepass", "train", case.algorithm,
                           "--data", "-", "--out", str(tmp_path / f"run{n}"), "--quiet", "--threads", "1",
+                          *(["--data-format", "libsvm"] if case.sparse else []),
                           *hp, *_label_args(case)], stdin=gen.stdout, capture_output=True, text=True, check=True)
     gen.stdout.close()
     assert gen.wait() == 0

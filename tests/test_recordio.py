@@ -240,14 +240,17 @@ def test_damaged_bytes_give_a_data_error_or_records(tmp_path):
                 pass
 
 
-def test_stream_kind_peek_and_k_means_refusal(tmp_path):
+def test_stream_kind_peek_and_refusal_by_an_algorithm_for_dense_data_only(tmp_path):
+    from types import SimpleNamespace
+
     from onepass import algorithms
     from onepass.train import check_sparse
     sparse = _file(tmp_path, [SPARSE, EMPTY_ROW], "s.rec")
     stream = Stream(sparse.path)
     assert stream.format == "recordio-protobuf" and stream.sparse
-    with pytest.raises(UsageError, match="dense data only"):
-        check_sparse(algorithms.get("kmeans"), stream)
+    check_sparse(algorithms.get("kmeans"), stream)  # k-means takes sparse batches
+    with pytest.raises(UsageError, match="dense_only takes dense data only"):
+        check_sparse(SimpleNamespace(NAME="dense_only"), stream)
     assert not Stream(_file(tmp_path, SPEC, "d.rec").path).sparse
     both = tmp_path / "both"
     both.mkdir()

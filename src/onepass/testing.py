@@ -14,7 +14,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TextIO
 
 import numpy as np
 import torch
@@ -41,6 +41,7 @@ class Case:
     drift_reference: what the continued model's loss on the new data is held to: "fresh" (a run on the new data
                      alone: models that forget, by SGD or a half-life) or "whole" (one run over the old data then
                      the new: sums that keep everything by design), within drift_tolerance.
+    sparse:          batches reach the algorithm as sparse CSR tensors (the data is written as LibSVM for the CLI).
     """
 
     algorithm: str
@@ -57,23 +58,31 @@ class Case:
     drift_hyperparameters: dict[str, Any] = field(default_factory=dict)
     drift_reference: str = "fresh"
     drift_tolerance: float = 0.1
+    sparse: bool = False
 
     @property
     def algo(self):
         return algorithms.get(self.algorithm)
 
 
-def batches(data: np.ndarray, size: int, labelled: bool = False):
+def batches(data: np.ndarray, size: int, labelled: bool = False, sparse: bool = False):
     for s in range(0, len(data), size):
         part = torch.tensor(data[s:s + size])
-        yield Batch(part[:, :-1].contiguous(), part[:, -1].contiguous()) if labelled else Batch(part)
+        x, y = (part[:, :-1].contiguous(), part[:, -1].contiguous()) if labelled else (part, None)
+        yield Batch(x.to_sparse_csr() if sparse else x, y)
+
+
+def write_libsvm(data: np.ndarray, f: TextIO) -> None:
+    """Unlabelled records as LibSVM lines (1-based, label 0): how a sparse case reaches the command line."""
+    for row in data:
+        f.write("0 " + " ".join(f"{j + 1}:{row[j]:.9g}" for j in np.flatnonzero(row)) + "\n")
 
 
 def fit(case: Case, data: np.ndarray, state: State | None = None, seed: int = 0,
         device: str | torch.device = "cpu") -> State:
     """Train `case` on `data` in its batch size, the state on `device` (batches stay on the CPU, as a reader's)."""
     algo = case.algo
-    for b in batches(data, case.batch_size, labelled=case.label_column is not None):
+    for b in batches(data, case.batch_size, labelled=case.label_column is not None, sparse=case.sparse):
         if state is None:
             state = algo.init(case.hyperparameters, b.x.shape[1], seed, device)
         state = algo.update(state, b)
@@ -252,6 +261,24 @@ def shifted_mixture(n: int, seed: int) -> np.ndarray:
     return x + np.float32(4.0) * np.sign(np.arange(x.shape[1]) % 2 - 0.5).astype(np.float32)
 
 
+def sparse_mixture(n: int, seed: int, d: int = 300, k: int = 6, nnz: int = 12, layout: int = 0) -> np.ndarray:
+    """Sparse records: each cluster has its own `nnz` columns of a d-wide space (wider than k-means'
+    DENSE_WIDTH, so batches stay sparse), values around 4 with unit noise, and 1 in 10 of them left out."""
+    rng = np.random.default_rng(4000 + d * 10 + k + 7919 * layout)  # the same columns and centres for every seed
+    cols, centers = rng.integers(0, d, size=(k, nnz)), rng.normal(4.0, 2.0, size=(k, nnz))
+    rng = np.random.default_rng(seed)
+    label = rng.integers(0, k, n)
+    out = np.zeros((n, d), dtype=np.float32)
+    values = (centers[label] + rng.standard_normal((n, nnz))) * (rng.random((n, nnz)) > 0.1)
+    np.put_along_axis(out, cols[label], values.astype(np.float32), axis=1)
+    return out
+
+
+def moved_sparse_mixture(n: int, seed: int) -> np.ndarray:
+    """`sparse_mixture` with other columns and centres: new sparse data that moves the centres."""
+    return sparse_mixture(n, seed, layout=1)
+
+
 def kmeans_cost(model: Model, data: np.ndarray) -> float:
     d = model.predict(torch.tensor(data))["distance_to_cluster"].double()
     return float((d * d).sum())
@@ -310,6 +337,9 @@ CASES: dict[str, Case] = {
     "kmeans": Case("kmeans", {"k": 6}, gaussian_mixture, kmeans_cost, merge_tolerance=0.02,
                    choices=[{"k": 3}, {"k": 12, "local_lloyd_num_trials": 3}],
                    drift=shifted_mixture, drift_hyperparameters={"half_life_time_size": 500}),
+    "kmeans-sparse": Case("kmeans", {"k": 6, "feature_dim": 300}, sparse_mixture, kmeans_cost, merge_tolerance=0.02,
+                          choices=[{"k": 3}, {"k": 12, "local_lloyd_num_trials": 3}], sparse=True,
+                          drift=moved_sparse_mixture, drift_hyperparameters={"half_life_time_size": 500}),
     # Exact sums: a merge equals the whole up to float64 rounding.
     "pca": Case("pca", {"num_components": 3}, decaying_spectrum, pca_loss, merge_tolerance=1e-9,
                 choices=[{"num_components": 1}, {"num_components": 12, "subtract_mean": False}],

@@ -21,7 +21,8 @@ Traceback (most recent call last):
 ...
 TypeError: KMeans: n_clusters='2' should be an integer >= 1, not str
 
-`fit` also takes a source (a path, glob or folder, or a `Stream`) and streams it in fixed memory:
+`fit` also takes a scipy sparse matrix (k-means: never densified when wider than 100 features) or a source (a path,
+glob or folder, or a `Stream`) and streams it in fixed memory:
 `KMeans(n_clusters=10).fit("data/*.csv")`, `LinearLearnerClassifier().fit("train/*.csv")` (the label first,
 as SageMaker's). `partial_fit` absorbs one more chunk of data; the summary in `state_`
 gives a model for any other k with `onepass.kmeans.finalize(km.state_, k=...)`.

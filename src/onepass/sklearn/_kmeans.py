@@ -10,6 +10,7 @@ from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ..algorithms import kmeans as _kmeans
+from ..algorithms.base import as_tensor
 from ..data.batches import Batch
 from ..state import State
 from ._base import _is_source, _Parameters, _seed, _spec, _Streaming
@@ -71,13 +72,19 @@ class KMeans(_Parameters, _Streaming, ClusterMixin, TransformerMixin, BaseEstima
                 "extra_center_factor": p["extra_center_factor"], "init_method": p["init_method"],
                 "half_life_time_size": p["half_life_time_size"]}
 
-    def _batches(self, X: np.ndarray, size: int):
-        for s in range(0, len(X), size):
-            yield Batch(torch.tensor(X[s:s + size], dtype=torch.float32))
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
 
-    def _validate(self, X, reset: bool) -> np.ndarray:
-        X = validate_data(self, X, reset=reset, dtype=[np.float64, np.float32], ensure_min_samples=1)
-        return X
+    def _batches(self, X, size: int):
+        for s in range(0, X.shape[0], size):
+            yield Batch(as_tensor(X[s:s + size]).to(torch.float32))
+
+    def _validate(self, X, reset: bool):
+        """A dense array or a scipy CSR matrix (sparse input is never densified: see kmeans.DENSE_WIDTH)."""
+        return validate_data(self, X, reset=reset, accept_sparse="csr", dtype=[np.float64, np.float32],
+                             ensure_min_samples=1)
 
     def fit(self, X, y=None, *, label_column=None, data_format=None):
         """Learn from an array (n, d), or stream a source once: a path, glob or folder, or a `Stream`."""
@@ -87,8 +94,8 @@ class KMeans(_Parameters, _Streaming, ClusterMixin, TransformerMixin, BaseEstima
             self._fit_source(X, label_column, data_format, _kmeans, hp["mini_batch_size"])
             return self._finish(None)
         X = self._validate(X, reset=True)
-        if len(X) < hp["k"]:
-            raise ValueError(f"n_samples={len(X)} should be >= n_clusters={hp['k']}")
+        if X.shape[0] < hp["k"]:
+            raise ValueError(f"n_samples={X.shape[0]} should be >= n_clusters={hp['k']}")
         for batch in self._batches(X, hp["mini_batch_size"]):
             self._absorb(batch)
         return self._finish(X)
