@@ -1,0 +1,605 @@
+"""Factorization machines: a grid of second-order FMs trained at once by sparse AdaGrad, chosen at finalize.
+
+Model (Rendle 2010).  For a record x in R^d, with global bias w0, linear weights w in R^d and factors V in R^(d x k)
+(`num_factors` = k),
+
+    s(x) = w0 + sum_j w_j x_j + sum_{i<j} <v_i, v_j> x_i x_j
+         = w0 + x.w + 1/2 sum_f [ (sum_j v_jf x_j)^2 - sum_j v_jf^2 x_j^2 ]          (Rendle's identity)
+
+so a record costs O(k nnz(x)), not O(k d^2). Binary classifiers take p = sigmoid(s) and log loss; regressors take
+s (in label units) and squared loss.
+
+Grid.  M models (`num_models`, auto 8) share the stream: their parameters are the columns of one tensor each
+(w0: M, w: d x M, V: d x M k), so a mini-batch is one batched computation, not a loop over models. The grid
+multiplies the learning rates (x 1, 1/3, 3), `factors_wd` (x 1, 10, 1/10) and the factors' initial scale
+(x 1, 10, 1/10), nearest to the given settings first; model 0 is exactly them.
+
+Update.  A batch touches only the rows of its features: the distinct columns J of the batch are gathered
+(w_J, V_J), scored through a CSR of the batch over J, updated and scattered back; no d x k gradient is ever formed.
+With g_r = dL/ds_r (times the record's weight, averaged over the batch's training records) and S_rf = sum_j v_jf x_rj:
+
+    dw0 = sum_r g_r,   dw_j = sum_r g_r x_rj,   dv_jf = sum_r g_r x_rj (S_rf - v_jf x_rj)
+
+then, as MXNet's optimizers that SageMaker's names come from, g <- clip(rescale_grad g, clip_gradient) + wd p, and
+AdaGrad per coordinate: G += g^2, p -= lr g / (sqrt(G) + eps). Weight decay reaches only the rows a batch touches
+(lazy regularization, as libFFM). Dense batches go through the same sparse path (their zeros dropped), so dense
+and sparse input of the same data give the same model. Regression labels are learnt centred and scaled by the mean
+and deviation of the first batch (kept in the state), so the bias need not travel to the label's mean.
+
+Why AdaGrad, and the defaults.  SageMaker's defaults (plain step sizes bias 0.1, linear 0.001, factors 0.0001,
+factors initialised with deviation 0.001) leave the factors where they started within one pass: dv is proportional
+to v, so small factors get small steps. AdaGrad normalises each coordinate's steps, so factors leave a small
+initialisation at once and rare features get large steps. Measured on the pairwise task of tests/test_fm.py
+(`FACTOR_DEFAULTS` below) and MovieLens 100k (u1 split; see README).
+
+Validation, selection.  As the linear learner (`linear.py`, whose selection functions this module imports): a
+hash-chosen `holdout_fraction` of the records (or the trainer's validation source) is scored by every model into
+bounded score summaries (`score_summaries`), so `finalize` chooses model and threshold under any
+`binary_classifier_model_selection_criteria`, again and again, without data. With several epochs each model's best
+epoch is kept and training stops early when no model improves.
+
+Merge.  Weighted average by records trained, exact when one side is empty; validation summaries add exactly. An FM
+is unchanged by V -> V R for any orthogonal R, so two states trained apart may hold the same interactions in
+rotated factors, whose plain average would cancel; merge first rotates each of b's models onto a's (orthogonal
+Procrustes: R = U W^T from the SVD of V_b^T V_a, O(d k^2)), then averages. Tolerance: on the shared property check
+(`testing.CASES["factorization_machines"]`, halves of 40,000 records) the merged model's loss is within 15 % of the
+model trained on the whole (measured: see tests). Processes of one `--nproc` run start from the same
+initialisation and average every K batches (`AVERAGED`), so their factors stay aligned.
+
+    >>> import torch, onepass
+    >>> g = torch.Generator().manual_seed(0)
+    >>> x = (torch.rand(20000, 20, generator=g) < 0.2).float()
+    >>> y = (x[:, 0] * x[:, 1] + x[:, 2] * x[:, 3] - x[:, 0] * x[:, 3] > 0).float()  # pairs, no single feature
+    >>> state = onepass.factorization_machines.init({"predictor_type": "binary_classifier", "num_factors": 4},
+    ...                                              n_features=20)
+    >>> for i in range(0, 20000, 500):
+    ...     state = onepass.factorization_machines.update(state, onepass.Batch(x[i:i + 500], y[i:i + 500]))
+    >>> model = onepass.factorization_machines.finalize(state)
+    >>> model.meta["validation"]["roc_auc_score"] > 0.95  # held-out records, scored as they came
+    True
+    >>> model.predict(torch.tensor([[1.0, 1.0] + [0.0] * 18]))["predicted_label"].tolist()
+    [1.0]
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable
+
+import torch
+
+from ..data.batches import Batch
+from ..errors import DataError, UsageError
+from ..hyperparameters import HP, HyperParameters
+from ..state import State
+from . import score_summaries as summaries
+from .base import Model, check_mergeable
+# The linear learner's selection machinery, shared (private names; to move to a shared module, see the report).
+from .linear import (_epoch_summary, _held_out, _model_metrics, _present_columns, _rotate_summaries,
+                     _selection_values, _summary, metrics as _linear_metrics)
+from .losses import grad_only, loss_only
+
+NAME = "factorization_machines"
+VERSION = 1
+ACCEPTS_SPARSE = True
+SUPERVISED = True
+AVERAGED = ("bias", "linear", "factors")  # --sync-every: averaged in label units (shared_parameters)
+PARAMETERS = ("bias", "linear", "factors")
+GROUPS = ("bias", "linear", "factors")
+STRUCTURAL = ("predictor_type", "feature_dim", "num_factors", "num_models") + tuple(
+    f"{g}_{p}" for g in GROUPS for p in ("lr", "wd", "init_method", "init_scale", "init_sigma", "init_value"))
+LR_STEPS = (1.0, 1 / 3, 3.0)        # the grid's multipliers of all three learning rates
+WD_STEPS = (1.0, 10.0, 0.1)         # of factors_wd
+INIT_STEPS = (1.0, 10.0, 0.1)       # of the factors' initial scale
+FIRST_ROTATION = 10_000             # validation summaries restart at 10^4, 2 10^4, ... records (linear.py)
+
+
+def _check(hp: dict[str, Any]) -> None:
+    if hp["predictor_type"] is None:
+        raise UsageError("hyperparameter predictor_type is required: binary_classifier or regressor")
+    for g in GROUPS:
+        method, need = hp[f"{g}_init_method"], {"uniform": "init_scale", "normal": "init_sigma",
+                                                "constant": "init_value"}
+        if hp[f"{g}_{need[method]}"] is None:
+            raise UsageError(f"hyperparameter {g}_init_method = {method} needs {g}_{need[method]}")
+
+
+def _family(group: str, lr: float, wd: float, sigma: float) -> list[HP]:
+    return [HP(f"{group}_lr", "float", lr, f"{group} AdaGrad learning rate", low=0),
+            HP(f"{group}_wd", "float", wd, f"{group} L2 weight decay (on the rows a batch touches)", low=0),
+            HP(f"{group}_init_method", "str", "normal", f"{group} initialisation", choices=("normal", "uniform",
+                                                                                             "constant")),
+            HP(f"{group}_init_sigma", "float", sigma, f"{group}: deviation of the normal initialisation", low=0),
+            HP(f"{group}_init_scale", "float", None, f"{group}: bound of the uniform initialisation", low=0),
+            HP(f"{group}_init_value", "float", None, f"{group}: value of the constant initialisation")]
+
+
+HYPERPARAMETERS = HyperParameters([
+    HP("predictor_type", "str", None, "binary_classifier or regressor", choices=("binary_classifier", "regressor")),
+    HP("feature_dim", "int", None, "number of features (required for LibSVM input); checked against the data",
+       low=1),
+    HP("num_factors", "int", 16, "latent dimension k of the pairwise interactions", low=1, high=1000),
+    HP("num_models", "int", "auto", "models trained at once on a grid around the given settings (auto: 8)", low=1,
+       high=27, auto=True),
+    HP("epochs", "int", 1, "most passes over the data (early stopping may end sooner)", low=1),
+    HP("mini_batch_size", "int", 1000, "records per mini-batch", low=1),
+    *_family("bias", 0.1, 0.0, 0.01),
+    *_family("linear", 0.1, 1e-6, 0.01),
+    *_family("factors", 0.1, 1e-5, 0.01),
+    HP("clip_gradient", "float", None, "clip each gradient coordinate to [-c, c] (none: no clipping)", low=0),
+    HP("eps", "float", 1e-8, "AdaGrad's epsilon", low=0),
+    HP("rescale_grad", "float", 1.0, "multiplies the gradient (already the batch's mean)", low=0),
+    HP("binary_classifier_model_selection_criteria", "str", "accuracy", "how finalize chooses model and threshold "
+       "(finalize can choose again)", choices=summaries.CRITERIA),
+    HP("target_precision", "float", 0.8, "for recall_at_target_precision", low=0, high=1),
+    HP("target_recall", "float", 0.8, "for precision_at_target_recall", low=0, high=1),
+    HP("f_beta", "float", 1.0, "beta of the F-score (f_beta criterion and binary_f_beta metric)", low=0),
+    HP("early_stopping_patience", "int", 3, "epochs without improvement before stopping", low=1),
+    HP("early_stopping_tolerance", "float", 0.001, "relative improvement that counts as none", low=0),
+    HP("holdout_fraction", "float", 0.1, "without a validation source: the share of records held out (chosen by "
+       "a hash of their position; 0: validate progressively on the training records)", low=0, high=0.9),
+], check=_check)
+
+CHOICES = HyperParameters([
+    HP("binary_classifier_model_selection_criteria", "str", "accuracy", "the criterion", choices=summaries.CRITERIA),
+    HP("target_precision", "float", 0.8, "for recall_at_target_precision", low=0, high=1),
+    HP("target_recall", "float", 0.8, "for precision_at_target_recall", low=0, high=1),
+    HP("f_beta", "float", 1.0, "beta of the F-score", low=0),
+    HP("model", "int", None, "take this model of the grid (0-based) instead of the best", low=0),
+])
+
+
+def _kind(hp: dict[str, Any]) -> str:
+    return "binary" if hp["predictor_type"] == "binary_classifier" else "regression"
+
+
+def _loss(hp: dict[str, Any]) -> str:
+    return "logistic" if hp["predictor_type"] == "binary_classifier" else "squared_loss"
+
+
+def model_grid(hp: dict[str, Any]) -> list[dict[str, float]]:
+    """Every combination of the three axes, nearest to the given settings first (model 0 is exactly them)."""
+    size = 8 if hp["num_models"] == "auto" else hp["num_models"]
+    combos = sorted(((i, j, m) for i in range(3) for j in range(3) for m in range(3)), key=lambda c: (sum(c), c))
+    return [{"lr_mult": LR_STEPS[i], "factors_lr": hp["factors_lr"] * LR_STEPS[i],
+             "factors_wd": hp["factors_wd"] * WD_STEPS[j], "init_mult": INIT_STEPS[m]} for i, j, m in combos[:size]]
+
+
+# ------------------------------------------------------------------------------------------------------ state
+
+def init(hyperparameters: dict[str, Any], n_features: int, seed: int = 0,
+         device: str | torch.device = "cpu") -> State:
+    """M models of `n_features` features, initialised from `seed` (drawn on the CPU, so every device agrees)."""
+    hp = HYPERPARAMETERS.parse(hyperparameters)
+    if hp["feature_dim"] is not None and hp["feature_dim"] != n_features:
+        raise UsageError(f"hyperparameter feature_dim = {hp['feature_dim']} but the data has {n_features} features")
+    grid = model_grid(hp)
+    M, k = len(grid), hp["num_factors"]
+    gen = torch.Generator().manual_seed(seed)
+    mult = torch.tensor([g["init_mult"] for g in grid])
+    tensors = {"bias": _initial(hp, "bias", (M,), gen), "linear": _initial(hp, "linear", (n_features, M), gen),
+               "factors": (_initial(hp, "factors", (n_features, M, k), gen) * mult[:, None]).view(n_features, M * k)}
+    for p in PARAMETERS:
+        tensors[f"{p}_g2"] = torch.zeros_like(tensors[p])
+    tensors["lr_mult"] = torch.tensor([g["lr_mult"] for g in grid])
+    tensors["factors_wd"] = torch.tensor([g["factors_wd"] for g in grid])
+    tensors["y_shift"] = torch.zeros((), dtype=torch.float64)
+    tensors["y_scale"] = torch.ones((), dtype=torch.float64)
+    tensors.update({f"current_{n}": v for n, v in summaries.empty(_kind(hp), M, 1).items()})
+    meta = {"n_features": n_features, "records_seen": 0, "records_trained": 0, "seed": seed, "grid": grid,
+            "algorithm_version": VERSION, "step": 0, "epoch_records": 0, "epochs_done": 0, "labels_scaled": False,
+            "best_value": None, "bad_epochs": 0, "stopped": False, "summary_restart_at": FIRST_ROTATION}
+    return State(NAME, hp, {n: v.to(device) for n, v in tensors.items()}, meta)
+
+
+def _initial(hp: dict[str, Any], group: str, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+    method = hp[f"{group}_init_method"]
+    if method == "constant":
+        return torch.full(shape, float(hp[f"{group}_init_value"]))
+    if method == "uniform":
+        return (torch.rand(shape, generator=gen) * 2 - 1) * hp[f"{group}_init_scale"]
+    return torch.randn(shape, generator=gen) * hp[f"{group}_init_sigma"]
+
+
+def update(state: State, batch: Batch) -> State:
+    """One mini-batch: validation records scored into the summaries, the others trained on."""
+    x, y, w = _checked(state, batch)
+    n = x.shape[0]
+    if n == 0:
+        return state
+    meta = state.meta
+    first = meta["epoch_records"]
+    index = torch.arange(first, first + n, dtype=torch.int64)
+    meta["epoch_records"] = first + n
+    meta["records_seen"] += n
+    if not meta["labels_scaled"]:
+        _scale_labels(state, y)
+    _step(state, x, y, w, index)
+    return state
+
+
+def _checked(state: State, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Features as CSR on the state's device (a dense batch's zeros dropped), labels and weights; bad ones named."""
+    dev, d = state.tensors["linear"].device, state.meta["n_features"]
+    pos = batch.position or {}
+    record = lambda r: pos.get("records", state.meta["epoch_records"] + len(batch)) - len(batch) + r + 1  # noqa
+    if batch.x.shape[1] != d:
+        raise UsageError(f"the state has {d} features (feature_dim), this batch {batch.x.shape[1]}")
+    x = batch.x.to(dev)
+    x = x.float() if x.layout == torch.sparse_csr else x.float().to_sparse_csr()
+    col = x.col_indices()
+    if col.numel() and (int(col.max()) >= d or int(col.min()) < 0):
+        e = int(((col >= d) | (col < 0)).nonzero()[0, 0])
+        r = int(torch.searchsorted(x.crow_indices(), torch.tensor(e, device=dev), right=True)) - 1
+        raise DataError(f"record {record(r)} (of the stream) has feature index {int(col[e])}, past feature_dim = "
+                        f"{d}", source=pos.get("path"), reason="index past feature_dim")
+    if batch.y is None:
+        raise UsageError("factorization machines need labels: name the label column (--label-column, SageMaker's "
+                         "default is first)")
+    y = batch.y.to(dev, torch.float32)
+    bad = ~torch.isfinite(y)
+    if state.hyperparameters["predictor_type"] == "binary_classifier":
+        bad |= (y != 0) & (y != 1)
+    if bool(bad.any()):
+        r = int(bad.nonzero()[0, 0])
+        raise DataError(f"label {float(y[r])!r} of record {record(r)} (of the stream) is not "
+                        f"{'0 or 1' if _kind(state.hyperparameters) == 'binary' else 'a finite number'}",
+                        source=pos.get("path"), reason="bad label")
+    w = batch.w.to(dev, torch.float32) if batch.w is not None else torch.ones_like(y)
+    return x, y, w
+
+
+def _scale_labels(state: State, y: torch.Tensor) -> None:
+    """Regressors learn (y - mean) / deviation of the first batch; binary classifiers' biases start from its
+    log-odds. AdaGrad moves a bias about lr sqrt(steps) at most, so a click rate of 3 % (log-odds -3.5) would
+    otherwise take some 1,200 batches at bias_lr 0.1 to reach."""
+    state.meta["labels_scaled"] = True
+    if state.hyperparameters["predictor_type"] != "regressor":
+        p = float(y.double().mean().clamp(1e-3, 1 - 1e-3))
+        state.tensors["bias"] += math.log(p / (1 - p))
+        return
+    yd = y.double()
+    sd = float(yd.std(unbiased=False)) if len(yd) > 1 else 1.0
+    state.tensors["y_shift"] = yd.mean()
+    state.tensors["y_scale"] = torch.tensor(sd if sd > 1e-12 else 1.0, dtype=torch.float64, device=y.device)
+
+
+# ----------------------------------------------------------------------------------------------- training
+
+def _gathered(state: State, x: torch.Tensor, params: dict[str, torch.Tensor] | None = None):
+    """The batch over its distinct columns J: (J, each entry's row, the CSR over J, w_J, V_J)."""
+    t = params or state.tensors
+    crow, col = x.crow_indices(), x.col_indices()
+    J, inverse = _present_columns(col, x.shape[1])
+    rows_of = torch.repeat_interleave(torch.arange(x.shape[0], device=col.device), crow.diff())
+    xj = torch.sparse_csr_tensor(crow, inverse, x.values(), size=(x.shape[0], len(J)), check_invariants=False)
+    return J, rows_of, xj, t["linear"].index_select(0, J), t["factors"].index_select(0, J)
+
+
+def _scores(bias: torch.Tensor, xj: torch.Tensor, wj: torch.Tensor, vj: torch.Tensor,
+            k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores (n, M) of every model by Rendle's identity, and S = x V (n, M k), which the gradient reuses."""
+    S = xj @ vj
+    x2 = torch.sparse_csr_tensor(xj.crow_indices(), xj.col_indices(), xj.values() ** 2, size=xj.shape,
+                                 check_invariants=False)
+    n = S.shape[0]
+    pair = 0.5 * (S * S - x2 @ (vj * vj)).view(n, -1, k).sum(-1)
+    return bias + xj @ wj + pair, S
+
+
+def scores(state: State, x: torch.Tensor, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """Every model's scores (n, M) of a CSR batch, in the learnt (for regressors: scaled) label space."""
+    _, _, xj, wj, vj = _gathered(state, x, params)
+    return _scores((params or state.tensors)["bias"], xj, wj, vj, state.hyperparameters["num_factors"])[0]
+
+
+def gradients(state: State, x: torch.Tensor, G: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Loss gradients (bias (M,), linear (|J|, M), factors (|J|, M k)) of the rows J a batch touches, from
+    G = dL/ds (n, M), and J. (Checked against autograd in the tests.)"""
+    J, rows_of, xj, wj, vj = _gathered(state, x)
+    k = state.hyperparameters["num_factors"]
+    _, S = _scores(state.tensors["bias"], xj, wj, vj, k)
+    values = xj.values()
+    A = G.index_select(0, rows_of) * values[:, None]                     # g_r x_rj per entry (nnz, M)
+    g_linear = torch.zeros_like(wj).index_add_(0, xj.col_indices(), A)
+    # dv_jf = sum_r g_r x_rj S_rf - v_jf sum_r g_r x_rj^2
+    nnz, M = A.shape
+    cross = (A[:, :, None] * S.index_select(0, rows_of).view(nnz, M, k)).view(nnz, M * k)
+    g_factors = torch.zeros_like(vj).index_add_(0, xj.col_indices(), cross)
+    ax2 = torch.zeros_like(wj).index_add_(0, xj.col_indices(), A * values[:, None])
+    g_factors -= vj * ax2.repeat_interleave(k, dim=1)
+    return G.sum(0), g_linear, g_factors, J
+
+
+def _step(state: State, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, index: torch.Tensor) -> None:
+    """Score the batch with every model (validation records go to the summaries), then one AdaGrad step of
+    every model on its training records, touching only the rows of the batch's features."""
+    hp, t = state.hyperparameters, state.tensors
+    held = _held_out(state, index).to(x.device)
+    s = scores(state, x)
+    validating = held if bool(held.any()) or hp["holdout_fraction"] > 0 or state.meta.get("external_validation") \
+        else torch.ones_like(held)  # no holdout: validate progressively on training records, before their update
+    if bool(validating.any()):
+        _rotate_summaries(state, int(index[0]))
+        _summarize(state, "current_", s[validating], y[validating], w[validating])
+    train = ~held
+    n_train = int(train.sum())
+    if n_train == 0:
+        return
+    G = grad_only(_loss(hp), s, _learnt_labels(state, y)) * (w * train.float() / n_train)[:, None]
+    g_bias, g_linear, g_factors, J = gradients(state, x, G)
+    state.meta["step"] += 1
+    state.meta["records_trained"] += n_train
+    k = hp["num_factors"]
+    lr = t["lr_mult"]
+    for name, g, rate, wd in (("bias", g_bias, hp["bias_lr"] * lr, hp["bias_wd"]),
+                              ("linear", g_linear, hp["linear_lr"] * lr, hp["linear_wd"]),
+                              ("factors", g_factors, (hp["factors_lr"] * lr).repeat_interleave(k),
+                               t["factors_wd"].repeat_interleave(k))):
+        rows = None if name == "bias" else J
+        p = t[name] if rows is None else t[name].index_select(0, rows)
+        g2 = t[name + "_g2"] if rows is None else t[name + "_g2"].index_select(0, rows)
+        g = g * hp["rescale_grad"]
+        if hp["clip_gradient"] is not None:
+            g = g.clamp(-hp["clip_gradient"], hp["clip_gradient"])
+        g = g + wd * p
+        g2 += g * g
+        p -= rate * g / (g2.sqrt() + hp["eps"])
+        if rows is not None:
+            t[name].index_copy_(0, rows, p)
+            t[name + "_g2"].index_copy_(0, rows, g2)
+
+
+def _learnt_labels(state: State, y: torch.Tensor) -> torch.Tensor:
+    if state.hyperparameters["predictor_type"] != "regressor":
+        return y
+    t = state.tensors
+    return ((y.double() - t["y_shift"]) / t["y_scale"]).float()
+
+
+def _summarize(state: State, prefix: str, s: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> None:
+    """Add scored records (scores in the learnt space, labels in their own units) to the summaries `prefix`."""
+    hp, t = state.hyperparameters, state.tensors
+    part = {k[len(prefix):]: v for k, v in t.items() if k.startswith(prefix)}
+    if hp["predictor_type"] == "regressor":
+        s, y = s.double() * t["y_scale"] + t["y_shift"], y.double()
+    summaries.add(part, _kind(hp), s, y, w, loss_only(_loss(hp), s, y))
+
+
+# ------------------------------------------------------------------------------------------ epochs, validation
+
+def end_epoch(state: State, validation: Iterable[Batch] | None = None) -> tuple[State, bool]:
+    """Close an epoch: summarise the validation source (or take the epoch's held-out summaries), keep each
+    model's best epoch, and say whether to stop early (no model improved for `early_stopping_patience`)."""
+    hp, t, meta = state.hyperparameters, state.tensors, state.meta
+    M = len(meta["grid"])
+    if validation is not None:
+        t.update({f"validation_{k}": v for k, v in summaries.empty(_kind(hp), M, 1, t["linear"].device).items()})
+        for batch in validation:
+            x, y, w = _checked(state, batch)
+            if x.shape[0]:
+                _summarize(state, "validation_", scores(state, x), y, w)
+    else:
+        t.update({f"validation_{k}": v for k, v in _epoch_summary(state).items()})
+    for k in [k for k in t if k.startswith("previous_")]:
+        del t[k]
+    for k in [k for k in t if k.startswith("current_")]:
+        t[k].zero_()
+    meta.update(summary_restart_at=FIRST_ROTATION, epochs_done=meta["epochs_done"] + 1, epoch_records=0)
+    values = _selection_values(state, _summary(state, "validation_"), _criterion(hp))
+    if hp["epochs"] > 1:  # keep each model's best epoch: its parameters and the summaries that chose it
+        if "best_value" not in t:
+            t["best_value"] = torch.full((M,), -math.inf, dtype=torch.float64, device=values.device)
+            t.update({f"best_{k}": v.clone() for k, v in list(t.items())
+                      if k in PARAMETERS or k.startswith("validation_")})
+        better = values > t["best_value"]
+        t["best_value"] = torch.where(better, values, t["best_value"])
+        k = hp["num_factors"]
+        for name, mask in (("bias", better), ("linear", better), ("factors", better.repeat_interleave(k))):
+            t["best_" + name][..., mask] = t[name][..., mask]
+        for name in [n for n in t if n.startswith("validation_")]:
+            t["best_" + name][better] = t[name][better]
+    best_now = float(values.max()) if bool(torch.isfinite(values).any()) else None
+    previous = meta["best_value"]
+    if best_now is not None and (previous is None or best_now > previous + hp["early_stopping_tolerance"]
+                                 * abs(previous)):
+        meta["best_value"], meta["bad_epochs"] = best_now, 0
+    else:
+        meta["bad_epochs"] += 1
+    meta["stopped"] = meta["bad_epochs"] >= hp["early_stopping_patience"]
+    return state, meta["stopped"]
+
+
+def _criterion(hp: dict[str, Any]) -> str:
+    return hp["binary_classifier_model_selection_criteria"] if hp["predictor_type"] == "binary_classifier" \
+        else "loss_function"
+
+
+# ----------------------------------------------------------------------------------------------------- merge
+
+def merge(a: State, b: State) -> State:
+    """Parameters averaged by records trained (b's factors first rotated onto a's, b re-expressed in a's label
+    scaling); AdaGrad sums averaged alike; validation summaries added."""
+    check_mergeable(a, b, STRUCTURAL)
+    b = b.to(a.tensors["linear"].device)
+    out = a.copy()
+    na, nb = a.meta["records_trained"], b.meta["records_trained"]
+    fa = na / (na + nb) if na + nb else 0.5
+    raw_b = _in_label_units(b)
+    mine = _from_label_units(a, {**raw_b, "factors": _rotated_onto(a, raw_b["factors"])})
+    t = out.tensors
+    for p in PARAMETERS:
+        t[p] = fa * a.tensors[p] + (1 - fa) * mine[p]
+        t[p + "_g2"] = fa * a.tensors[p + "_g2"] + (1 - fa) * b.tensors[p + "_g2"]
+    for k in [k for k in t if k.startswith(("current_", "previous_", "validation_"))]:
+        if k in b.tensors:
+            t[k] = a.tensors[k] + b.tensors[k]
+    for k in [k for k in t if k.startswith("best_")]:  # the merged parameters are the best estimate now
+        del t[k]
+    for k in ("records_seen", "records_trained"):
+        out.meta[k] = a.meta[k] + b.meta[k]
+    out.meta["step"] = max(a.meta["step"], b.meta["step"])
+    out.meta["labels_scaled"] = a.meta["labels_scaled"] or b.meta["labels_scaled"]
+    if not a.meta["labels_scaled"]:  # a never saw a record: take b's label scaling
+        t["y_shift"], t["y_scale"] = b.tensors["y_shift"].clone(), b.tensors["y_scale"].clone()
+    return out
+
+
+def _rotated_onto(a: State, factors_b: torch.Tensor) -> torch.Tensor:
+    """Each of b's models' factors turned by the orthogonal R minimising ||V_a - V_b R|| (same predictions)."""
+    d, k = a.meta["n_features"], a.hyperparameters["num_factors"]
+    va = a.tensors["factors"].double().view(d, -1, k).transpose(0, 1)     # (M, d, k)
+    vb = factors_b.double().view(d, -1, k).transpose(0, 1)
+    U, _, Vh = torch.linalg.svd(vb.transpose(1, 2) @ va)
+    return (vb @ (U @ Vh)).transpose(0, 1).reshape(d, -1).to(factors_b.dtype)
+
+
+def _in_label_units(state: State, params: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """Parameters predicting the label in its own units: s_raw = y_scale s + y_shift."""
+    t = params or state.tensors
+    ys, yb = state.tensors["y_scale"].float(), state.tensors["y_shift"].float()
+    return {"bias": t["bias"] * ys + yb, "linear": t["linear"] * ys, "factors": t["factors"] * ys.sqrt()}
+
+
+def _from_label_units(state: State, raw: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    ys, yb = state.tensors["y_scale"].float(), state.tensors["y_shift"].float()
+    return {"bias": (raw["bias"] - yb) / ys, "linear": raw["linear"] / ys, "factors": raw["factors"] / ys.sqrt()}
+
+
+def shared_parameters(state: State) -> dict[str, torch.Tensor]:
+    """Every model's parameters in label units: what processes with their own label scaling share (--sync-every)."""
+    return _in_label_units(state)
+
+
+def set_shared_parameters(state: State, shared: dict[str, torch.Tensor]) -> None:
+    for name, value in _from_label_units(state, shared).items():
+        state.tensors[name].copy_(value)
+
+
+# -------------------------------------------------------------------------------------------------- finalize
+
+class FMModel(Model):
+    """One factorization machine on raw features and labels: `bias` (), `linear` (d,), `factors` (d, k), as
+    SageMaker's w0, w and V."""
+
+    algorithm = NAME
+    json_key = "predictions"
+
+    @property
+    def weight(self) -> torch.Tensor:  # the device the model lives on, for the shared evaluation code
+        return self.tensors["linear"]
+
+    def decision_function(self, x: torch.Tensor) -> torch.Tensor:
+        """Scores (n,) of dense or CSR records, in O(k nnz)."""
+        V, w = self.tensors["factors"], self.tensors["linear"]
+        x = x.to(w.device, w.dtype)
+        x2 = torch.sparse_csr_tensor(x.crow_indices(), x.col_indices(), x.values() ** 2, size=x.shape,
+                                     check_invariants=False) if x.layout == torch.sparse_csr else x * x
+        S = x @ V
+        return self.tensors["bias"] + x @ w + 0.5 * (S * S - x2 @ (V * V)).sum(1)
+
+    def predict(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        s = self.decision_function(x)
+        if self.meta["predictor_type"] == "regressor":
+            return {"score": s}
+        return {"score": torch.sigmoid(s), "predicted_label": (s >= self.meta["threshold"]).to(torch.float32)}
+
+
+Model = FMModel
+
+
+def finalize(state: State, **choice: Any) -> FMModel:
+    """The best model of the grid under the criterion (and its threshold), from the validation summaries; the
+    state is unchanged."""
+    hp, t, meta = state.hyperparameters, state.tensors, state.meta
+    c = CHOICES.parse({k: v for k, v in choice.items() if v is not None},
+                      base={k: hp.get(k, v) for k, v in CHOICES.defaults().items()})
+    if meta["records_seen"] == 0:
+        raise UsageError("the state has seen no records: nothing to finalize")
+    best = "best_bias" in t
+    params = {p: t[("best_" if best else "") + p] for p in PARAMETERS}
+    summary = _summary(state, "best_validation_") if best else _summary(state, "validation_") \
+        if "validation_weight" in t else _epoch_summary(state)
+    criterion = _criterion({**hp, **c})
+    targets = {k: c[k] for k in ("f_beta", "target_precision", "target_recall")}
+    values = _selection_values(state, summary, criterion, **targets)
+    M, k = len(meta["grid"]), hp["num_factors"]
+    if c["model"] is not None:
+        if c["model"] >= M:
+            raise UsageError(f"model = {c['model']}: the grid has models 0 to {M - 1}")
+        m = c["model"]
+    elif bool(torch.isfinite(values).any()):
+        m = int(torch.where(torch.isfinite(values), values, torch.full_like(values, -math.inf)).argmax())
+    else:
+        m = 0  # no validation records, or no model meets the target: the given settings
+    edge = summaries.BINS // 2  # raw score 0: probability 0.5
+    if criterion != "loss_function" and float(summary["weight"][m]) > 0:
+        edges, _ = summaries.choose_threshold(summary["hist"][m:m + 1], criterion, default_edge=edge,
+                                              beta=c["f_beta"], target_precision=c["target_precision"],
+                                              target_recall=c["target_recall"])
+        edge = int(edges[0])
+    raw = _in_label_units(state, params)
+    tensors = {"bias": raw["bias"][m].clone(), "linear": raw["linear"][:, m].contiguous(),
+               "factors": raw["factors"].view(meta["n_features"], M, k)[:, m].contiguous()}
+    threshold = summaries.bin_edge(edge)
+    out = {"predictor_type": hp["predictor_type"], "loss": _loss(hp), "n_features": meta["n_features"],
+           "num_factors": k, "classes": 1, "threshold": threshold, "model_index": m, "models": M,
+           "settings": meta["grid"][m], "criterion": criterion, "choice": c, "records": meta["records_seen"],
+           "validation": _named(hp, _model_metrics(hp, summary, m, edge, c["f_beta"])),
+           "validated_on": ("validation source" if meta.get("external_validation") else "held-out records"
+                            if hp["holdout_fraction"] > 0 else "training records (progressive)")}
+    if hp["predictor_type"] == "binary_classifier":
+        out["threshold_probability"] = 1 / (1 + math.exp(-threshold))
+    return FMModel(tensors, out)
+
+
+def _named(hp: dict[str, Any], values: dict[str, float]) -> dict[str, float]:
+    """SageMaker's FM metric names: log loss is `binary_classification_cross_entropy`."""
+    if hp["predictor_type"] == "binary_classifier" and "objective_loss" in values:
+        values["binary_classification_cross_entropy"] = values["objective_loss"]
+    return values
+
+
+def evaluate(model: FMModel, batch: Batch) -> dict[str, torch.Tensor]:
+    """Summary sums of one batch (the trainer adds them up over a test or validation source)."""
+    if batch.y is None:
+        raise UsageError("evaluating factorization machines needs labels: name the label column (--label-column)")
+    x = batch.x.to(model.weight.device)
+    y = batch.y.to(x.device, torch.float32)
+    w = batch.w.to(x.device, torch.float32) if batch.w is not None else torch.ones_like(y)
+    s = model.decision_function(x)[:, None]
+    kind = _kind(model.meta)
+    part = summaries.empty(kind, 1, 1, x.device)
+    summaries.add(part, kind, s, y, w, loss_only(model.meta["loss"], s, y))
+    return part
+
+
+def metrics(model: FMModel, sums: dict[str, Any]) -> dict[str, float]:
+    """SageMaker's metric names from summed `evaluate` results."""
+    return _named(model.meta, _linear_metrics(model, sums))
+
+
+def describe(state: State) -> dict[str, Any]:
+    """The grid, and each model's validation metrics."""
+    hp, t, meta = state.hyperparameters, state.tensors, state.meta
+    prefix = "best_validation_" if "best_validation_weight" in t else "validation_"
+    summary = _summary(state, prefix) if prefix + "weight" in t else _epoch_summary(state)
+    models = [{**g, "validation": _named(hp, _model_metrics(hp, summary, m, summaries.BINS // 2, hp["f_beta"]))}
+              for m, g in enumerate(meta["grid"])]
+    return {"records_seen": meta["records_seen"], "records_trained": meta["records_trained"],
+            "epochs_done": meta["epochs_done"], "predictor_type": hp["predictor_type"],
+            "num_factors": hp["num_factors"], "stopped_early": meta["stopped"], "models": models}
+
+
+def summary(model: FMModel) -> list[str]:
+    m = model.meta
+    g = m["settings"]
+    lines = [f"model: factorization machine, {m['predictor_type']}, k = {m['num_factors']}, model "
+             f"{m['model_index']} of {m['models']} (learning rates x {g['lr_mult']:.3g}, factors_wd "
+             f"{g['factors_wd']:.3g}, init x {g['init_mult']:.3g}), chosen by {m['criterion']} on "
+             f"{m['validated_on']}"]
+    if m["predictor_type"] == "binary_classifier":
+        lines.append(f"  threshold: {m['threshold_probability']:.4g} (probability)")
+    if m["validation"]:
+        lines.append("  validation: " + ", ".join(f"{k} {v:.4g}" for k, v in m["validation"].items()))
+    return lines
