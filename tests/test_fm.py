@@ -122,6 +122,19 @@ def test_merge_undoes_a_rotation_of_the_factors():
     assert (fm.finalize(plain, model=0).decision_function(x) - before).abs().max() > 0.1
 
 
+def test_merge_with_an_empty_state_keeps_the_model():
+    """Exact when one side saw nothing, whichever side (a regressor's label scaling comes with the trained one)."""
+    data = T.pairwise_classes(3000, 11)
+    data[:, -1] = data[:, -1] * 4 + 1
+    hp = {**BINARY, "predictor_type": "regressor"}
+    trained, empty = _train(fm, hp, data), fm.init(hp, data.shape[1] - 1, 0)
+    x = torch.from_numpy(data[:, :-1])
+    expected = fm.finalize(trained, model=0).decision_function(x)
+    for merged in (fm.merge(trained, empty), fm.merge(empty, trained)):
+        assert merged.meta["records_seen"] == 3000
+        torch.testing.assert_close(fm.finalize(merged, model=0).decision_function(x), expected)
+
+
 def test_finalize_chooses_again_under_another_criterion():
     state = _train(fm, BINARY, T.pairwise_classes(8000, 6), epochs=2)
     accurate = fm.finalize(state)

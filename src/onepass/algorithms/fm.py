@@ -439,6 +439,8 @@ def merge(a: State, b: State) -> State:
     scaling); AdaGrad sums averaged alike; validation summaries added."""
     check_mergeable(a, b, STRUCTURAL)
     b = b.to(a.tensors["linear"].device)
+    if b.meta["labels_scaled"] and not a.meta["labels_scaled"]:  # a saw no record: b's label scaling holds
+        a, b = b, a
     out = a.copy()
     na, nb = a.meta["records_trained"], b.meta["records_trained"]
     fa = na / (na + nb) if na + nb else 0.5
@@ -456,9 +458,6 @@ def merge(a: State, b: State) -> State:
     for k in ("records_seen", "records_trained"):
         out.meta[k] = a.meta[k] + b.meta[k]
     out.meta["step"] = max(a.meta["step"], b.meta["step"])
-    out.meta["labels_scaled"] = a.meta["labels_scaled"] or b.meta["labels_scaled"]
-    if not a.meta["labels_scaled"]:  # a never saw a record: take b's label scaling
-        t["y_shift"], t["y_scale"] = b.tensors["y_shift"].clone(), b.tensors["y_scale"].clone()
     return out
 
 
