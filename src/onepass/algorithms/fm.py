@@ -356,12 +356,17 @@ def _step(state: State, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, index
         rows = None if name == "bias" else J
         p = t[name] if rows is None else forward[3 if name == "linear" else 4]  # w_J, V_J: gathered copies
         g2 = t[name + "_g2"] if rows is None else t[name + "_g2"].index_select(0, rows)
-        g = g * hp["rescale_grad"]
+        # in place on the fresh gradient, fused where torch can: a pass over (|J|, M k) per line, no temporaries
+        if hp["rescale_grad"] != 1.0:
+            g.mul_(hp["rescale_grad"])
         if hp["clip_gradient"] is not None:
-            g = g.clamp(-hp["clip_gradient"], hp["clip_gradient"])
-        g = g + wd * p
-        g2 += g * g
-        p -= rate * g / (g2.sqrt() + hp["eps"])
+            g.clamp_(-hp["clip_gradient"], hp["clip_gradient"])
+        if isinstance(wd, torch.Tensor):
+            g.addcmul_(p, wd)
+        elif wd:
+            g.add_(p, alpha=wd)
+        g2.addcmul_(g, g)
+        p.addcdiv_(g.mul_(rate), g2.sqrt().add_(hp["eps"]), value=-1.0)
         if rows is not None:
             t[name].index_copy_(0, rows, p)
             t[name + "_g2"].index_copy_(0, rows, g2)
