@@ -135,6 +135,27 @@ def test_merge_with_an_empty_state_keeps_the_model():
         torch.testing.assert_close(fm.finalize(merged, model=0).decision_function(x), expected)
 
 
+def test_a_continued_state_learns_new_data_and_forgets_earlier_best_epochs():
+    """`continued` (the trainer's --init-from): the earlier run's best epochs and early stopping are history, so
+    the continued model follows data whose labels flipped, instead of finalize keeping the old best epoch."""
+    hp = {**BINARY, "epochs": 2}
+    old, new = T.pairwise_classes(6000, 13), T.pairwise_classes(6000, 14)
+    new[:, -1] = 1 - new[:, -1]
+    state = _train(fm, hp, old, epochs=2)
+    assert "best_bias" in state.tensors
+    before = fm.finalize(state)
+    state = fm.continued(state)
+    assert not any(k.startswith(("best_", "validation_")) for k in state.tensors) and state.meta["bad_epochs"] == 0
+    for _ in range(2):
+        for s in range(0, len(new), 500):
+            part = torch.from_numpy(new[s:s + 500])
+            state = fm.update(state, onepass.Batch(part[:, :-1], part[:, -1]))
+        state, _ = fm.end_epoch(state)
+    test = T.pairwise_classes(4000, 15)
+    test[:, -1] = 1 - test[:, -1]
+    assert T.logistic_loss(fm.finalize(state), test) < 0.5 * T.logistic_loss(before, test)
+
+
 def test_finalize_chooses_again_under_another_criterion():
     state = _train(fm, BINARY, T.pairwise_classes(8000, 6), epochs=2)
     accurate = fm.finalize(state)

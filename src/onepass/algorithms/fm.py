@@ -435,6 +435,19 @@ def end_epoch(state: State, validation: Iterable[Batch] | None = None) -> tuple[
     return state, meta["stopped"]
 
 
+def continued(state: State) -> State:
+    """A state continued on new data (`--init-from`): its models go on from where they are, but the earlier run's
+    best epochs, validation summaries and early-stopping counters are history: the new run judges on new data."""
+    t = state.tensors
+    for k in [k for k in t if k.startswith(("best_", "validation_", "previous_"))]:
+        del t[k]
+    for k in [k for k in t if k.startswith("current_")]:
+        t[k].zero_()
+    state.meta.update(best_value=None, bad_epochs=0, stopped=False, epoch_records=0,
+                      summary_restart_at=FIRST_ROTATION)
+    return state
+
+
 def _criterion(hp: dict[str, Any]) -> str:
     return hp["binary_classifier_model_selection_criteria"] if hp["predictor_type"] == "binary_classifier" \
         else "loss_function"
