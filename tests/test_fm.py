@@ -164,6 +164,10 @@ def test_finalize_chooses_again_under_another_criterion():
     assert recall.meta["validation"]["recall"] >= 0.97
     assert recall.meta["threshold"] < accurate.meta["threshold"]
     assert fm.finalize(state, model=3).meta["model_index"] == 3
+    reported = fm.epoch_metrics(state)  # what an epoch's validation event says: this epoch, and finalize's best
+    assert reported["best_so_far"]["model_index"] == accurate.meta["model_index"]
+    assert reported["best_so_far"]["binary_classification_accuracy"] == \
+        accurate.meta["validation"]["binary_classification_accuracy"]
 
 
 def test_a_feature_index_past_feature_dim_names_the_record():

@@ -411,7 +411,7 @@ def end_epoch(state: State, validation: Iterable[Batch] | None = None) -> tuple[
     for k in [k for k in t if k.startswith("current_")]:
         t[k].zero_()
     meta.update(summary_restart_at=FIRST_ROTATION, epochs_done=meta["epochs_done"] + 1, epoch_records=0)
-    values = _selection_values(state, _summary(state, "validation_"), _criterion(hp))
+    values = _values(state, _summary(state, "validation_"), _criterion(hp))
     if hp["epochs"] > 1:  # keep each model's best epoch: its parameters and the summaries that chose it
         if "best_value" not in t:
             t["best_value"] = torch.full((M,), -math.inf, dtype=torch.float64, device=values.device)
@@ -559,7 +559,7 @@ def finalize(state: State, **choice: Any) -> FMModel:
         if "validation_weight" in t else _epoch_summary(state)
     criterion = _criterion({**hp, **c})
     targets = {k: c[k] for k in ("f_beta", "target_precision", "target_recall")}
-    values = _selection_values(state, summary, criterion, **targets)
+    values = _values(state, summary, criterion, **targets)
     M, k = len(meta["grid"]), hp["num_factors"]
     if c["model"] is not None:
         if c["model"] >= M:
@@ -582,12 +582,36 @@ def finalize(state: State, **choice: Any) -> FMModel:
     out = {"predictor_type": hp["predictor_type"], "loss": _loss(hp), "n_features": meta["n_features"],
            "num_factors": k, "classes": 1, "threshold": threshold, "model_index": m, "models": M,
            "settings": meta["grid"][m], "criterion": criterion, "choice": c, "records": meta["records_seen"],
-           "validation": _named(hp, _model_metrics(hp, summary, m, edge, c["f_beta"])),
+           "validation": _metrics_of(hp, summary, m, edge, c["f_beta"]),
            "validated_on": ("validation source" if meta.get("external_validation") else "held-out records"
                             if hp["holdout_fraction"] > 0 else "training records (progressive)")}
     if hp["predictor_type"] == "binary_classifier":
         out["threshold_probability"] = 1 / (1 + math.exp(-threshold))
     return FMModel(tensors, out)
+
+
+def _values(state: State, summary: dict[str, torch.Tensor], criterion: str, **targets: float) -> torch.Tensor:
+    """Per model, the value (higher is better) it reaches under `criterion` on a summary (the linear learner's)."""
+    return _selection_values(state, summary, criterion, **targets)
+
+
+def _metrics_of(hp: dict[str, Any], summary: dict[str, torch.Tensor], m: int, edge: int,
+                beta: float) -> dict[str, float]:
+    """SageMaker's FM metrics of model m from a summary, at threshold bin `edge`."""
+    return _named(hp, _model_metrics(hp, summary, m, edge, beta))
+
+
+def epoch_metrics(state: State) -> dict[str, Any]:
+    """What a `validation` event reports at an epoch's end: this epoch's best model's figures, and apart from them
+    the best so far (the model finalize would give now)."""
+    hp = state.hyperparameters
+    summary = _summary(state, "validation_")
+    values = _values(state, summary, _criterion(hp))
+    m = int(torch.where(torch.isfinite(values), values, torch.full_like(values, -math.inf)).argmax()) \
+        if bool(torch.isfinite(values).any()) else 0
+    best = finalize(state)
+    return {**_metrics_of(hp, summary, m, summaries.BINS // 2, hp["f_beta"]), "model_index": m,
+            "best_so_far": {**best.meta["validation"], "model_index": best.meta["model_index"]}}
 
 
 def _named(hp: dict[str, Any], values: dict[str, float]) -> dict[str, float]:
@@ -621,7 +645,7 @@ def describe(state: State) -> dict[str, Any]:
     hp, t, meta = state.hyperparameters, state.tensors, state.meta
     prefix = "best_validation_" if "best_validation_weight" in t else "validation_"
     summary = _summary(state, prefix) if prefix + "weight" in t else _epoch_summary(state)
-    models = [{**g, "validation": _named(hp, _model_metrics(hp, summary, m, summaries.BINS // 2, hp["f_beta"]))}
+    models = [{**g, "validation": _metrics_of(hp, summary, m, summaries.BINS // 2, hp["f_beta"])}
               for m, g in enumerate(meta["grid"])]
     return {"records_seen": meta["records_seen"], "records_trained": meta["records_trained"],
             "epochs_done": meta["epochs_done"], "predictor_type": hp["predictor_type"],
