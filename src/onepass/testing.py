@@ -227,10 +227,12 @@ def logistic_loss(model: Model, data: np.ndarray) -> float:
     return float((torch.nn.functional.softplus(s) - y * s).mean())
 
 
-def pairwise_classes(n: int, seed: int, fields: tuple[int, ...] = (12, 12, 6), k: int = 3) -> np.ndarray:
+def pairwise_classes(n: int, seed: int, fields: tuple[int, ...] = (12, 12, 6), k: int = 3,
+                     hidden: int = 0) -> np.ndarray:
     """One-hot categorical fields, then a 0/1 label from fixed pairwise interactions of their values (a hidden
-    factorization machine with k factors and small linear effects, plus noise): what a linear model cannot fit."""
-    rng = np.random.default_rng(4000 + sum(fields) + k)  # the same hidden model for every seed
+    factorization machine with k factors and small linear effects, plus noise): what a linear model cannot fit.
+    `hidden` picks another hidden model (drifted data)."""
+    rng = np.random.default_rng(4000 + sum(fields) + k + 1000 * hidden)  # the same hidden model for every seed
     d = sum(fields)
     V, w = rng.normal(size=(d, k)), rng.normal(scale=0.3, size=d)
     rng = np.random.default_rng(seed)

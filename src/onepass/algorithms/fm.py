@@ -433,8 +433,13 @@ def end_epoch(state: State, validation: Iterable[Batch] | None = None) -> tuple[
 
 def continued(state: State) -> State:
     """A state continued on new data (`--init-from`): its models go on from where they are, but the earlier run's
-    best epochs, validation summaries and early-stopping counters are history: the new run judges on new data."""
+    best epochs, validation summaries and early-stopping counters are history: the new run judges on new data.
+    The AdaGrad sums restart too, so new data is learnt with a fresh run's step sizes. Measured (4,000 records of
+    `testing.pairwise_classes` with flipped labels, 2 epochs): log-loss 0.618 with the sums kept, 0.556 restarted,
+    0.347 for a fresh run; a continued FM still trails a fresh one when every interaction changed."""
     t = state.tensors
+    for p in PARAMETERS:
+        t[p + "_g2"].zero_()
     for k in [k for k in t if k.startswith(("best_", "validation_", "previous_"))]:
         del t[k]
     for k in [k for k in t if k.startswith("current_")]:
