@@ -30,9 +30,9 @@ Why AdaGrad, and the defaults.  SageMaker's defaults (plain step sizes bias 0.1,
 factors initialised with deviation 0.001) leave the factors where they started within one pass: dv is proportional
 to v, so small factors get small steps. AdaGrad normalises each coordinate's steps, so factors leave a small
 initialisation at once and rare features get large steps. Measured with one model, one pass of 40,000 records of
-three one-hot fields of 30, 30 and 10 values with hidden pairwise effects (a hidden FM, k = 4), test AUC: SageMaker's step sizes and
-initialisation 0.558; AdaGrad steps (linear and factors) 0.02: 0.905, 0.05: 0.969, 0.1: 0.982 (the default),
-0.3: 0.984; regression RMSE (noise 0.5) 0.590, 0.535, 0.575 at 0.05, 0.1, 0.3. On MovieLens 100k (u1, ids and side
+three one-hot fields of 30, 30 and 10 values with hidden pairwise effects (a hidden FM, k = 4), test AUC:
+SageMaker's step sizes and initialisation 0.558; AdaGrad steps (linear and factors) 0.02: 0.905, 0.05: 0.969,
+0.1: 0.982 (the default), 0.3: 0.984; regression RMSE (noise 0.5) 0.590, 0.535, 0.575 at 0.05, 0.1, 0.3. On MovieLens 100k (u1, ids and side
 features, 10 epochs) the default grid's test RMSE is 0.9455 (the linear learner's 0.9591); factors_wd 10 x higher
 0.9512; num_factors 4 0.9410.
 
@@ -47,8 +47,8 @@ is unchanged by V -> V R for any orthogonal R, so two states trained apart may h
 rotated factors, whose plain average would cancel; merge first rotates each of b's models onto a's (orthogonal
 Procrustes: R = U W^T from the SVD of V_b^T V_a, O(d k^2)), then averages. Tolerance: on the shared property check
 (`testing.CASES["factorization_machines"]`, halves of 40,000 records) the merged model's log-loss is within 15 % of
-the model trained on the whole (measured +8.5 %: each half takes half the steps). Processes of one `--nproc` run start from the same
-initialisation and average every K batches (`AVERAGED`), so their factors stay aligned.
+the model trained on the whole (measured +8.5 %: each half takes half the steps). Processes of one `--nproc` run
+start from the same initialisation and average every K batches (`AVERAGED`), so their factors stay aligned.
 
     >>> import torch, onepass
     >>> g = torch.Generator().manual_seed(0)
