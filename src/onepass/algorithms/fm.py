@@ -32,9 +32,9 @@ to v, so small factors get small steps. AdaGrad normalises each coordinate's ste
 initialisation at once and rare features get large steps. Measured with one model, one pass of 40,000 records of
 three one-hot fields of 30, 30 and 10 values with hidden pairwise effects (a hidden FM, k = 4), test AUC:
 SageMaker's step sizes and initialisation 0.558; AdaGrad steps (linear and factors) 0.02: 0.905, 0.05: 0.969,
-0.1: 0.982 (the default), 0.3: 0.984; regression RMSE (noise 0.5) 0.590, 0.535, 0.575 at 0.05, 0.1, 0.3. On MovieLens 100k (u1, ids and side
-features, 10 epochs) the default grid's test RMSE is 0.9455 (the linear learner's 0.9591); factors_wd 10 x higher
-0.9512; num_factors 4 0.9410.
+0.1: 0.982 (the default), 0.3: 0.984; regression RMSE (noise 0.5) 0.590, 0.535, 0.575 at 0.05, 0.1, 0.3. On
+MovieLens 100k (u1, ids and side features, 10 epochs) the default grid's test RMSE is 0.9455 (the linear learner's
+0.9591); factors_wd 10 x higher 0.9512; num_factors 4 0.9410.
 
 Validation, selection.  As the linear learner (`linear.py`, whose selection functions this module imports): a
 hash-chosen `holdout_fraction` of the records (or the trainer's validation source) is scored by every model into
