@@ -11,6 +11,8 @@ Each check raises AssertionError with a message saying which promise broke.
 
 from __future__ import annotations
 
+import functools
+
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -332,6 +334,24 @@ def logistic_loss(model: Model, data: np.ndarray) -> float:
     return float((torch.nn.functional.softplus(s) - y * s).mean())
 
 
+def pairwise_classes(n: int, seed: int, fields: tuple[int, ...] = (12, 12, 6), k: int = 3,
+                     hidden: int = 0) -> np.ndarray:
+    """One-hot categorical fields, then a 0/1 label from fixed pairwise interactions of their values (a hidden
+    factorization machine with k factors and small linear effects, plus noise): what a linear model cannot fit.
+    `hidden` picks another hidden model (drifted data)."""
+    rng = np.random.default_rng(4000 + sum(fields) + k + 1000 * hidden)  # the same hidden model for every seed
+    d = sum(fields)
+    V, w = rng.normal(size=(d, k)), rng.normal(scale=0.3, size=d)
+    rng = np.random.default_rng(seed)
+    idx = np.stack([rng.integers(0, f, n) + o for f, o in zip(fields, np.cumsum((0,) + fields[:-1]))], 1)
+    x = np.zeros((n, d), np.float32)
+    np.put_along_axis(x, idx, 1.0, 1)
+    s = w[idx].sum(1) + sum((V[idx[:, i]] * V[idx[:, j]]).sum(1)
+                            for i in range(len(fields)) for j in range(i + 1, len(fields)))
+    y = s + rng.normal(scale=0.5, size=n) > 0
+    return np.column_stack([x, y]).astype(np.float32)
+
+
 CASES: dict[str, Case] = {
     # Continued with a half-life of 500 records, 4,000 records of moved centres leave the old ones 2^-8 of weight.
     "kmeans": Case("kmeans", {"k": 6}, gaussian_mixture, kmeans_cost, merge_tolerance=0.02,
@@ -359,4 +379,15 @@ CASES: dict[str, Case] = {
                            blobs_args=("--k", "2"), drift=flipped_classes,
                            choices=[{"binary_classifier_model_selection_criteria": "precision_at_target_recall",
                                      "target_recall": 0.9}, {"model": 3}]),
+    # Averaged SGD models again (b's factors rotated onto a's first): measured 8.5 % on 2 x 20,000 records.
+    "factorization_machines": Case("factorization_machines", {"predictor_type": "binary_classifier",
+                                                              "num_factors": 4, "num_models": 4, "epochs": 2},
+                                   pairwise_classes, logistic_loss, merge_tolerance=0.15, label_column="last",
+                                   batch_size=100, records=40_000, blobs_args=("--k", "2"),
+                                   choices=[{"binary_classifier_model_selection_criteria": "f_beta", "f_beta": 2},
+                                            {"model": 2}],
+                                   # Continued on another hidden model's data it reached log-loss 0.269 where a
+                                   # fresh run reached 0.171 (+57 %; the old model: far worse): factors learnt on
+                                   # the old pairs move slowly under AdaGrad's restarted sums. Stated, not hidden.
+                                   drift=functools.partial(pairwise_classes, hidden=1), drift_tolerance=0.65),
 }
