@@ -95,6 +95,7 @@ class Stream:
             self._shard(*shard)
         self.label_column = label_column
         self.header = header
+        self.headers: dict[str, tuple[bool, list[str]]] = {}  # CSV, header None: what each file's line 1 was taken as
         self.options = {"n_features": n_features, "zero_based": bool(zero_based)} if self.sparse else {}
         if weight_column is not None and weight_column != "none":
             if self.format in SPARSE_FORMATS:
@@ -162,9 +163,35 @@ class Stream:
         for i in range(first, len(self.inputs)):
             at = start if (start and i == first) else None
             extra = {"bad": self.bad} if self.bad is not None else {}
+            if self.format == "csv":
+                extra["on_header"] = self._heard_header
             yield from read(self.inputs[i], i, label=self.label_column, header=self.header,
                             start=int(at["offset"]) if at else 0,
                             line=int(at.get("offset_line", 1)) if at else 1, **self.options, **extra)
+
+    def _heard_header(self, name: str, has_header: bool, fields: list[str]) -> None:
+        self.headers[name] = (has_header, [f.strip() for f in fields])
+
+    @property
+    def header_note(self) -> str | None:
+        """What `header=None` decided about the CSV files read so far, in a line for the user (None if nothing)."""
+        if not self.headers:
+            return None
+        parts = []
+        for decided in (True, False):
+            names = [n for n, (h, _) in self.headers.items() if h == decided]
+            if not names:
+                continue
+            where = names[0] if len(names) == 1 else f"{len(names)} files ({names[0]}, ...)"
+            if decided:
+                fields = self.headers[names[0]][1]
+                shown = ", ".join(fields[:6]) + (", ..." if len(fields) > 6 else "")
+                parts.append(f"line 1 of {where} read as column names ({shown}); --csv-header false reads it as a "
+                             "record")
+            else:
+                parts.append(f"no header in {where} (line 1 holds a number or a missing value: read as a record); "
+                             "--csv-header true reads it as column names")
+        return "; ".join(parts)
 
     def batches(self, batch_size: int, start: dict[str, Any] | None = None,
                 prefetch: int = 2) -> Iterator[Batch]:

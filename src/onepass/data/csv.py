@@ -134,20 +134,43 @@ def _split(line: bytes, delimiter: str, name: str, lineno: int) -> list[str]:
                         reason="parse error") from None
 
 
-def _is_number(field: str) -> bool:
-    try:
-        float(field)
-        return True
-    except ValueError:
+# Words that stand for a missing or undefined value: a record may hold them (and is then refused or skipped as
+# bad), so a line holding one is no evidence of a header.
+_MISSING_WORDS = frozenset({"na", "n/a", "nan", "null", "none", "nil", "?", "-", "--", ".", "inf", "+inf", "-inf",
+                            "infinity", "+infinity", "-infinity", "#n/a", "missing"})
+
+
+def _is_name(field: str) -> bool:
+    """Whether a field can only be a column name: text that is neither a number nor a missing-value word."""
+    s = field.strip(" \t")
+    if not s or s.lower() in _MISSING_WORDS:
         return False
+    try:
+        float(s)
+        return False
+    except ValueError:
+        return True
+
+
+def looks_like_header(fields: list[str]) -> bool:
+    """The header rule of `--csv-header auto`: a first line is column names only when no record could hold it:
+    every field a name (a blank one allowed, as pandas writes for its index), at least one of them. A field that
+    is a number or a missing-value word (NA, nan, null, ?) makes the line a record, which is then read, or refused
+    naming line 1 if a taken column holds no number: never dropped silently (a header rule of "any field not a
+    number" ate the record `1,NA,3`, and every first record of a file with a text id column)."""
+    names = [v.strip(" \t") for v in fields]
+    return any(names) and all(_is_name(v) for v in names if v)
 
 
 def read(inp: Input, file_index: int, *, label: str | int | None = None, header: bool | None = None,
          start: int = 0, line: int = 1, block_size: int | None = None,
-         weight: str | int | None = None, columns: list[str | int] | None = None, bad=None) -> Iterator[Chunk]:
+         weight: str | int | None = None, columns: list[str | int] | None = None, bad=None,
+         on_header=None) -> Iterator[Chunk]:
     """Yield chunks of `inp` from byte offset `start` (0, or an offset that a chunk reported, whose line is `line`).
     Columns not taken (not in `columns`, nor the label or weight) must be there but need not be numbers.
-    `bad` (on_bad_record="skip"): bad records are left out and attached to the chunks (bad_records.py)."""
+    `bad` (on_bad_record="skip"): bad records are left out and attached to the chunks (bad_records.py).
+    `header` None detects a header line (`looks_like_header`); `on_header(name, has_header, fields)`, when given,
+    hears what was decided, so that the command line can say it."""
     block_size = block_size or BLOCK_SIZE  # read at call time, so that tests can shrink it
     lower = inp.path.lower()
     for ext in COMPRESSED:
@@ -159,7 +182,9 @@ def read(inp: Input, file_index: int, *, label: str | int | None = None, header:
         f = _open(inp)
         first, consumed, blanks = _read_first_line(f, name)
         fields = _split(first, delimiter, name, blanks + 1)
-        has_header = header if header is not None else not all(_is_number(v) for v in fields if v.strip())
+        has_header = header if header is not None else looks_like_header(fields)
+        if on_header is not None and header is None:
+            on_header(name, has_header, fields)
         if has_header and len(fields) and b"\r" in first.rstrip(b"\r\n"):
             # a lone carriage return ends a record: the header line would swallow the records after it
             raise DataError("the header line holds a carriage return; end lines with \\n or \\r\\n",
@@ -179,8 +204,14 @@ def read(inp: Input, file_index: int, *, label: str | int | None = None, header:
             except _READ_ERRORS as e:
                 raise _broken(e, name, line) from None
             pending = b""
-        yield from _chunks(f, inp, name, file_index, start, line, pending, ncols, x_cols, y_col, w_col,
-                           delimiter, block_size, has_header, bad)
+        try:
+            yield from _chunks(f, inp, name, file_index, start, line, pending, ncols, x_cols, y_col, w_col,
+                               delimiter, block_size, has_header, bad)
+        except DataError as e:
+            if header is None and not has_header and e.line == blanks + 1 and e.reason == "not a number" and any(
+                    _is_name(v) for v in fields):
+                e.args = (f"{e} (if line {e.line} holds column names, say --csv-header true)",)
+            raise
     except _READ_ERRORS as e:  # opening the input
         raise _broken(e, name, None) from None
     finally:
