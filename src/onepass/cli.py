@@ -457,7 +457,9 @@ def _stream(args, n_features: int | None = None) -> Stream:
 
 
 def _say_header(command: str, stream: Stream) -> None:
-    if stream.header_note:
+    """What --csv-header auto decided: always on a terminal, and wherever a line was read as column names (a line
+    with no output: what joins predictions back to the records must know it)."""
+    if stream.header_note and (sys.stderr.isatty() or any(h for h, _ in stream.headers.values())):
         print(f"onepass {command}: CSV header: {stream.header_note}", file=sys.stderr)
 
 
