@@ -340,3 +340,28 @@ def test_predict_on_a_terminal_shows_progress_and_a_completion_line(tmp_path, km
                     check=True)
     assert quiet.stderr == ""
 
+
+
+def test_predict_keeps_an_id_column_so_skipped_records_do_not_break_the_join(tmp_path, kmeans_run):
+    x = gaussian_mixture(6, 0)
+    lines = ["name," + ",".join(f"f{j}" for j in range(8))]
+    lines += [f'"r,{i}",' + ",".join(f"{v:.6g}" for v in row) for i, row in enumerate(x)]
+    lines[3] = lines[3].replace(lines[3].split(",")[4], "oops")  # record r,2 is bad: skipped
+    data = tmp_path / "named.csv"
+    data.write_text("\n".join(lines) + "\n")
+    common = ["predict", str(kmeans_run), "--data", str(data), "--id-column", "name", "--on-bad-record", "skip",
+              "--max-bad-fraction", "0.5"]
+    rows = [json.loads(line) for line in run_cli(*common, check=True).stdout.splitlines()]
+    assert [r["name"] for r in rows] == ["r,0", "r,1", "r,3", "r,4", "r,5"]
+    centres = load_model(kmeans_run).tensors["centers"].numpy()
+    kept = x[[0, 1, 3, 4, 5]]
+    nearest = ((kept[:, None, :] - centres[None]) ** 2).sum(-1).argmin(1)
+    assert [r["closest_cluster"] for r in rows] == nearest.tolist()
+    joined = tmp_path / "joined.csv"
+    run_cli(*common, "--join-source", "input", "--output", str(joined), check=True)
+    import csv as pycsv
+    table = list(pycsv.reader(joined.open()))
+    assert [r[0] for r in table] == ["r,0", "r,1", "r,3", "r,4", "r,5"] and len(table[0]) == 1 + 8 + 2
+    np.testing.assert_allclose(np.array([r[1:9] for r in table], dtype=float), kept, rtol=1e-5)
+    bad = run_cli("predict", str(kmeans_run), "--data", str(data), "--id-column", "nope")
+    assert bad.returncode == 2 and "--id-column 'nope': no such column" in bad.stderr

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import io
 import signal
 import threading
 import time
@@ -189,6 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "extension, .json, .jsonl or .csv; else jsonl)")
     p.add_argument("--mini-batch-size", type=_POSITIVE, default=10000, help="records predicted at once (default "
                                                                              "10000)")
+    p.add_argument("--id-column", metavar="NAME|INDEX", help="CSV: a column whose text goes with each prediction "
+                   "(key NAME, or id), so that outputs join back to their records even when bad ones are skipped; "
+                   "not a feature unless --columns names it")
+    p.add_argument("--join-source", choices=("none", "input"), default="none",
+                   help="input: each output also holds the record as read (label, then features), as SageMaker's "
+                        "batch transform join_source=Input (default none)")
     _add_data_options(p)
     _add_bad_record_options(p)
 
@@ -448,12 +455,14 @@ def _output_format(given: str | None, output: str) -> str:
 
 def _stream(args, n_features: int | None = None) -> Stream:
     """The --data source with the data options every reading command shares."""
+    id_column = getattr(args, "id_column", None)
     return Stream(args.data, data_format=args.data_format, label_column=_label(args.label_column),
                   header=_header(args.csv_header), n_features=n_features, zero_based=bool(args.zero_based),
                   weight_column=_label(args.weight_column), columns=args.columns,
                   storage_options=args.storage_options, query=args.query,
                   on_bad_record=getattr(args, "on_bad_record", None),
-                  max_bad_fraction=getattr(args, "max_bad_fraction", None))
+                  max_bad_fraction=getattr(args, "max_bad_fraction", None),
+                  id_column=int(id_column) if id_column and id_column.lstrip("-").isdigit() else id_column)
 
 
 def _say_header(command: str, stream: Stream) -> None:
@@ -470,7 +479,10 @@ def cmd_predict(args, extra: list[str]) -> int:
     n_features = model.meta.get("n_features")
     stream = _stream(args, n_features)
     check_sparse(algorithms.get(model.algorithm), stream)
+    if args.join_source == "input" and stream.sparse:
+        raise UsageError(f"--join-source input: {stream.name} gives sparse records, which are not written out")
     fmt = _output_format(args.format, args.output)
+    id_key = "id" if args.id_column is None or args.id_column.lstrip("-").isdigit() else args.id_column
     tty = sys.stderr.isatty()
     from .progress import Progress
     progress, started, n = Progress(enabled=tty), time.monotonic(), 0
@@ -485,11 +497,12 @@ def cmd_predict(args, extra: list[str]) -> int:
                 pred = model.predict(batch.x)
                 names = list(pred)
                 if fmt == "csv":
-                    np.savetxt(out, np.column_stack([pred[n].cpu().numpy() for n in names]), delimiter=",", fmt="%.9g")
+                    _write_csv(out, pred, batch, args.join_source == "input")
                 else:
                     cols = [_json_values(n, pred[n]) for n in names]
-                    for row in zip(*cols):
-                        text = json.dumps(dict(zip(names, row)))
+                    lead = _joined(batch, args.join_source == "input", id_key)
+                    for i, row in enumerate(zip(*cols)):
+                        text = json.dumps({**{k: v[i] for k, v in lead.items()}, **dict(zip(names, row))})
                         if fmt == "jsonl":
                             out.write(text + "\n")
                         else:
@@ -535,6 +548,39 @@ class _stdout:
     def __exit__(self, *exc):
         sys.stdout.flush()
         return False
+
+
+def _joined(batch, source: bool, id_key: str) -> dict[str, list]:
+    """What goes before each record's predictions: its id (--id-column), and with --join-source input the record
+    as read (label, features)."""
+    lead: dict[str, list] = {}
+    if batch.ids is not None:
+        lead[id_key] = batch.ids.tolist()
+    if source:
+        if batch.y is not None:
+            lead["label"] = batch.y.cpu().numpy().tolist()
+        lead["features"] = batch.x.cpu().numpy().tolist()
+    return lead
+
+
+def _write_csv(out, pred: dict, batch, source: bool) -> None:
+    """CSV rows: the id (if any), the record with --join-source input, then the predictions."""
+    numbers = [pred[n].cpu().numpy().reshape(len(batch), -1) for n in pred]
+    if source:
+        numbers = ([batch.y.cpu().numpy()[:, None]] if batch.y is not None else []) + [batch.x.cpu().numpy()] + numbers
+    rows = np.column_stack(numbers)
+    if batch.ids is None:
+        np.savetxt(out, rows, delimiter=",", fmt="%.9g")
+        return
+    ids = [_csv_field(str(v)) for v in batch.ids]
+    text = io.StringIO()
+    np.savetxt(text, rows, delimiter=",", fmt="%.9g")
+    out.write("".join(f"{i},{line}\n" for i, line in zip(ids, text.getvalue().splitlines())))
+
+
+def _csv_field(text: str) -> str:
+    """A field quoted as CSV needs it (a comma, a quote or a line end in it)."""
+    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\r\n') else text
 
 
 def _json_values(name: str, values) -> list:

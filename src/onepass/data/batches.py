@@ -49,6 +49,7 @@ class Batch:
     fraction: float | None = None  # share of the epoch read, when the size is known
     w: torch.Tensor | None = None  # per-record weights; None means every record weighs 1
     bad: dict[str, Any] | None = None  # on_bad_record="skip": the stream's bad-record tally after this batch
+    ids: np.ndarray | None = None  # Stream(id_column=...): each record's id, as text
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -76,6 +77,8 @@ class Stream:
     on_bad_record: ``fail`` (a bad record raises a DataError naming it) or ``skip`` (bad records are left out and
                   counted in `bad`, see bad_records.py); max_bad_fraction: with skip, the largest share of bad
                   records allowed (default 0.01) before a DataError stops reading.
+    id_column:    CSV only: a column (name or index) whose text goes with each record (`Batch.ids`), so that
+                  predictions can be joined back to their records; not a feature unless `columns` names it.
     """
 
     def __init__(self, source, data_format: str | None = None, label_column: str | int | None = None,
@@ -83,7 +86,7 @@ class Stream:
                  weight_column: str | int | None = None, columns: list[str | int] | None = None,
                  shard: tuple[int, int] | None = None, storage_options: dict[str, Any] | None = None,
                  query: str | None = None, on_bad_record: str | None = None,
-                 max_bad_fraction: float | None = None):
+                 max_bad_fraction: float | None = None, id_column: str | int | None = None):
         self.source = source
         self.inputs: list[Input] = resolve(source, storage_options, query)
         self.format = "sql" if query is not None else detect_format(self.inputs, data_format)
@@ -106,6 +109,10 @@ class Stream:
                 raise UsageError(f"--columns: {self.format} input cannot choose columns "
                                  f"(formats that can: {', '.join(COLUMN_FORMATS)})")
             self.options["columns"] = list(columns)
+        if id_column is not None:
+            if self.format != "csv":
+                raise UsageError(f"--id-column: {self.format} input cannot carry an id column yet (CSV can)")
+            self.options["keep"] = id_column
         policy, fraction = resolve_bad_records(on_bad_record, max_bad_fraction)
         self.bad: BadRecords | None = None  # the tally under skip; None under fail (readers raise)
         if policy == "skip":
@@ -222,6 +229,7 @@ class Stream:
         xs: list[np.ndarray] = []
         ys: list[np.ndarray] = []
         ws: list[np.ndarray] = []
+        ids: list[np.ndarray] = []
         have, dim = 0, None
         tally = self.bad
         # bad records met after the current restart offset (counted or left out as counted before the start)
@@ -271,6 +279,8 @@ class Stream:
                     ys.append(part.y[s:s + take])
                 if part.w is not None:
                     ws.append(part.w[s:s + take])
+                if part.ids is not None:
+                    ids.append(part.ids[s:s + take])
                 s, have = s + take, have + take
                 if have == batch_size:
                     records += have
@@ -281,8 +291,8 @@ class Stream:
                         tally.records += have
                         tally.check()
                         bad = {**tally.to_meta(), "bad_skip": at_offset}
-                    yield self._batch(xs, ys, ws, ch, nxt, records, sizes, total, at, bad)
-                    xs, ys, ws, have = [], [], [], 0
+                    yield self._batch(xs, ys, ws, ch, nxt, records, sizes, total, at, bad, ids)
+                    xs, ys, ws, ids, have = [], [], [], [], 0
             if tally is not None:
                 count(len(ch))
         if have:
@@ -291,12 +301,12 @@ class Stream:
             if tally is not None:
                 tally.records += have
                 bad = {**tally.to_meta(), "bad_skip": at_offset}
-            yield self._batch(xs, ys, ws, ch, len(ch), records, sizes, total, at, bad)
+            yield self._batch(xs, ys, ws, ch, len(ch), records, sizes, total, at, bad, ids)
         if tally is not None:
             tally.check(at_end=True)
 
     def _batch(self, xs, ys, ws, ch: Chunk, s: int, records: int, sizes, total, at: int = 0,
-               bad: dict[str, Any] | None = None) -> Batch:
+               bad: dict[str, Any] | None = None, ids: list[np.ndarray] | None = None) -> Batch:
         """A batch of the records in xs, ys, ws; the next record is record `s` of `ch`, whose first is number `at`
         of the source (counted for stride sharding only)."""
         if isinstance(xs[0], CSR):
@@ -313,7 +323,7 @@ class Stream:
         if bad is not None:  # the skipped records after `offset` already counted (a resumed run leaves them out)
             position["bad_skip"] = bad.pop("bad_skip")
         fraction = (sum(sizes[:ch.file]) + ch.fraction * sizes[ch.file]) / total if total else None
-        return Batch(x, y, position, fraction, w, bad)
+        return Batch(x, y, position, fraction, w, bad, np.concatenate(ids) if ids else None)
 
 
 def shard_files(sizes: list[int], world: int) -> list[list[int]]:
@@ -338,7 +348,7 @@ def _every(ch: Chunk, first: int, step: int) -> Chunk:
     else:
         x = np.ascontiguousarray(ch.x[first::step])
     pick = (lambda a: None if a is None else np.ascontiguousarray(a[first::step]))
-    return replace(ch, x=x, y=pick(ch.y), w=pick(ch.w))
+    return replace(ch, x=x, y=pick(ch.y), w=pick(ch.w), ids=None if ch.ids is None else ch.ids[first::step])
 
 
 _END = object()
