@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load as _st_load
 from safetensors.torch import save as _st_save
 
-from .errors import StateFileError
+from .errors import StateFileError, UsageError
 
 FORMAT_NAME = "onepass"
 FORMAT_VERSION = 1
@@ -59,8 +59,11 @@ def atomic_output(path: str | os.PathLike, mode: str = "w", shared: bool = True)
     block ends; removed, leaving `path` as it was, when the block raises (an error, Ctrl-C, SIGTERM). `shared`:
     the permissions a plain `open` gives (the umask's); otherwise the owner's only, as mkstemp makes it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:  # named as the user gave it, not by the temporary name
+        raise UsageError(f"{path}: cannot create the file ({e.strerror or e})") from None
     if shared:
         umask = os.umask(0)
         os.umask(umask)

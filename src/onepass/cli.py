@@ -272,14 +272,14 @@ def cmd_train(args, extra: list[str]) -> int:
     made = _make_folder(out, "--out") if distributed.rank() == 0 else False
     if args.nproc and args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         code = distributed.launch(args.argv, args.nproc, args.max_restarts, device=args.device)
-        if code == UsageError.exit_code:
-            _undo_refused(out, before, made)
+        if code:
+            _undo_refused(out, before if code == UsageError.exit_code else None, made)
         return code
     try:
         result = _train(args, hp)
-    except UsageError:
+    except OnepassError as e:
         if "WORLD_SIZE" not in os.environ:  # (under torchrun, the processes' own files)
-            _undo_refused(out, before, made)
+            _undo_refused(out, before if isinstance(e, UsageError) else None, made)
         raise
     if distributed.rank() > 0:
         return 0  # rank 0 speaks for all processes
@@ -341,14 +341,14 @@ def _undo_refused(out: Path, before: tuple | None, made: bool) -> None:
     feature_dim the data does not have) leaves no state of its own behind: it would make a corrected rerun stop
     with "already holds a training state", and resuming it with other settings is refused anyway. A state that
     was there before (a refused --overwrite) is kept. (Bad data and interruptions keep their checkpoint: `--resume`
-    continues once the data is fixed.) A folder this command made, holding nothing else, goes too. `before`: None
-    for a resumed run, whose checkpoint is always kept."""
+    continues once the data is fixed.) A folder this command made that holds no state goes too, whatever the
+    error. `before`: None to keep any checkpoint (a resumed run's, or one kept after bad data)."""
     if before is not None and _stamp(out / STATE_FILE) != before[0]:
         for p in [out / STATE_FILE, out / "checkpoint.json", *out.glob("state.rank*-of-*.safetensors")]:
             p.unlink(missing_ok=True)
         if _stamp(out / MODEL_FILE) != before[1]:
             (out / MODEL_FILE).unlink(missing_ok=True)
-    if made and out.is_dir() and all(p.name.startswith("metrics") for p in out.iterdir()):
+    if made and out.is_dir() and all(p.name.startswith("metrics") for p in out.iterdir()):  # (metrics: the log)
         for p in out.iterdir():
             p.unlink()
         out.rmdir()
