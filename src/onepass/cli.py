@@ -300,16 +300,17 @@ def cmd_train(args, extra: list[str]) -> int:
 
 
 def _train(args, hp: dict[str, Any]):
+    """The trainer on the command's options."""
     return train(args.algorithm, args.data, args.out, hyperparameters=hp, validation=args.validation,
-                   epochs=args.epochs, mini_batch_size=args.mini_batch_size, device=args.device,
-                   threads=args.threads, seed=args.seed, checkpoint_every=args.checkpoint_every,
-                   checkpoint_seconds=args.checkpoint_seconds or None, resume=args.resume,
-                   init_from=args.init_from, overwrite=args.overwrite, data_format=args.data_format,
-                   label_column=_label(args.label_column), header=_header(args.csv_header),
-                   zero_based=args.zero_based, weight_column=_label(args.weight_column), columns=args.columns,
-                   storage_options=args.storage_options, query=args.query, test=args.test,
-                   sync_every=args.sync_every, dist_timeout=args.dist_timeout, dist_backend=args.dist_backend,
-                   progress=_progress(args.quiet or distributed.rank() > 0), on_bad_record=args.on_bad_record,
+                 epochs=args.epochs, mini_batch_size=args.mini_batch_size, device=args.device,
+                 threads=args.threads, seed=args.seed, checkpoint_every=args.checkpoint_every,
+                 checkpoint_seconds=args.checkpoint_seconds or None, resume=args.resume,
+                 init_from=args.init_from, overwrite=args.overwrite, data_format=args.data_format,
+                 label_column=_label(args.label_column), header=_header(args.csv_header),
+                 zero_based=args.zero_based, weight_column=_label(args.weight_column), columns=args.columns,
+                 storage_options=args.storage_options, query=args.query, test=args.test,
+                 sync_every=args.sync_every, dist_timeout=args.dist_timeout, dist_backend=args.dist_backend,
+                 progress=_progress(args.quiet or distributed.rank() > 0), on_bad_record=args.on_bad_record,
                  max_bad_fraction=args.max_bad_fraction, epoch_cache_mib=args.epoch_cache_mib)
 
 
