@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import io
 import signal
 import threading
 import time
@@ -25,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, algorithms, datasets, distributed, merge
+from . import __version__, algorithms, datasets, distributed, merge, predictions
 from ._files import atomic_output, read_file
 from .algorithms.base import Model
 from .data.batches import Stream
@@ -442,18 +441,6 @@ def _k_range(text: str | None, k: int, most: int) -> list[int]:
     return list(range(a, b + 1))
 
 
-# outputs that are counts or classes: integers in JSON, as in AWS's examples ({"predicted_label": 1, ...})
-_INTEGER_OUTPUTS = ("predicted_label", "closest_cluster")
-_FORMATS = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
-
-
-def _output_format(given: str | None, output: str) -> str:
-    """--format, or the output's extension (.json, .jsonl, .csv), or jsonl."""
-    if given:
-        return given
-    return _FORMATS.get(Path(output).suffix.lower(), "jsonl") if output != "-" else "jsonl"
-
-
 def _stream(args, n_features: int | None = None) -> Stream:
     """The --data source with the data options every reading command shares."""
     id_column = getattr(args, "id_column", None)
@@ -482,14 +469,14 @@ def cmd_predict(args, extra: list[str]) -> int:
     check_sparse(algorithms.get(model.algorithm), stream)
     if args.join_source == "input" and stream.sparse:
         raise UsageError(f"--join-source input: {stream.name} gives sparse records, which are not written out")
-    fmt = _output_format(args.format, args.output)
+    fmt = predictions.output_format(args.format, args.output)
     id_key = "id" if args.id_column is None or args.id_column.lstrip("-").isdigit() else args.id_column
     tty = sys.stderr.isatty()
     from .progress import Progress
     progress, started, n = Progress(enabled=tty), time.monotonic(), 0
     if args.output != "-":
         _make_folder(Path(args.output).parent, "--output")
-    with (atomic_output(args.output) if args.output != "-" else _stdout()) as out:
+    with (atomic_output(args.output) if args.output != "-" else predictions.standard_output()) as out:
         first = True
         if fmt == "json":
             out.write('{"%s":[' % getattr(model, "json_key", "predictions"))  # SageMaker's key per algorithm
@@ -498,10 +485,10 @@ def cmd_predict(args, extra: list[str]) -> int:
                 pred = model.predict(batch.x)
                 names = list(pred)
                 if fmt == "csv":
-                    _write_csv(out, pred, batch, args.join_source == "input")
+                    predictions.write_csv(out, pred, batch, args.join_source == "input")
                 else:
-                    cols = [_json_values(n, pred[n]) for n in names]
-                    lead = _joined(batch, args.join_source == "input", id_key)
+                    cols = [predictions.json_values(n, pred[n]) for n in names]
+                    lead = predictions.joined(batch, args.join_source == "input", id_key)
                     for i, row in enumerate(zip(*cols)):
                         text = json.dumps({**{k: v[i] for k, v in lead.items()}, **dict(zip(names, row))})
                         if fmt == "jsonl":
@@ -538,58 +525,6 @@ class _Width:
                     raise UsageError(f"{self.stream.name}: has {batch.x.shape[1]} features, the model expects "
                                      f"{self.n_features} (a label column to leave out? see --label-column)")
                 yield batch
-
-
-class _stdout:
-    """Standard output as a context, left open at the end."""
-
-    def __enter__(self):
-        return sys.stdout
-
-    def __exit__(self, *exc):
-        sys.stdout.flush()
-        return False
-
-
-def _joined(batch, source: bool, id_key: str) -> dict[str, list]:
-    """What goes before each record's predictions: its id (--id-column), and with --join-source input the record
-    as read (label, features)."""
-    lead: dict[str, list] = {}
-    if batch.ids is not None:
-        lead[id_key] = batch.ids.tolist()
-    if source:
-        if batch.y is not None:
-            lead["label"] = batch.y.cpu().numpy().tolist()
-        lead["features"] = batch.x.cpu().numpy().tolist()
-    return lead
-
-
-def _write_csv(out, pred: dict, batch, source: bool) -> None:
-    """CSV rows: the id (if any), the record with --join-source input, then the predictions."""
-    numbers = [pred[n].cpu().numpy().reshape(len(batch), -1) for n in pred]
-    if source:
-        numbers = ([batch.y.cpu().numpy()[:, None]] if batch.y is not None else []) + [batch.x.cpu().numpy()] + numbers
-    rows = np.column_stack(numbers)
-    if batch.ids is None:
-        np.savetxt(out, rows, delimiter=",", fmt="%.9g")
-        return
-    ids = [_csv_field(str(v)) for v in batch.ids]
-    text = io.StringIO()
-    np.savetxt(text, rows, delimiter=",", fmt="%.9g")
-    out.write("".join(f"{i},{line}\n" for i, line in zip(ids, text.getvalue().splitlines())))
-
-
-def _csv_field(text: str) -> str:
-    """A field quoted as CSV needs it (a comma, a quote or a line end in it)."""
-    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\r\n') else text
-
-
-def _json_values(name: str, values) -> list:
-    """A column of predictions as JSON values: integers for classes and clusters, numbers otherwise."""
-    arr = values.cpu().numpy()
-    if name in _INTEGER_OUTPUTS and arr.ndim == 1:
-        return arr.astype(np.int64).tolist()
-    return arr.tolist()
 
 
 def cmd_evaluate(args, extra: list[str]) -> int:
