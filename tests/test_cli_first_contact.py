@@ -176,6 +176,7 @@ def test_every_option_of_train_finalize_predict_and_evaluate_has_help():
     (["--threads", "-2"], "argument --threads: expected a number of at least 1, got -2"),
     (["--checkpoint-every", "0"], "argument --checkpoint-every: expected a number of at least 1, got 0"),
     (["--extra-centre-factor", "4"], "did you mean extra_center_factor?"),
+    (["--thread", "2"], "unknown option --thread; did you mean --threads?"),
 ])
 def test_impossible_settings_are_one_line_usage_errors(tmp_path, blobs_csv, args, message):
     out = tmp_path / "run"

@@ -11,6 +11,7 @@ temporary name, then a rename), so a failed or stopped command leaves nothing th
 from __future__ import annotations
 
 import argparse
+import difflib
 import functools
 import signal
 import threading
@@ -31,7 +32,7 @@ from .data.batches import Stream
 from .data.sources import FORMATS
 from ._process import tune_allocator
 from .errors import Interrupted, OnepassError, UsageError
-from .hyperparameters import load_json
+from .hyperparameters import SAGEMAKER_KEYS, load_json
 from .state import MODEL_FILE, STATE_FILE, State
 from .train import _brief, check_sparse, train
 
@@ -266,6 +267,7 @@ def cmd_train(args, extra: list[str]) -> int:
     if args.hyperparameters:
         hp.update({k.replace("-", "_"): v for k, v in load_json(args.hyperparameters).items()})
     hp.update(_extra_options(extra, "train"))
+    _check_options(hp, algorithms.get(args.algorithm), args.option_names)
     out = Path(args.out)
     before = None if args.resume else (_stamp(out / STATE_FILE), _stamp(out / MODEL_FILE))  # what it held before
     made = _make_folder(out, "--out") if distributed.rank() == 0 else False
@@ -296,6 +298,17 @@ def cmd_train(args, extra: list[str]) -> int:
     print(f"model:   {result.model_path}")
     print(f"metrics: {result.out / 'metrics.jsonl'}")
     return 0
+
+
+def _check_options(given: dict[str, Any], algo, options: list[str]) -> None:
+    """A name that is no hyperparameter of `algo` but close to an option of the command (`--thread` for
+    `--threads`) is a mistyped option: say which, rather than listing every hyperparameter."""
+    for name in given:
+        if name in algo.HYPERPARAMETERS.specs or name.startswith(SAGEMAKER_KEYS):
+            continue
+        close = difflib.get_close_matches(f"--{name.replace('_', '-')}", options, n=1, cutoff=0.8)
+        if close and not difflib.get_close_matches(name, algo.HYPERPARAMETERS.specs, n=1, cutoff=0.8):
+            raise UsageError(f"unknown option --{name.replace('_', '-')}; did you mean {close[0]}?")
 
 
 def _train(args, hp: dict[str, Any]):
@@ -659,6 +672,7 @@ COMMANDS = {"train": cmd_train, "finalize": cmd_finalize, "predict": cmd_predict
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    args.option_names = [o for a in _subparser(parser, args.command)._actions for o in a.option_strings]
     args.argv = sys.argv[1:] if argv is None else list(argv)  # for `train --nproc`, which runs them again
     tune_allocator()
     # SIGTERM stops a command as Ctrl-C does (train's loop catches both itself, to checkpoint first): outputs
@@ -677,6 +691,10 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # a file that cannot be read or written: one line naming it, not a traceback
         where = f"{e.filename}: " if e.filename else ""
         return _error(args.command, f"{where}{e.strerror or e}", 1)
+
+
+def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
 
 
 def _interrupt(signum, frame):
