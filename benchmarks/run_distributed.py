@@ -4,7 +4,7 @@
     python benchmarks/run_distributed.py            # 10^7 records x 50 features (~5 GB of CSV; run on a quiet machine)
     python benchmarks/run_distributed.py --quick    # 10^5 records: a smoke run of a minute
 
-The stream is generated once as PARTS CSV files (blobs, label last), so that 2 processes shard it by file and
+The stream is generated once as PARTS CSV files (blobs, label first), so that 2 processes shard it by file and
 each parses only its half: parsing dominates, as on real data. For every algorithm and number of processes the
 parent runs `onepass train ALGO --threads 1 [--nproc N]` in a subprocess with OMP_NUM_THREADS=1 and measures its
 wall time (start to exit) and total CPU time (user + system of the whole process tree, torchrun's workers
@@ -36,7 +36,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data"
 RUNS = DATA / "runs"
-# Per algorithm: its hyperparameters on the command line (the label, last, is read and ignored by the
+# Per algorithm: its hyperparameters on the command line (the label, first, is read and ignored by the
 # unsupervised ones).
 ALGORITHMS = {
     "kmeans": ["--k", "10"],
@@ -75,7 +75,7 @@ def train(algo: str, data: Path, out: Path, nproc: int, timeout: float, extra: l
     """One run: wall and CPU time of the process tree, the metrics' distributed event."""
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, "-m", "onepass", "train", algo, "--data", str(data), "--out", str(out), "--threads", "1",
-           "--quiet", "--label-column", "last", "--checkpoint-seconds", "0", *ALGORITHMS[algo], *extra]
+           "--quiet", "--label-column", "first", "--checkpoint-seconds", "0", *ALGORITHMS[algo], *extra]
     if nproc > 1:
         cmd += ["--nproc", str(nproc)]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -70,7 +70,7 @@ def test_finalize_gives_other_models_from_the_same_state(trained, tmp_path):
 
 def test_inspect_shows_header_and_tensors(trained):
     out, _ = trained
-    info = json.loads(run_cli("inspect", str(out / "state.safetensors"), check=True).stdout)
+    info = json.loads(run_cli("inspect", "--json", str(out / "state.safetensors"), check=True).stdout)
     assert info["algorithm"] == "kmeans" and info["kind"] == "state" and info["checksum_ok"]
     assert info["hyperparameters"]["k"] == 6 and info["meta"]["records_seen"] == 3000
     assert info["tensors"]["centers"]["shape"] == [120, 8]

@@ -261,7 +261,7 @@ def test_command_line_train_rechoose_plot_predict_inspect(tmp_path):
     rows = [json.loads(line) for line in r.stdout.splitlines()]
     assert len(rows) == 1000 and set(rows[0]) == {"score", "predicted_label"} and 0 <= rows[0]["score"] <= 1
 
-    report = json.loads(run_cli("inspect", out / "state.safetensors", check=True).stdout)
+    report = json.loads(run_cli("inspect", "--json", out / "state.safetensors", check=True).stdout)
     models = report["summary"]["models"]
     assert len(models) == 8 and "roc_auc_score" in models[0]["validation"]
     assert State.load(out).meta["external_validation"] is True

@@ -235,7 +235,7 @@ def test_cli_train_finalize_predict_inspect(run):
     csv = run_cli("predict", str(tmp / "run"), "--data", str(data), "--format", "csv", check=True).stdout
     assert np.loadtxt(csv.splitlines(), delimiter=",").shape == (3000, 5)
 
-    info = json.loads(run_cli("inspect", str(tmp / "run" / "state.safetensors"), check=True).stdout)
+    info = json.loads(run_cli("inspect", "--json", str(tmp / "run" / "state.safetensors"), check=True).stdout)
     assert info["algorithm"] == "pca" and info["summary"]["records_seen"] == 3000
     assert info["tensors"]["scatter"]["shape"] == [12, 12]
     bad = run_cli("finalize", str(tmp / "run"), "--num-components", "13")

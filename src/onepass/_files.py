@@ -13,15 +13,16 @@ import json
 import os
 import struct
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Iterator
 
 import numpy as np
 import torch
 from safetensors.torch import load as _st_load
 from safetensors.torch import save as _st_save
 
-from .errors import StateFileError
+from .errors import StateFileError, UsageError
 
 FORMAT_NAME = "onepass"
 FORMAT_VERSION = 1
@@ -42,15 +43,34 @@ def _checksum(header: dict[str, Any], tensors: dict[str, torch.Tensor]) -> str:
 def write_file(path: str | os.PathLike, header: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Path:
     """Write atomically: a temporary file in the same folder, fsync, rename, fsync of the folder."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     header = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **header}
     header["checksum"] = _checksum(header, tensors)
     blob = _st_save(tensors, metadata={_HEADER_KEY: json.dumps(header, sort_keys=True)})
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with atomic_output(path, "wb", shared=False) as f:
+        f.write(blob)
+    return path
+
+
+@contextmanager
+def atomic_output(path: str | os.PathLike, mode: str = "w", shared: bool = True) -> Iterator[IO]:
+    """A file opened for writing that appears at `path` only whole: written under a temporary name in the same
+    folder (missing folders are made, the one rule of every command that writes), fsynced and renamed when the
+    block ends; removed, leaving `path` as it was, when the block raises (an error, Ctrl-C, SIGTERM). `shared`:
+    the permissions a plain `open` gives (the umask's); otherwise the owner's only, as mkstemp makes it."""
+    path = Path(path)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:  # named as the user gave it, not by the temporary name
+        raise UsageError(f"{path}: cannot create the file ({e.strerror or e})") from None
+    if shared:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -62,7 +82,6 @@ def write_file(path: str | os.PathLike, header: dict[str, Any], tensors: dict[st
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
-    return path
 
 
 def read_header(blob: bytes, name: str) -> dict[str, Any]:

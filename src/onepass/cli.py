@@ -1,13 +1,21 @@
-"""The command line: `onepass train | finalize | predict | merge | inspect | datasets`.
+"""The command line: `onepass train | finalize | predict | evaluate | merge | inspect | datasets | convert`.
 
-Exit codes: 0 done, 2 bad usage, 3 bad data, 4 interrupted (checkpoint written; `--resume` continues),
-5 a damaged, foreign or incompatible state or model file, 1 anything else.
+Exit codes: 0 done, 2 bad usage, 3 bad data, 4 interrupted (train: checkpoint written, `--resume` continues; the
+other commands leave no half-written output), 5 a damaged, foreign or incompatible state or model file, 1 anything
+else. Every error is one line, `onepass COMMAND: error: ...`, naming what and where.
+
+Every command that writes a file or a run folder makes its missing parent folders, and writes files whole (a
+temporary name, then a rename), so a failed or stopped command leaves nothing that looks finished.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import functools
+import signal
+import threading
+import time
 from contextlib import closing
 import json
 import os
@@ -17,16 +25,42 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, algorithms, datasets, distributed, merge
-from ._files import read_file
+from . import __version__, algorithms, datasets, distributed, merge, predictions
+from ._files import atomic_output, read_file
 from .algorithms.base import Model
 from .data.batches import Stream
 from .data.sources import FORMATS
 from ._process import tune_allocator
-from .errors import OnepassError, UsageError
-from .hyperparameters import load_json
+from .errors import Interrupted, OnepassError, UsageError
+from .hyperparameters import SAGEMAKER_KEYS, load_json
 from .state import MODEL_FILE, STATE_FILE, State
-from .train import check_sparse, train
+from .train import _brief, check_sparse, train
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one line (the command's usage is a screen long): what is wrong, and where to
+    read more."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _number(kind, low: float, *, strict: bool = False):
+    """An argparse type: an int or float of at least `low` (above it when `strict`), refused with a message."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got "
+                                             f"{text!r}") from None
+        if value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"expected a number {'above' if strict else 'of at least'} {low:g}, "
+                                             f"got {text}")
+        return value
+    return parse
+
+
+_POSITIVE, _NOT_NEGATIVE = _number(int, 1), _number(int, 0)
 
 
 def _label(value: str | None):
@@ -75,23 +109,27 @@ def _add_bad_record_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--on-bad-record", choices=("fail", "skip"), default=None,
                    help="fail (default): stop at the first bad record, naming it; skip: leave bad records out and "
                         "count them by reason")
-    p.add_argument("--max-bad-fraction", type=float, default=None, metavar="F",
+    p.add_argument("--max-bad-fraction", type=_number(float, 0.0), default=None, metavar="F",
                    help="with skip: stop once more than this share of the records read were bad (checked after "
                         "1000 records and at the end; default 0.01)")
 
 
+def _per_algorithm(title: str, attribute: str) -> str:
+    """--help's list of every algorithm's hyperparameters (train) or choices (finalize)."""
+    return "\n\n".join(f"{title} of {name}:\n" + getattr(algo, attribute).doc()
+                       for name, algo in sorted(algorithms.ALGORITHMS.items()))
+
+
 def build_parser() -> argparse.ArgumentParser:
     # No abbreviations: `--k` must reach the algorithm, not be read as `--k-range`.
-    parser = argparse.ArgumentParser(prog="onepass", description="One-pass training on streams of any length.",
-                                     allow_abbrev=False)
+    parser = _Parser(prog="onepass", description="One-pass training on streams of any length.", allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"onepass {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", allow_abbrev=False, help="train an algorithm on a source",
                        description="Train ALGO on SRC into the run folder DIR. Hyperparameters use SageMaker's "
                                    "names with - for _ (e.g. --k 10 --extra-center-factor 4).",
-                       epilog="\n\n".join(f"hyperparameters of {name}:\n" + algo.HYPERPARAMETERS.doc()
-                                          for name, algo in sorted(algorithms.ALGORITHMS.items())),
+                       epilog=_per_algorithm("hyperparameters", "HYPERPARAMETERS"),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("algorithm", help=f"one of: {', '.join(sorted(algorithms.ALGORITHMS))}")
     t.add_argument("--data", required=True, help="a file, glob, folder, FIFO, SageMaker pipe-mode channel, URL "
@@ -100,16 +138,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="the run folder: state, model and metrics")
     t.add_argument("--validation", help="a source to evaluate on at the end of every epoch")
     t.add_argument("--test", help="a labelled source to measure the final model on (metrics prefixed test:)")
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--mini-batch-size", type=int)
+    t.add_argument("--epochs", type=_POSITIVE, help="passes over the data (default: the algorithm's, 1 for most)")
+    t.add_argument("--mini-batch-size", type=_POSITIVE, help="records per mini-batch (default: the algorithm's)")
     t.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    t.add_argument("--threads", type=int, help="CPU threads for compute and parsing (default: all cores); 1 is one "
-                   "thread in all, without read-ahead")
+    t.add_argument("--threads", type=_POSITIVE, help="CPU threads for compute and parsing (default: all cores); 1 is "
+                   "one thread in all, without read-ahead")
     t.add_argument("--seed", type=int, help="random seed (default 0)")
-    t.add_argument("--checkpoint-every", type=int, metavar="N", help="write a checkpoint every N records")
-    t.add_argument("--checkpoint-seconds", type=float, default=600.0, metavar="T",
+    t.add_argument("--checkpoint-every", type=_POSITIVE, metavar="N", help="write a checkpoint every N records")
+    t.add_argument("--checkpoint-seconds", type=_number(float, 0.0), default=600.0, metavar="T",
                    help="write a checkpoint every T seconds (default 600; 0 disables)")
-    t.add_argument("--epoch-cache-mib", type=float, metavar="MIB",
+    t.add_argument("--epoch-cache-mib", type=_number(float, 0.0), metavar="MIB",
                    help="with --epochs > 1: keep a whole pass's parsed batches (and the validation source's) in "
                    "memory up to MIB and read later epochs from there (default 256; 0 reads the source every epoch)")
     t.add_argument("--resume", action="store_true", help="continue DIR's checkpoint at the exact next record")
@@ -117,21 +155,24 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--overwrite", action="store_true", help="start over in a DIR that holds a state")
     t.add_argument("--hyperparameters", metavar="FILE.json", help="a SageMaker hyperparameter JSON file")
     t.add_argument("--quiet", action="store_true", help="no progress line")
-    t.add_argument("--nproc", type=int, metavar="N", help="train on N local processes (launches torchrun; "
+    t.add_argument("--nproc", type=_POSITIVE, metavar="N", help="train on N local processes (launches torchrun; "
                    "each process reads its shard and needs its own core: --threads 1 on N cores)")
-    t.add_argument("--max-restarts", type=int, default=0, metavar="R",
+    t.add_argument("--max-restarts", type=_NOT_NEGATIVE, default=0, metavar="R",
                    help="with --nproc: restart the processes up to R times after a failure, from the last checkpoint")
-    t.add_argument("--sync-every", type=int, metavar="K", help="several processes, SGD algorithms: average the "
-                   "models every K mini-batches (default 100; 0: once, at the end)")
-    t.add_argument("--dist-timeout", type=float, metavar="S", help="several processes: seconds to wait for the "
-                   "others to start or answer before failing (default 300)")
+    t.add_argument("--sync-every", type=_NOT_NEGATIVE, metavar="K", help="several processes, SGD algorithms: "
+                   "average the models every K mini-batches (default 100; 0: once, at the end)")
+    t.add_argument("--dist-timeout", type=_number(float, 0.0, strict=True), metavar="S", help="several processes: "
+                   "seconds to wait for the others to start or answer before failing (default 300)")
     t.add_argument("--dist-backend", choices=("auto", "nccl", "gloo"), default="auto",
                    help="several processes: how they communicate (auto: NCCL on CUDA, gloo on the CPU; gloo on "
                    "CUDA lets processes share a GPU)")
     _add_data_options(t)
     _add_bad_record_options(t)
 
-    f = sub.add_parser("finalize", allow_abbrev=False, help="another model from a state, without reading data")
+    f = sub.add_parser("finalize", allow_abbrev=False, help="another model from a state, without reading data",
+                       description="A model from the state in DIR (or a state file), chosen by --CHOICE VALUE "
+                                   "options (below, per algorithm), without reading the data again.",
+                       epilog=_per_algorithm("choices", "CHOICES"), formatter_class=argparse.RawDescriptionHelpFormatter)
     f.add_argument("state", help="a run folder or a state file")
     f.add_argument("--out", help="where to write the model (default: DIR/model.safetensors)")
     f.add_argument("--k-range", metavar="A:B", help="kmeans: report the cost for each k in A..B (elbow)")
@@ -141,28 +182,54 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", allow_abbrev=False, help="apply a model to a source")
     p.add_argument("model", help="a run folder or a model file")
-    p.add_argument("--data", required=True)
-    p.add_argument("--output", default="-", help="output file (default: standard output)")
-    p.add_argument("--format", choices=("json", "jsonl", "csv"), default="jsonl")
-    p.add_argument("--mini-batch-size", type=int, default=10000)
+    p.add_argument("--data", required=True, help="the records to predict: any source train reads")
+    p.add_argument("--output", default="-", help="output file, written whole or not at all (default: standard "
+                                                 "output)")
+    p.add_argument("--format", choices=("json", "jsonl", "csv"), default=None,
+                   help="json (SageMaker's one object), jsonl (a line a record) or csv (default: from the output's "
+                        "extension, .json, .jsonl or .csv; else jsonl)")
+    p.add_argument("--mini-batch-size", type=_POSITIVE, default=10000, help="records predicted at once (default "
+                                                                             "10000)")
+    p.add_argument("--id-column", metavar="NAME|INDEX", help="CSV: a column whose text goes with each prediction "
+                   "(key NAME, or id), so that outputs join back to their records even when bad ones are skipped; "
+                   "not a feature unless --columns names it")
+    p.add_argument("--join-source", choices=("none", "input"), default="none",
+                   help="input: each output also holds the record as read (label, then features), as SageMaker's "
+                        "batch transform join_source=Input (default none)")
     _add_data_options(p)
     _add_bad_record_options(p)
+
+    e = sub.add_parser("evaluate", allow_abbrev=False, help="score a model on labelled data",
+                       description="The metrics training reports (validation and --test: accuracy, AUC, ... for "
+                                   "the linear learner; msd for k-means and PCA) of MODEL on the records of SRC.")
+    e.add_argument("model", help="a run folder or a model file")
+    e.add_argument("--data", required=True, help="labelled records (the label first by default for supervised "
+                                                 "models, as in training)")
+    e.add_argument("--mini-batch-size", type=_POSITIVE, default=10000, help="records scored at once (default "
+                                                                             "10000)")
+    e.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    _add_data_options(e)
+    _add_bad_record_options(e)
 
     m = sub.add_parser("merge", allow_abbrev=False, help="merge states trained on different data into one")
     m.add_argument("states", nargs="+", help="run folders or state files, same algorithm and configuration")
     m.add_argument("--out", required=True, help="a run folder (or .safetensors file) for the merged state")
+    m.add_argument("--overwrite", action="store_true", help="replace the state (and model) OUT already holds")
+    m.add_argument("--allow-same", action="store_true", help="merge a state with an identical one (its records "
+                                                              "then count twice)")
 
     i = sub.add_parser("inspect", allow_abbrev=False, help="show what a state or model file holds")
     i.add_argument("file", help="a state or model file, or a run folder")
+    i.add_argument("--json", action="store_true", help="the whole header, summary and tensor list as JSON")
 
     d = sub.add_parser("datasets", allow_abbrev=False, help="write a shipped data set or a generated stream as CSV")
     d.add_argument("name", choices=datasets.NAMES)
     d.add_argument("--out", default="-", help="a CSV file, or - for standard output")
-    d.add_argument("--n", type=int, default=1_000_000, help="blobs: records")
-    d.add_argument("--d", type=int, default=50, help="blobs: features")
-    d.add_argument("--k", type=int, default=10, help="blobs: clusters")
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--no-label", action="store_true", help="leave the label column out")
+    d.add_argument("--n", type=_POSITIVE, default=1_000_000, help="blobs: records")
+    d.add_argument("--d", type=_POSITIVE, default=50, help="blobs: features")
+    d.add_argument("--k", type=_POSITIVE, default=10, help="blobs: clusters")
+    d.add_argument("--seed", type=int, default=0, help="blobs: random seed")
+    d.add_argument("--no-label", action="store_true", help="leave the label column out (it is written first)")
 
     v = sub.add_parser("serve", allow_abbrev=False, help="answer SageMaker's inference requests over HTTP",
                        description="Serve a model on SageMaker's inference contract (GET /ping, POST /invocations). "
@@ -223,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--data", required=True, help="a file, glob, folder, URL, or - for standard input")
     c.add_argument("--to", required=True, choices=("recordio-protobuf",), help="the output format")
     c.add_argument("--out", required=True, help="the output file (.gz, .bz2 or .xz compress it), or - for stdout")
-    c.add_argument("--feature-dim", type=int, help="LibSVM sources: the number of features")
+    c.add_argument("--feature-dim", type=_POSITIVE, help="LibSVM sources: the number of features")
     _add_data_options(c)
     return parser
 
@@ -253,19 +320,26 @@ def cmd_train(args, extra: list[str]) -> int:
     if args.hyperparameters:
         hp.update({k.replace("-", "_"): v for k, v in load_json(args.hyperparameters).items()})
     hp.update(_extra_options(extra, "train"))
+    _check_options(hp, algorithms.get(args.algorithm), args.option_names)
+    out = Path(args.out)
+    before = None if args.resume else (_stamp(out / STATE_FILE), _stamp(out / MODEL_FILE))  # what it held before
+    made = _make_folder(out, "--out") if distributed.rank() == 0 else False
     if args.nproc and args.nproc > 1 and "WORLD_SIZE" not in os.environ:
-        return distributed.launch(main, args.argv, args.nproc, args.max_restarts, device=args.device)
-    result = train(args.algorithm, args.data, args.out, hyperparameters=hp, validation=args.validation,
-                   test=args.test, epochs=args.epochs, mini_batch_size=args.mini_batch_size, device=args.device,
-                   threads=args.threads, seed=args.seed, checkpoint_every=args.checkpoint_every,
-                   checkpoint_seconds=args.checkpoint_seconds or None, resume=args.resume,
-                   init_from=args.init_from, overwrite=args.overwrite, epoch_cache_mib=args.epoch_cache_mib,
-                   processes=distributed.Processes(args.sync_every, args.dist_timeout, args.dist_backend),
-                   progress=_progress(args.quiet or distributed.rank() > 0), **_stream_options(args))
+        code = distributed.launch(main, args.argv, args.nproc, args.max_restarts, device=args.device)
+        if code:
+            _undo_refused(out, before if code == UsageError.exit_code else None, made)
+        return code
+    try:
+        result = _train(args, hp)
+    except OnepassError as e:
+        if "WORLD_SIZE" not in os.environ:  # (under torchrun, the processes' own files)
+            _undo_refused(out, before if isinstance(e, UsageError) else None, made)
+        raise
     if distributed.rank() > 0:
         return 0  # rank 0 speaks for all processes
     st, model = result.state, result.model
-    print(f"trained {st.algorithm} on {st.meta['records_seen']:,} records of {st.meta['n_features']} features"
+    print(f"trained {st.algorithm} on {st.meta['records_seen']:,} records of {st.meta['n_features']} features "
+          f"({_epochs(st, result.out)})"
           + (f" ({len(st.meta['lineage'])} earlier run(s) continued)" if st.meta.get("lineage") else ""))
     _print_model(st.algorithm, model)
     for k, v in result.metrics.items():
@@ -286,6 +360,88 @@ def _stream_options(args) -> dict[str, Any]:
                 storage_options=args.storage_options, query=args.query,
                 on_bad_record=getattr(args, "on_bad_record", None),
                 max_bad_fraction=getattr(args, "max_bad_fraction", None))
+
+
+def _check_options(given: dict[str, Any], algo, options: list[str]) -> None:
+    """A name that is no hyperparameter of `algo` but close to an option of the command (`--thread` for
+    `--threads`) is a mistyped option: say which, rather than listing every hyperparameter."""
+    for name in given:
+        if name in algo.HYPERPARAMETERS.specs or name.startswith(SAGEMAKER_KEYS):
+            continue
+        close = difflib.get_close_matches(f"--{name.replace('_', '-')}", options, n=1, cutoff=0.8)
+        if close and not difflib.get_close_matches(name, algo.HYPERPARAMETERS.specs, n=1, cutoff=0.8):
+            raise UsageError(f"unknown option --{name.replace('_', '-')}; did you mean {close[0]}?")
+
+
+def _train(args, hp: dict[str, Any]):
+    """The trainer on the command's options."""
+    return train(args.algorithm, args.data, args.out, hyperparameters=hp, validation=args.validation,
+                 test=args.test, epochs=args.epochs, mini_batch_size=args.mini_batch_size, device=args.device,
+                 threads=args.threads, seed=args.seed, checkpoint_every=args.checkpoint_every,
+                 checkpoint_seconds=args.checkpoint_seconds or None, resume=args.resume,
+                 init_from=args.init_from, overwrite=args.overwrite, epoch_cache_mib=args.epoch_cache_mib,
+                 processes=distributed.Processes(args.sync_every, args.dist_timeout, args.dist_backend),
+                 progress=_progress(args.quiet or distributed.rank() > 0), **_stream_options(args))
+
+
+def _make_folder(path: Path, option: str) -> bool:
+    """Make the folder `path` and its missing parents (the rule of every command that writes); whether it was
+    made now. One that cannot be made is a usage error naming it, before any work."""
+    if path.is_dir():
+        return False
+    try:
+        path.mkdir(parents=True)
+    except FileExistsError:
+        raise UsageError(f"{option} {path}: exists and is not a folder") from None
+    except OSError as e:
+        raise UsageError(f"{option} {path}: cannot create the folder ({e.strerror})") from None
+    return True
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """Which file `path` is (inode and modification time), or None: a state written since differs."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
+def _undo_refused(out: Path, before: tuple | None, made: bool) -> None:
+    """A fresh run refused with a usage error (settings that cannot work: a k larger than the data allows, a
+    feature_dim the data does not have) leaves no state of its own behind: it would make a corrected rerun stop
+    with "already holds a training state", and resuming it with other settings is refused anyway. A state that
+    was there before (a refused --overwrite) is kept. (Bad data and interruptions keep their checkpoint: `--resume`
+    continues once the data is fixed.) A folder this command made that holds no state goes too, whatever the
+    error. `before`: None to keep any checkpoint (a resumed run's, or one kept after bad data)."""
+    if before is not None and _stamp(out / STATE_FILE) != before[0]:
+        for p in [out / STATE_FILE, out / "checkpoint.json", *out.glob("state.rank*-of-*.safetensors")]:
+            p.unlink(missing_ok=True)
+        if _stamp(out / MODEL_FILE) != before[1]:
+            (out / MODEL_FILE).unlink(missing_ok=True)
+    if made and out.is_dir() and all(p.name.startswith("metrics") for p in out.iterdir()):  # (metrics: the log)
+        for p in out.iterdir():
+            p.unlink()
+        out.rmdir()
+
+
+def _epochs(state: State, out: Path) -> str:
+    """"1 epoch", or "1,500 records x 2 epochs": the passes a run made (from its metrics' epoch events), and the
+    records a pass (the records of earlier runs that --init-from continued left out)."""
+    epochs = 0
+    try:
+        for line in (out / "metrics.jsonl").read_text().splitlines():
+            event = json.loads(line)
+            if event.get("event") == "start" and not event.get("resume"):
+                epochs = 0
+            elif event.get("event") == "epoch":
+                epochs = max(epochs, int(event.get("epoch", 0)))
+    except (OSError, ValueError):
+        pass
+    if epochs <= 1:
+        return "1 epoch"
+    earlier = int((state.meta.get("lineage") or [{}])[-1].get("records_seen") or 0)
+    return f"{(int(state.meta['records_seen']) - earlier) // epochs:,} records x {epochs} epochs"
 
 
 def _progress(quiet: bool):
@@ -309,10 +465,16 @@ def cmd_finalize(args, extra: list[str]) -> int:
         raise UsageError(f"{state.algorithm} has no {'--k-range' if args.k_range else '--plot'} "
                          "(--k-range: kmeans; --plot: kmeans, pca and binary linear_learner)")
     choice = _extra_options(extra, "finalize")
+    if args.k_range:  # every request checked before anything is written: a refusal leaves the old model as it was
+        _k_range(args.k_range, 1, state.meta["n_active"])
     model = algo.finalize(state, **choice)
+    if state.algorithm == "linear_learner" and args.plot and model.meta["predictor_type"] != "binary_classifier":
+        raise UsageError("--plot: the precision-recall plot is for binary classifiers")
     out = Path(args.out) if args.out else (Path(args.state) if Path(args.state).is_dir()
                                            else Path(args.state).parent) / MODEL_FILE
-    model.save(out)
+    _make_folder(out.parent, "--out")
+    if args.plot:
+        _make_folder(Path(args.plot).parent, "--plot")
     _print_model(state.algorithm, model)
     if state.algorithm == "kmeans" and (args.k_range or args.plot):
         ks = _k_range(args.k_range, model.meta["k"], state.meta["n_active"])
@@ -329,12 +491,11 @@ def cmd_finalize(args, extra: list[str]) -> int:
             state, model.meta["subtract_mean"])}).meta["explained_variance_ratio"]
         print(f"plot:  {explained_variance(ratios, args.plot, chosen=model.meta['num_components'])}")
     elif state.algorithm == "linear_learner" and args.plot:
-        if model.meta["predictor_type"] != "binary_classifier":
-            raise UsageError("--plot: the precision-recall plot is for binary classifiers")
         from .plots import precision_recall
         recall, precision = algo.precision_recall(model)
         point = (model.meta["validation"].get("recall"), model.meta["validation"].get("precision"))
         print(f"plot:  {precision_recall(recall, precision, args.plot, chosen=point)}")
+    model.save(out)  # last: a failure above leaves the model file as it was
     print(f"model: {out}")
     return 0
 
@@ -351,47 +512,114 @@ def _k_range(text: str | None, k: int, most: int) -> list[int]:
     return list(range(a, b + 1))
 
 
+def _stream(args, n_features: int | None = None) -> Stream:
+    """The --data source with the data options every reading command shares."""
+    id_column = getattr(args, "id_column", None)
+    return Stream(args.data, data_format=args.data_format, label_column=_label(args.label_column),
+                  header=_header(args.csv_header), n_features=n_features, zero_based=bool(args.zero_based),
+                  weight_column=_label(args.weight_column), columns=args.columns,
+                  storage_options=args.storage_options, query=args.query,
+                  on_bad_record=getattr(args, "on_bad_record", None),
+                  max_bad_fraction=getattr(args, "max_bad_fraction", None),
+                  id_column=int(id_column) if id_column and id_column.lstrip("-").isdigit() else id_column)
+
+
+def _say_header(command: str, stream: Stream) -> None:
+    """What --csv-header auto decided: always on a terminal, and wherever a line was read as column names (a line
+    with no output: what joins predictions back to the records must know it)."""
+    if stream.header_note and (sys.stderr.isatty() or any(h for h, _ in stream.headers.values())):
+        print(f"onepass {command}: CSV header: {stream.header_note}", file=sys.stderr)
+
+
 def cmd_predict(args, extra: list[str]) -> int:
     if extra:
         raise UsageError(f"predict: unexpected arguments {' '.join(extra)}")
     model = Model.load(args.model)
     n_features = model.meta.get("n_features")
-    stream = Stream(args.data, data_format=args.data_format, label_column=_label(args.label_column),
-                    header=_header(args.csv_header), n_features=n_features, zero_based=bool(args.zero_based),
-                    weight_column=_label(args.weight_column), columns=args.columns,
-                    storage_options=args.storage_options, query=args.query, on_bad_record=args.on_bad_record,
-                    max_bad_fraction=args.max_bad_fraction)
+    stream = _stream(args, n_features)
     check_sparse(algorithms.get(model.algorithm), stream)
-    out = sys.stdout if args.output == "-" else open(args.output, "w")
-    try:
+    if args.join_source == "input" and stream.sparse:
+        raise UsageError(f"--join-source input: {stream.name} gives sparse records, which are not written out")
+    fmt = predictions.output_format(args.format, args.output)
+    id_key = "id" if args.id_column is None or args.id_column.lstrip("-").isdigit() else args.id_column
+    tty = sys.stderr.isatty()
+    from .progress import Progress
+    progress, started, n = Progress(enabled=tty), time.monotonic(), 0
+    if args.output != "-":
+        _make_folder(Path(args.output).parent, "--output")
+    with (atomic_output(args.output) if args.output != "-" else predictions.standard_output()) as out:
         first = True
-        if args.format == "json":
+        if fmt == "json":
             out.write('{"%s":[' % getattr(model, "json_key", "predictions"))  # SageMaker's key per algorithm
-        with closing(stream.batches(args.mini_batch_size)) as batches:
+        with closing(_Width(stream, n_features).batches(args.mini_batch_size)) as batches:
             for batch in batches:
-                if n_features is not None and batch.x.shape[1] != n_features:
-                    raise UsageError(f"{stream.name}: has {batch.x.shape[1]} features, the model expects {n_features}"
-                                     " (a label column to leave out? see --label-column)")
                 pred = model.predict(batch.x)
                 names = list(pred)
-                cols = [pred[n].cpu().numpy().tolist() for n in names]
-                if args.format == "csv":
-                    np.savetxt(out, np.column_stack([pred[n].cpu().numpy() for n in names]), delimiter=",", fmt="%.9g")
-                    continue
-                for row in zip(*cols):
-                    text = json.dumps(dict(zip(names, row)))
-                    if args.format == "jsonl":
-                        out.write(text + "\n")
-                    else:
-                        out.write(("" if first else ",") + text)
-                    first = False
-        if args.format == "json":
+                if fmt == "csv":
+                    predictions.write_csv(out, pred, batch, args.join_source == "input")
+                else:
+                    cols = [predictions.json_values(n, pred[n]) for n in names]
+                    lead = predictions.joined(batch, args.join_source == "input", id_key)
+                    for i, row in enumerate(zip(*cols)):
+                        text = json.dumps({**{k: v[i] for k, v in lead.items()}, **dict(zip(names, row))})
+                        if fmt == "jsonl":
+                            out.write(text + "\n")
+                        else:
+                            out.write(("" if first else ",") + text)
+                        first = False
+                n += len(batch)
+                progress.update(n, batch.fraction, 0, 1)
+        if fmt == "json":
             out.write("]}\n")
-    finally:
-        if out is not sys.stdout:
-            out.close()
+    progress.close()
+    _say_header("predict", stream)
     if stream.bad is not None:  # skipped records have no output line
         print(f"onepass predict: {stream.bad.summary()} (no output line for them)", file=sys.stderr)
+    if tty:
+        where = "standard output" if args.output == "-" else args.output
+        print(f"onepass predict: {n:,} records predicted in {time.monotonic() - started:.1f} s -> {where} ({fmt})",
+              file=sys.stderr)
+    return 0
+
+
+class _Width:
+    """A stream whose batches must have the model's number of features: one that has not is a usage error naming
+    the source (and the likely cause), before the model sees it."""
+
+    def __init__(self, stream: Stream, n_features: int | None):
+        self.stream, self.n_features = stream, n_features
+
+    def batches(self, size: int):
+        with closing(self.stream.batches(size)) as batches:
+            for batch in batches:
+                if self.n_features is not None and batch.x.shape[1] != self.n_features:
+                    raise UsageError(f"{self.stream.name}: has {batch.x.shape[1]} features, the model expects "
+                                     f"{self.n_features} (a label column to leave out? see --label-column)")
+                yield batch
+
+
+def cmd_evaluate(args, extra: list[str]) -> int:
+    """The metrics of a finished model on labelled data: train's own `evaluate`, as --test reports them."""
+    if extra:
+        raise UsageError(f"evaluate: unexpected arguments {' '.join(extra)}")
+    from .train import evaluate
+    model = Model.load(args.model)
+    algo = algorithms.get(model.algorithm)
+    if args.label_column is None and getattr(algo, "SUPERVISED", False):
+        args.label_column = "first"  # as training reads it: SageMaker's layout
+    stream = _stream(args, model.meta.get("n_features"))
+    check_sparse(algo, stream)
+    hp = {"mini_batch_size": args.mini_batch_size, "eval_metrics": ["msd", "ssd"]}
+    metrics = evaluate(model, _Width(stream, model.meta.get("n_features")), hp, algo)
+    _say_header("evaluate", stream)
+    if stream.bad is not None:
+        print(f"onepass evaluate: {stream.bad.summary()} (not scored)", file=sys.stderr)
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        print(f"{model.algorithm} model {args.model} on {stream.name}:")
+        for k, v in metrics.items():
+            print(f"  {k}: {_fmt(v)}")
     return 0
 
 
@@ -400,15 +628,24 @@ def cmd_merge(args, extra: list[str]) -> int:
         raise UsageError(f"merge: unexpected arguments {' '.join(extra)}")
     if len(args.states) < 2:
         raise UsageError("merge: give at least two states")
-    states = [State.load(p) for p in args.states]
+    out = Path(args.out)
+    target = out if out.suffix == ".safetensors" else out / STATE_FILE
+    if target.exists() and not args.overwrite:
+        raise UsageError(f"--out {out} already holds a state; give another --out, or --overwrite to replace it")
+    files = [Path(p) / STATE_FILE if Path(p).is_dir() else Path(p) for p in args.states]
+    headers = [read_file(f, expect_kind="state")[0] for f in files]
+    for i, j in ((i, j) for j in range(len(files)) for i in range(j)):
+        if headers[i]["checksum"] == headers[j]["checksum"] and not args.allow_same:
+            raise UsageError(f"{args.states[i]} and {args.states[j]} hold the same state: merging would count its "
+                             f"{headers[i]['meta'].get('records_seen', 0):,} records twice (--allow-same to do it "
+                             "anyway)")
+    states = [State.load(p) for p in files]
     merged = functools.reduce(merge, states)  # refuses other algorithms and configurations
     merged.meta["complete"] = True
     merged.meta["merged_from"] = [str(p) for p in args.states]
-    out = Path(args.out)
-    if out.suffix != ".safetensors":
-        out.mkdir(parents=True, exist_ok=True)
-    path = merged.save(out)
-    model = algorithms.get(merged.algorithm).finalize(merged)
+    model = algorithms.get(merged.algorithm).finalize(merged)  # before writing: a refusal leaves nothing
+    _make_folder(target.parent, "--out")
+    path = merged.save(target)
     if out.suffix != ".safetensors":
         model.save(out / MODEL_FILE)
     print(f"merged {len(states)} {merged.algorithm} states: {merged.meta['records_seen']:,} records")
@@ -434,11 +671,35 @@ def cmd_inspect(args, extra: list[str]) -> int:
                           "checksum_ok": True,
                           "tensors": {n: {"dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape)}
                                       for n, t in sorted(tensors.items())}}
-    print(json.dumps(report if len(report) > 1 else next(iter(report.values())), indent=2))
+        if not args.json:
+            print("\n".join(_brief_report(p, report[str(p)], tensors)))
+    if args.json:
+        print(json.dumps(report if len(report) > 1 else next(iter(report.values())), indent=2))
     return 0
 
 
+def _brief_report(path: Path, info: dict[str, Any], tensors: dict) -> list[str]:
+    """What a file holds in a few lines: kind, algorithm, records and features, the algorithm's summary."""
+    meta = info.get("meta", {})
+    mib = sum(t.numel() * t.element_size() for t in tensors.values()) / 2**20
+    lines = [f"{path}: {info.get('algorithm')} {info.get('kind')}, checksum ok, {len(tensors)} tensors "
+             f"({mib:,.3g} MiB)"]
+    if info.get("kind") == "state":
+        done = "finished" if meta.get("complete") else "not finished (a checkpoint: --resume continues it)"
+        lines.append(f"  {meta.get('records_seen', 0):,} records of {meta.get('n_features')} features, {done}")
+        lines += [f"  {k}: {_fmt(v)}" for k, v in _brief(info.get("summary", {})).items()]
+        hp = info.get("hyperparameters", {})
+        lines.append("  hyperparameters: " + ", ".join(f"{k}={v}" for k, v in hp.items()))
+    else:
+        model = Model.load(path)
+        lines += ["  " + line for line in algorithms.get(model.algorithm).summary(model)]
+    lines.append("  (--json: the whole header and every tensor)")
+    return lines
+
+
 def cmd_datasets(args, extra: list[str]) -> int:
+    if args.out != "-":
+        _make_folder(Path(args.out).parent, "--out")
     out = datasets.export(args.name, args.out, n=args.n, d=args.d, k=args.k, seed=args.seed,
                           label=not args.no_label)
     if out != "-":
@@ -450,11 +711,11 @@ def cmd_convert(args, extra: list[str]) -> int:
     if extra:
         raise UsageError(f"convert: unexpected arguments {' '.join(extra)}")
     from .data.recordio import write_chunks
-    stream = Stream(args.data, data_format=args.data_format, label_column=_label(args.label_column),
-                    header=_header(args.csv_header), n_features=args.feature_dim, zero_based=bool(args.zero_based),
-                    weight_column=_label(args.weight_column), columns=args.columns,
-                    storage_options=args.storage_options, query=args.query)
+    stream = _stream(args, args.feature_dim)
+    if args.out != "-":
+        _make_folder(Path(args.out).parent, "--out")
     n = write_chunks(stream.chunks(), args.out)
+    _say_header("convert", stream)
     if args.out != "-":
         print(f"wrote {n:,} records to {args.out}", file=sys.stderr)
     return 0
@@ -519,7 +780,8 @@ def cmd_tune(args, extra: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "finalize": cmd_finalize, "predict": cmd_predict, "merge": cmd_merge,
+COMMANDS = {"train": cmd_train, "finalize": cmd_finalize, "predict": cmd_predict, "evaluate": cmd_evaluate,
+            "merge": cmd_merge,
             "inspect": cmd_inspect,
             "datasets": cmd_datasets, "convert": cmd_convert, "serve": cmd_serve,
             "tune": cmd_tune}
@@ -528,18 +790,47 @@ COMMANDS = {"train": cmd_train, "finalize": cmd_finalize, "predict": cmd_predict
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    args.option_names = [o for a in _subparser(parser, args.command)._actions for o in a.option_strings]
     args.argv = sys.argv[1:] if argv is None else list(argv)  # for `train --nproc`, which runs them again
     tune_allocator()
+    # SIGTERM stops a command as Ctrl-C does (train's loop catches both itself, to checkpoint first): outputs
+    # under way are removed, and the exit code is 4. Not in a worker of `train --nproc`: its agent's handler rules.
+    if threading.current_thread() is threading.main_thread() and "WORLD_SIZE" not in os.environ:
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
         return COMMANDS[args.command](args, extra)
     except OnepassError as e:
-        print(f"onepass {args.command}: error: {e}", file=sys.stderr)
-        return e.exit_code
+        return _error(args.command, str(e), e.exit_code)
     except KeyboardInterrupt:
-        print(f"onepass {args.command}: interrupted", file=sys.stderr)
-        return 130
+        print(f"onepass {args.command}: interrupted; no output was left half-written", file=sys.stderr)
+        return Interrupted.exit_code
     except BrokenPipeError:
         return 0
+    except OSError as e:  # a file that cannot be read or written: one line naming it, not a traceback
+        where = f"{e.filename}: " if e.filename else ""
+        return _error(args.command, f"{where}{e.strerror or e}", 1)
+
+
+def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _error(command: str, message: str, code: int) -> int:
+    """Say an error once. A worker of `train --nproc` leaves its message to the launcher (distributed.launch), which
+    prints the first cause once rather than one copy per process."""
+    folder = os.environ.get(distributed.ERRORS_ENV)
+    if folder and "WORLD_SIZE" in os.environ:
+        try:
+            Path(folder, f"rank{distributed.rank()}").write_text(f"{code}\n{message}")
+            return code
+        except OSError:
+            pass
+    print(f"onepass {command}: error: {message}", file=sys.stderr)
+    return code
 
 
 def run() -> None:

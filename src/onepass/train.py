@@ -243,6 +243,8 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
         raise UsageError(f"--epochs {epochs} needs a source that can be read again; {stream.name} "
                          "can be read once (standard input, a named pipe or an iterator)")
     val_stream = examples_of(algo, hp, _stream(validation, shared)) if validation is not None else None
+    # opened now, so that a test source that is not there stops the run before training, not after it
+    test_stream = examples_of(algo, hp, _stream(test, shared)) if test is not None else None
     budget = CacheBudget(int(float(DEFAULT_CACHE_MIB if epoch_cache_mib is None else epoch_cache_mib) * 2**20)
                          if epochs > 1 else 0)
     if budget.left < 0:
@@ -387,8 +389,9 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
         tally = BadRecords(run["max_bad_fraction"])
         tally.restore(state.meta.get("bad_records"))
         summary["bad_records"] = tally.summary()
-    if test is not None:
-        test_stream = examples_of(algo, hp, _stream(test, shared))
+    if getattr(stream, "header_note", None):  # what --csv-header auto decided, said where the user looks
+        summary["csv_header"] = stream.header_note
+    if test_stream is not None:
         summary.update({f"test:{k}": v for k, v in evaluate(model, test_stream, hp, algo).items()})
     metrics.log("finished", model=str(out / MODEL_FILE), model_meta=model.meta, **summary)
     return TrainResult(state, model, out, summary)

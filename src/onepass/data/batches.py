@@ -51,6 +51,7 @@ class Batch:
     fraction: float | None = None  # share of the epoch read, when the size is known
     w: torch.Tensor | None = None  # per-record weights; None means every record weighs 1
     bad: dict[str, Any] | None = None  # on_bad_record="skip": the stream's bad-record tally after this batch
+    ids: np.ndarray | None = None  # Stream(id_column=...): each record's id, as text
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -80,6 +81,8 @@ class Stream:
     on_bad_record: ``fail`` (a bad record raises a DataError naming it) or ``skip`` (bad records are left out and
                   counted in `bad`, see bad_records.py); max_bad_fraction: with skip, the largest share of bad
                   records allowed (default 0.01) before a DataError stops reading.
+    id_column:    CSV only: a column (name or index) whose text goes with each record (`Batch.ids`), so that
+                  predictions can be joined back to their records; not a feature unless `columns` names it.
     """
 
     def __init__(self, source, data_format: str | None = None, label_column: str | int | None = None,
@@ -87,14 +90,14 @@ class Stream:
                  weight_column: str | int | None = None, columns: list[str | int] | None = None,
                  shard: tuple[int, int] | None = None, storage_options: dict[str, Any] | None = None,
                  query: str | None = None, on_bad_record: str | None = None,
-                 max_bad_fraction: float | None = None):
+                 max_bad_fraction: float | None = None, id_column: str | int | None = None):
         # what the stream was made from: `replace` makes another with some of it changed (the trainer's shard,
         # a LibSVM width from the algorithm's feature_dim, what a checkpoint says on --resume)
         self.spec: dict[str, Any] = dict(
             source=source, data_format=data_format, label_column=label_column, header=header, n_features=n_features,
             zero_based=zero_based, weight_column=weight_column, columns=columns, shard=shard,
             storage_options=storage_options, query=query, on_bad_record=on_bad_record,
-            max_bad_fraction=max_bad_fraction)
+            max_bad_fraction=max_bad_fraction, id_column=id_column)
         self.source = source
         if memory.holds(source):  # arrays, tensors, (X, y) or an iterable of them or of Batches
             if query is not None or data_format not in (None, "memory"):
@@ -112,6 +115,7 @@ class Stream:
             self._shard(*shard)
         self.label_column = label_column
         self.header = header
+        self.headers: dict[str, tuple[bool, list[str]]] = {}  # CSV, header None: what each file's line 1 was taken as
         self.options = {"n_features": n_features, "zero_based": bool(zero_based)} if self.sparse else {}
         if weight_column is not None and weight_column != "none":
             if self.format in SPARSE_FORMATS:
@@ -122,6 +126,10 @@ class Stream:
                 raise UsageError(f"--columns: {self.format} input cannot choose columns "
                                  f"(formats that can: {', '.join(COLUMN_FORMATS)})")
             self.options["columns"] = list(columns)
+        if id_column is not None:
+            if self.format != "csv":
+                raise UsageError(f"--id-column: {self.format} input cannot carry an id column yet (CSV can)")
+            self.options["keep"] = id_column
         policy, fraction = resolve_bad_records(on_bad_record, max_bad_fraction)
         self.bad: BadRecords | None = None  # the tally under skip; None under fail (readers raise)
         if policy == "skip":
@@ -191,9 +199,35 @@ class Stream:
         for i in range(first, len(self.inputs)):
             at = start if (start and i == first) else None
             extra = {"bad": self.bad} if self.bad is not None else {}
+            if self.format == "csv":
+                extra["on_header"] = self._heard_header
             yield from read(self.inputs[i], i, label=self.label_column, header=self.header,
                             start=int(at["offset"]) if at else 0,
                             line=int(at.get("offset_line", 1)) if at else 1, **self.options, **extra)
+
+    def _heard_header(self, name: str, has_header: bool, fields: list[str]) -> None:
+        self.headers[name] = (has_header, [f.strip() for f in fields])
+
+    @property
+    def header_note(self) -> str | None:
+        """What `header=None` decided about the CSV files read so far, in a line for the user (None if nothing)."""
+        if not self.headers:
+            return None
+        parts = []
+        for decided in (True, False):
+            names = [n for n, (h, _) in self.headers.items() if h == decided]
+            if not names:
+                continue
+            where = names[0] if len(names) == 1 else f"{len(names)} files ({names[0]}, ...)"
+            if decided:
+                fields = self.headers[names[0]][1]
+                shown = ", ".join(fields[:6]) + (", ..." if len(fields) > 6 else "")
+                parts.append(f"line 1 of {where} read as column names ({shown}); --csv-header false reads it as a "
+                             "record")
+            else:
+                parts.append(f"no header in {where} (line 1 holds a number or a missing value: read as a record); "
+                             "--csv-header true reads it as column names")
+        return "; ".join(parts)
 
     def batches(self, batch_size: int, start: dict[str, Any] | None = None,
                 prefetch: int = 2) -> Iterator[Batch]:
@@ -224,6 +258,7 @@ class Stream:
         xs: list[np.ndarray] = []
         ys: list[np.ndarray] = []
         ws: list[np.ndarray] = []
+        ids: list[np.ndarray] = []
         have, dim = 0, None
         tally = self.bad
         # bad records met after the current restart offset (counted or left out as counted before the start)
@@ -273,6 +308,8 @@ class Stream:
                     ys.append(part.y[s:s + take])
                 if part.w is not None:
                     ws.append(part.w[s:s + take])
+                if part.ids is not None:
+                    ids.append(part.ids[s:s + take])
                 s, have = s + take, have + take
                 if have == batch_size:
                     records += have
@@ -283,8 +320,8 @@ class Stream:
                         tally.records += have
                         tally.check()
                         bad = {**tally.to_meta(), "bad_skip": at_offset}
-                    yield self._batch(xs, ys, ws, ch, nxt, records, sizes, total, at, bad)
-                    xs, ys, ws, have = [], [], [], 0
+                    yield self._batch(xs, ys, ws, ch, nxt, records, sizes, total, at, bad, ids)
+                    xs, ys, ws, ids, have = [], [], [], [], 0
             if tally is not None:
                 count(len(ch))
         if have:
@@ -293,12 +330,12 @@ class Stream:
             if tally is not None:
                 tally.records += have
                 bad = {**tally.to_meta(), "bad_skip": at_offset}
-            yield self._batch(xs, ys, ws, ch, len(ch), records, sizes, total, at, bad)
+            yield self._batch(xs, ys, ws, ch, len(ch), records, sizes, total, at, bad, ids)
         if tally is not None:
             tally.check(at_end=True)
 
     def _batch(self, xs, ys, ws, ch: Chunk, s: int, records: int, sizes, total, at: int = 0,
-               bad: dict[str, Any] | None = None) -> Batch:
+               bad: dict[str, Any] | None = None, ids: list[np.ndarray] | None = None) -> Batch:
         """A batch of the records in xs, ys, ws; the next record is record `s` of `ch`, whose first is number `at`
         of the source (counted for stride sharding only)."""
         if isinstance(xs[0], CSR):
@@ -315,7 +352,7 @@ class Stream:
         if bad is not None:  # the skipped records after `offset` already counted (a resumed run leaves them out)
             position["bad_skip"] = bad.pop("bad_skip")
         fraction = (sum(sizes[:ch.file]) + ch.fraction * sizes[ch.file]) / total if total else None
-        return Batch(x, y, position, fraction, w, bad)
+        return Batch(x, y, position, fraction, w, bad, np.concatenate(ids) if ids else None)
 
 
 class Examples:
@@ -355,7 +392,7 @@ def _every(ch: Chunk, first: int, step: int) -> Chunk:
     else:
         x = np.ascontiguousarray(ch.x[first::step])
     pick = (lambda a: None if a is None else np.ascontiguousarray(a[first::step]))
-    return replace(ch, x=x, y=pick(ch.y), w=pick(ch.w))
+    return replace(ch, x=x, y=pick(ch.y), w=pick(ch.w), ids=None if ch.ids is None else ch.ids[first::step])
 
 
 _END = object()

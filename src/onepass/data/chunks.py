@@ -25,6 +25,7 @@ class Chunk:
     w:        per-record weights, float32, shape (n,), or None (every record weighs 1).
     bad:      under on_bad_record="skip": the records left out, as (k, DataError) with k good records of this
               chunk before each (see bad_records.py); `base` and `offset` count good records only.
+    ids:      the text of an id column (CSV with `keep`), an object array of shape (n,), or None.
     """
 
     x: np.ndarray | CSR
@@ -36,6 +37,7 @@ class Chunk:
     fraction: float
     w: np.ndarray | None = None
     bad: list[tuple[int, DataError]] | None = None
+    ids: np.ndarray | None = None
 
     def __len__(self) -> int:
         return self.x.shape[0]

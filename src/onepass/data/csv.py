@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from ..errors import DataError
-from .chunks import Chunk, check_weights, resolve_columns
+from .chunks import Chunk, check_weights, resolve_columns, resolve_label
 from .opening import COMPRESSED, open_input
 from .sources import Input
 
@@ -134,20 +134,45 @@ def _split(line: bytes, delimiter: str, name: str, lineno: int) -> list[str]:
                         reason="parse error") from None
 
 
-def _is_number(field: str) -> bool:
-    try:
-        float(field)
-        return True
-    except ValueError:
+# Words that stand for a missing or undefined value: a record may hold them (and is then refused or skipped as
+# bad), so a line holding one is no evidence of a header.
+_MISSING_WORDS = frozenset({"na", "n/a", "nan", "null", "none", "nil", "?", "-", "--", ".", "inf", "+inf", "-inf",
+                            "infinity", "+infinity", "-infinity", "#n/a", "missing"})
+
+
+def _is_name(field: str) -> bool:
+    """Whether a field can only be a column name: text that is neither a number nor a missing-value word."""
+    s = field.strip(" \t")
+    if not s or s.lower() in _MISSING_WORDS:
         return False
+    try:
+        float(s)
+        return False
+    except ValueError:
+        return True
+
+
+def looks_like_header(fields: list[str]) -> bool:
+    """The header rule of `--csv-header auto`: a first line is column names only when no record could hold it:
+    every field a name (a blank one allowed, as pandas writes for its index), at least one of them. A field that
+    is a number or a missing-value word (NA, nan, null, ?) makes the line a record, which is then read, or refused
+    naming line 1 if a taken column holds no number: never dropped silently (a header rule of "any field not a
+    number" ate the record `1,NA,3`, and every first record of a file with a text id column)."""
+    names = [v.strip(" \t") for v in fields]
+    return any(names) and all(_is_name(v) for v in names if v)
 
 
 def read(inp: Input, file_index: int, *, label: str | int | None = None, header: bool | None = None,
          start: int = 0, line: int = 1, block_size: int | None = None,
-         weight: str | int | None = None, columns: list[str | int] | None = None, bad=None) -> Iterator[Chunk]:
+         weight: str | int | None = None, columns: list[str | int] | None = None, bad=None,
+         on_header=None, keep: str | int | None = None) -> Iterator[Chunk]:
     """Yield chunks of `inp` from byte offset `start` (0, or an offset that a chunk reported, whose line is `line`).
     Columns not taken (not in `columns`, nor the label or weight) must be there but need not be numbers.
-    `bad` (on_bad_record="skip"): bad records are left out and attached to the chunks (bad_records.py)."""
+    `bad` (on_bad_record="skip"): bad records are left out and attached to the chunks (bad_records.py).
+    `header` None detects a header line (`looks_like_header`); `on_header(name, has_header, fields)`, when given,
+    hears what was decided, so that the command line can say it. `keep`: a column (name or index) whose text goes
+    with each record as its id (`Chunk.ids`, for `predict --id-column`), and is not a feature unless `columns`
+    names it."""
     block_size = block_size or BLOCK_SIZE  # read at call time, so that tests can shrink it
     lower = inp.path.lower()
     for ext in COMPRESSED:
@@ -159,7 +184,9 @@ def read(inp: Input, file_index: int, *, label: str | int | None = None, header:
         f = _open(inp)
         first, consumed, blanks = _read_first_line(f, name)
         fields = _split(first, delimiter, name, blanks + 1)
-        has_header = header if header is not None else not all(_is_number(v) for v in fields if v.strip())
+        has_header = header if header is not None else looks_like_header(fields)
+        if on_header is not None and header is None:
+            on_header(name, has_header, fields)
         if has_header and len(fields) and b"\r" in first.rstrip(b"\r\n"):
             # a lone carriage return ends a record: the header line would swallow the records after it
             raise DataError("the header line holds a carriage return; end lines with \\n or \\r\\n",
@@ -167,6 +194,9 @@ def read(inp: Input, file_index: int, *, label: str | int | None = None, header:
         names = [v.strip() for v in fields] if has_header else [f"c{i}" for i in range(len(fields))]
         ncols = len(fields)
         y_col, w_col, x_cols = resolve_columns(label, weight, names, name, columns)
+        k_col = resolve_label(keep, names, name, "--id-column") if keep is not None else None
+        if k_col is not None and not columns:
+            x_cols = [c for c in x_cols if c != k_col]
         if not x_cols:
             raise DataError(f"no feature columns: every column ({', '.join(map(repr, names))}) is the label or "
                             "the weight", source=name, line=blanks + 1, reason="no features")
@@ -179,8 +209,14 @@ def read(inp: Input, file_index: int, *, label: str | int | None = None, header:
             except _READ_ERRORS as e:
                 raise _broken(e, name, line) from None
             pending = b""
-        yield from _chunks(f, inp, name, file_index, start, line, pending, ncols, x_cols, y_col, w_col,
-                           delimiter, block_size, has_header, bad)
+        try:
+            yield from _chunks(f, inp, name, file_index, start, line, pending, ncols, x_cols, y_col, w_col,
+                               delimiter, block_size, has_header, bad, k_col)
+        except DataError as e:
+            if header is None and not has_header and e.line == blanks + 1 and e.reason == "not a number" and any(
+                    _is_name(v) for v in fields):
+                e.args = (f"{e} (if line {e.line} holds column names, say --csv-header true)",)
+            raise
     except _READ_ERRORS as e:  # opening the input
         raise _broken(e, name, None) from None
     finally:
@@ -209,7 +245,7 @@ def _read_first_line(f: BinaryIO, name: str) -> tuple[bytes, int, int]:
 
 
 def _chunks(f, inp, name, file_index, offset, line, carry, ncols, x_cols, y_col, w_col, delimiter, block_size,
-            has_header, bad=None) -> Iterator[Chunk]:
+            has_header, bad=None, k_col=None) -> Iterator[Chunk]:
     """Blocks of whole lines; `offset` is always the byte offset of `carry`'s first byte in the file, `line` its
     line number.
 
@@ -219,12 +255,15 @@ def _chunks(f, inp, name, file_index, offset, line, carry, ncols, x_cols, y_col,
     2.6-2.7 s instead of 2.8-2.9 s (each block parsed by two threads in turn), faster than pyarrow reads it whole."""
     column_names = [f"c{i}" for i in range(ncols)]
     used = sorted({*x_cols, *(c for c in (y_col, w_col) if c is not None)})  # the others are not converted
+    kept = [] if k_col is None or k_col in used else [k_col]  # an id column's text, not converted
     options = dict(column_names=column_names, parse_options=pacsv.ParseOptions(delimiter=delimiter),
                    convert_options=pacsv.ConvertOptions(
-                       column_types={column_names[i]: pa.float32() for i in used},
-                       include_columns=[column_names[i] for i in used],
+                       column_types={**{column_names[i]: pa.float32() for i in used},
+                                     **{column_names[i]: pa.string() for i in kept}},
+                       include_columns=[column_names[i] for i in sorted(used + kept)],
                        strings_can_be_null=False, quoted_strings_can_be_null=False),
-                   fast=_fast_targets(ncols, x_cols, y_col, w_col), delimiter=delimiter)
+                   fast=_fast_targets(ncols, x_cols, y_col, w_col) if k_col is None else None, delimiter=delimiter,
+                   keep=k_col)
     workers = pa.cpu_count()
     pool = ThreadPoolExecutor(workers, thread_name_prefix="onepass-csv") if workers > 1 else None
     blocks = line_blocks(f, name, offset, line, carry, block_size)
@@ -273,25 +312,26 @@ def _chunks(f, inp, name, file_index, offset, line, carry, ncols, x_cols, y_col,
                 ones."""
                 if bad is None:
                     _diagnose(bytes(block), line, ncols, delimiter, name, message, used)
-                return _salvage(bytes(block), line, ncols, delimiter, name, message, used, x_cols, y_col, w_col)
+                return _salvage(bytes(block), line, ncols, delimiter, name, message, used, x_cols, y_col, w_col,
+                                k_col)
 
             if parsed is None:
-                x, y, w, events = slow("byte-order mark inside the file")
+                x, y, w, ids, events = slow("byte-order mark inside the file")
             else:
                 values, problem = parsed.result() if pool is not None else parsed
                 events = None
                 if problem is not None:
-                    x, y, w, events = slow(problem)
+                    x, y, w, ids, events = slow(problem)
                 else:
-                    x, y, w = values
+                    x, y, w, ids = values
                     if w is not None and bad is None:
                         check_weights(w, name, line, unit="line",
                                       line_of=lambda r: _line_of_record(bytes(block), line, r, delimiter))
                     elif w is not None and not (w >= 0).all():
-                        x, y, w, events = slow("a weight is negative")
+                        x, y, w, ids, events = slow("a weight is negative")
             seen_any = True
             yield Chunk(x, y, file_index, offset, 0, line, (offset + end) / inp.size if inp.size else 0.0, w,
-                        events)
+                        events, ids)
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -324,7 +364,7 @@ def _parse(block, x_cols: list[int], y_col: int | None, w_col: int | None, optio
         w = np.empty(capacity, dtype=np.float32) if w_col is not None else None
         n = _fastcsv.parse_block(block, options["fast"], options["delimiter"], x, len(x_cols), y, w, capacity)
         if n >= 0:  # every value finite (it refuses the others)
-            return (x[:n], None if y is None else y[:n], None if w is None else w[:n]), None
+            return (x[:n], None if y is None else y[:n], None if w is None else w[:n], None), None
     # the whole block as pyarrow's one block: its blocks must hold whole lines, and ours may be longer than any size
     read = pacsv.ReadOptions(column_names=options["column_names"], use_threads=False,
                              block_size=max(len(block) + 1, 1 << 20))
@@ -338,7 +378,10 @@ def _parse(block, x_cols: list[int], y_col: int | None, w_col: int | None, optio
     if not np.isfinite(x).all() or (y is not None and not np.isfinite(y).all()) or (
             w is not None and not np.isfinite(w).all()):
         return None, "a value is missing or not finite"
-    return (x, y, w), None
+    k = options["keep"]
+    ids = None if k is None else np.asarray(table.column(f"c{k}").cast(pa.string()).to_numpy(zero_copy_only=False),
+                                            dtype=object)
+    return (x, y, w, ids), None
 
 
 def _to_numpy(table: pa.Table, x_cols: list[int], y_col: int | None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -435,10 +478,11 @@ def _diagnose(block: bytes, first_line: int, ncols: int, delimiter: str, name: s
 
 
 def _salvage(block: bytes, first_line: int, ncols: int, delimiter: str, name: str, arrow_msg: str, used: list[int],
-             x_cols: list[int], y_col: int | None, w_col: int | None):
-    """Under on_bad_record="skip", a block the fast path refused: (x, y, w, bad) of its good records, converted by
-    pyarrow's own string-to-float32 cast (the values the fast path gives), and its bad records as (k, DataError),
-    k good records before each. A block whose records all pass here is refused as a whole, as _diagnose does."""
+             x_cols: list[int], y_col: int | None, w_col: int | None, k_col: int | None = None):
+    """Under on_bad_record="skip", a block the fast path refused: (x, y, w, ids, bad) of its good records, converted
+    by pyarrow's own string-to-float32 cast (the values the fast path gives), the text of their `k_col` (or None),
+    and its bad records as (k, DataError), k good records before each. A block whose records all pass here is
+    refused as a whole, as _diagnose does."""
     records: list[tuple[int, list[str] | DataError]] = []
     for lineno, fields in _rows(block, first_line, delimiter, name, lenient=True):
         if not isinstance(fields, DataError):
@@ -472,7 +516,8 @@ def _salvage(block: bytes, first_line: int, ncols: int, delimiter: str, name: st
         x[:, j] = cols[i][keep]
     y = cols[y_col][keep].astype(np.float32) if y_col is not None else None
     w = cols[w_col][keep].astype(np.float32) if w_col is not None else None
-    return x, y, w, events
+    ids = None if k_col is None else np.array([records[i][1][k_col] for i in ok], dtype=object)[keep]
+    return x, y, w, ids, events
 
 
 def _record_error(fields: list[str], lineno: int, ncols: int, used: list[int], name: str) -> DataError | None:
