@@ -23,7 +23,7 @@ import numpy as _np  # noqa: E402
 import torch as _torch  # noqa: E402
 
 from .algorithms import ALGORITHMS, get as get_algorithm
-from .algorithms import kmeans, pca
+from .algorithms import kmeans, ntm, pca
 from .algorithms import linear as linear_learner
 from .algorithms.base import Model
 from .data import Batch, Stream
@@ -68,4 +68,4 @@ def __getattr__(name: str):
 __all__ = ["ALGORITHMS", "Batch", "DataError", "IncompatibleStateError", "Interrupted", "KMeans", "Model",
            "OnepassError", "PCA", "State", "StateFileError", "Stream", "TrainResult", "UsageError",
            "LinearLearnerClassifier", "LinearLearnerRegressor", "as_tensor", "get_algorithm", "kmeans",
-           "linear_learner", "load_model", "load_state", "merge", "pca", "train"]
+           "linear_learner", "load_model", "load_state", "merge", "ntm", "pca", "train"]
