@@ -115,7 +115,7 @@ print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 
 def _peak_rss_kib(algo: str, n: int, tmp_path) -> int:
     case = T.CASES[algo]
-    gen = subprocess.Popen([sys.executable, "-m", "onepass", "datasets", "blobs", "--n", str(n), "--d", "20",
+    gen = subprocess.Popen([sys.executable, "-m", "onepass", "datasets", case.dataset, "--n", str(n), "--d", "20",
                             *case.blobs_args], stdout=subprocess.PIPE)
     hp = [a for k, v in {**case.hyperparameters, "epochs": 1}.items()  # a pipe is read once
           for a in (f"--{k.replace('_', '-')}", str(v))]
