@@ -182,3 +182,114 @@ def test_training_stops_once_the_validation_loss_stops_improving(tmp_path):
     assert any(e["event"] == "early_stop" for e in events)
     assert result.state.meta["epochs_done"] < 50
     assert "perplexity" in result.model.meta["validation"]
+
+
+# ------------------------------------------------------------------------------------------------- raw text
+
+FOOD = ["pizza", "pasta", "cheese", "tomato", "oven", "basil", "garlic", "olive"]
+SPORT = ["football", "goal", "match", "team", "coach", "league", "score", "player"]
+MONEY = ["stock", "market", "price", "shares", "investor", "bank", "trade", "profit"]
+
+
+def _texts(n: int, seed: int) -> list[str]:
+    """Documents of three topics' words, with stop words, capitals and punctuation around them."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        mix = rng.dirichlet([0.2] * 3)
+        words = [(FOOD, SPORT, MONEY)[t][rng.integers(8)] for t in rng.choice(3, size=25, p=mix)]
+        out.append("The " + ", and ".join(words).capitalize() + "!")
+    return out
+
+
+def _csv_of_texts(path, texts: list[str]):
+    import csv
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "review"])
+        w.writerows(enumerate(texts))
+    return path
+
+
+def test_raw_text_trains_the_same_model_as_its_counts_in_libsvm(tmp_path):
+    texts = _texts(1500, 0)
+    from_text = train("ntm", str(_csv_of_texts(tmp_path / "docs.csv", texts)), tmp_path / "t", text_column="review",
+                      hyperparameters={"num_topics": 3}, epochs=2, threads=1)
+    words = ntm.vocabulary(from_text.state)
+    assert sorted(words) == sorted(FOOD + SPORT + MONEY), "stop words and punctuation are left out"
+    index = {w: i for i, w in enumerate(words)}
+    counts = np.zeros((len(texts), len(words)), np.float32)
+    for r, doc in enumerate(texts):
+        for token in doc.lower().replace(",", " ").replace("!", " ").split():
+            if token in index:
+                counts[r, index[token]] += 1
+    (tmp_path / "vocab.txt").write_text("\n".join(words))
+    from_counts = train("ntm", str(_libsvm(tmp_path / "docs.libsvm", counts)), tmp_path / "c", epochs=2, threads=1,
+                        hyperparameters={"num_topics": 3, "feature_dim": len(words),
+                                         "vocab": str(tmp_path / "vocab.txt")})
+    for name, t in from_text.state.tensors.items():
+        assert torch.allclose(t.double(), from_counts.state.tensors[name].double(), atol=1e-6) \
+            if t.is_floating_point() else torch.equal(t, from_counts.state.tensors[name]), name
+    assert from_text.model.meta["topics"] == from_counts.model.meta["topics"]
+
+
+def test_plain_text_and_json_lines_read_alike_and_words_outside_the_vocabulary_are_counted(tmp_path):
+    texts = _texts(600, 1)
+    (tmp_path / "docs.txt").write_text("\n".join(texts) + "\n")
+    (tmp_path / "docs.jsonl").write_text("".join(json.dumps({"body": t, "stars": 3}) + "\n" for t in texts))
+    (tmp_path / "vocab.txt").write_text("\n".join(FOOD + SPORT))  # the money words are out of the vocabulary
+    hp = {"num_topics": 2, "vocab": str(tmp_path / "vocab.txt")}
+    plain = train("ntm", str(tmp_path / "docs.txt"), tmp_path / "p", data_format="text", hyperparameters=hp,
+                  epochs=1)
+    lines = train("ntm", str(tmp_path / "docs.jsonl"), tmp_path / "j", text_column="body", hyperparameters=hp,
+                  epochs=1)
+    for name in ntm.parameters(plain.state.tensors, plain.state.hyperparameters):
+        assert torch.equal(plain.state.tensors[name], lines.state.tensors[name]), name
+    assert plain.metrics["tokens"] == 600 * 25
+    assert 0.2 < plain.metrics["oov_share"] < 0.5  # about a third of the words are money words
+
+
+def test_a_run_on_raw_text_resumes_with_the_same_vocabulary_and_state(tmp_path):
+    from test_trainer_interface import _CrashAt
+    path = str(_csv_of_texts(tmp_path / "docs.csv", _texts(3000, 2)))
+    options = dict(text_column="review", hyperparameters={"num_topics": 3, "vocab_documents": 500}, epochs=2,
+                   threads=1, mini_batch_size=100)
+    whole = train("ntm", path, tmp_path / "whole", **options)
+    with pytest.raises(KeyboardInterrupt):
+        train("ntm", path, tmp_path / "part", checkpoint_every=1000, checkpoint_seconds=None,
+              progress=_CrashAt(4500), **options)
+    resumed = train("ntm", path, tmp_path / "part", resume=True, threads=1)
+    T.assert_states_equal(whole.state, resumed.state, "resume on raw text")
+    assert ntm.vocabulary(resumed.state) == ntm.vocabulary(whole.state)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b'{"body": "a fine pizza"}\n{"body": 42}\n', "line 2: field 'body' is int, not text"),
+    (b'{"body": "a fine pizza"}\n{"title": "no body"}\n', "line 2: field 'body' is missing, not text"),
+])
+def test_a_document_that_is_not_text_is_named(tmp_path, content, message):
+    (tmp_path / "bad.jsonl").write_bytes(content)
+    (tmp_path / "vocab.txt").write_text("pizza\nfine")
+    with pytest.raises(DataError, match=message):
+        train("ntm", str(tmp_path / "bad.jsonl"), tmp_path / "r", text_column="body", epochs=1,
+              hyperparameters={"num_topics": 2, "vocab": str(tmp_path / "vocab.txt")})
+
+
+def test_bad_utf8_in_plain_text_names_its_line(tmp_path):
+    (tmp_path / "bad.txt").write_bytes(b"pizza and pasta\ncheese \xff\xfe oven\n")
+    result = run_cli("train", "ntm", "--data", str(tmp_path / "bad.txt"), "--data-format", "text", "--out",
+                     str(tmp_path / "r"), "--num-topics", "2", "--min-df", "1", "--quiet")
+    assert result.returncode == 3 and "bad.txt, line 2: not UTF-8" in result.stderr, result.stderr
+
+
+def test_the_vocabulary_sketch_keeps_frequent_words_in_bounded_memory():
+    from onepass.data.text import MisraGries
+    rng = np.random.default_rng(0)
+    sketch = MisraGries(capacity=50)
+    for _ in range(5000):  # 10 words in every other document, 100,000 rare words once each
+        doc = {f"rare{rng.integers(10**9)}" for _ in range(20)}
+        if rng.random() < 0.5:
+            doc |= {f"common{i}" for i in range(10)}
+        sketch.add(doc)
+        assert len(sketch.counts) <= 50
+    assert sorted(sketch.vocabulary(10, min_df=2, max_df=1.0)) == sorted(f"common{i}" for i in range(10))

@@ -69,6 +69,9 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
                    help="whether CSV files start with a header line (default: detect)")
     p.add_argument("--zero-based", action="store_true", default=None,
                    help="LibSVM: feature indices start at 0 (default: at 1, as SVMlight's)")
+    p.add_argument("--text-column", default=None, metavar="NAME",
+                   help="ntm: the column of raw text (CSV, JSON lines, Parquet) to tokenize and count; plain text "
+                        "files, one document a line, are --data-format text")
 
 
 def _add_bad_record_options(p: argparse.ArgumentParser) -> None:
@@ -232,7 +235,7 @@ def _stream_options(args) -> dict[str, Any]:
                 zero_based=args.zero_based, weight_column=_label(args.weight_column), columns=args.columns,
                 storage_options=args.storage_options, query=args.query,
                 on_bad_record=getattr(args, "on_bad_record", None),
-                max_bad_fraction=getattr(args, "max_bad_fraction", None))
+                max_bad_fraction=getattr(args, "max_bad_fraction", None), text_column=args.text_column)
 
 
 def _progress(quiet: bool):

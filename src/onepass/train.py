@@ -39,7 +39,7 @@ METRICS_FILE = "metrics.jsonl"
 # milliseconds and the write (serialize, hash, two fsyncs) 5-10 ms of it; a crash then loses at most a second.
 EPOCH_CHECKPOINT_GAP_S = 1.0
 DATA_KEYS = ("data_format", "label_column", "zero_based", "weight_column", "columns", "query", "on_bad_record",
-             "max_bad_fraction")  # the data options a checkpoint keeps (RUN_KEYS), so that --resume reads alike
+             "max_bad_fraction", "text_column")  # the data options a checkpoint keeps (RUN_KEYS), so that --resume reads alike
 RUN_KEYS = ("mini_batch_size", "seed") + DATA_KEYS
 
 
@@ -220,7 +220,7 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
     shared = {k: spec[k] for k in spec if k not in ("source", "shard")}
     epochs = hp["epochs"]
 
-    stream = examples_of(algo, hp, Stream(**{**spec, "shard": session and session.shard}))
+    stream = examples_of(algo, hp, Stream(**{**spec, "shard": session and session.shard}), state)
     if session:
         session.check_inputs(stream)
     if stream.bad is not None and state is not None and resume:  # go on counting where the checkpoint stood
@@ -229,7 +229,7 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
     if epochs > 1 and not stream.rereadable:
         raise UsageError(f"--epochs {epochs} needs a source that can be read again; {stream.name} "
                          "can be read once (standard input, a named pipe or an iterator)")
-    val_stream = examples_of(algo, hp, _stream(validation, shared)) if validation is not None else None
+    val_stream = examples_of(algo, hp, _stream(validation, shared), state) if validation is not None else None
     budget = CacheBudget(int(float(DEFAULT_CACHE_MIB if epoch_cache_mib is None else epoch_cache_mib) * 2**20)
                          if epochs > 1 else 0)
     if budget.left < 0:
@@ -362,7 +362,7 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
         tally.restore(state.meta.get("bad_records"))
         summary["bad_records"] = tally.summary()
     if test is not None:
-        test_stream = examples_of(algo, hp, _stream(test, shared))
+        test_stream = examples_of(algo, hp, _stream(test, shared), state)
         summary.update({f"test:{k}": v for k, v in evaluate(model, test_stream, hp, algo).items()})
     metrics.log("finished", model=str(out / MODEL_FILE), model_meta=model.meta, **summary)
     return TrainResult(state, model, out, summary)
@@ -396,11 +396,14 @@ def _described(source) -> Any:
     return f"<{type(source).__name__}>" if source is not None and memory.holds(source) else source
 
 
-def examples_of(algo, hp: dict[str, Any], stream: Stream):
+def examples_of(algo, hp: dict[str, Any], stream: Stream, state: State | None = None):
     """The batches an algorithm trains on, from a stream of records: the stream itself (rows) unless the
-    algorithm says otherwise with `examples(stream, hyperparameters)` (see algorithms/base.py)."""
+    algorithm says otherwise with `examples(stream, hyperparameters[, state])` (see algorithms/base.py); the state
+    is the one training continues (resume, --init-from) or has made (a test source), None on a fresh run."""
     examples = getattr(algo, "examples", None)
-    return stream if examples is None else examples(stream, hp)
+    if examples is None:
+        return stream
+    return examples(stream, hp, state) if len(inspect.signature(examples).parameters) > 2 else examples(stream, hp)
 
 
 def _log_cache(metrics: Metrics, epoch: int, *caches: EpochCache | None) -> None:

@@ -82,8 +82,8 @@ from typing import Any, Iterable
 import torch
 import torch.nn.functional as F
 
-from ..data import vocabulary as vocab_file
-from ..data.batches import Batch
+from ..data import text, vocabulary as vocab_file
+from ..data.batches import Batch, Examples, Stream
 from ..errors import DataError, IncompatibleStateError, UsageError
 from ..hyperparameters import HP, HyperParameters
 from ..state import State
@@ -133,7 +133,14 @@ HYPERPARAMETERS = HyperParameters([
        high=1.0),
     HP("weight_decay", "float", 0.0, "L2 penalty on the parameters", low=0.0, high=1.0),
     HP("vocab", "str", None, "a vocabulary file (SageMaker's vocab.txt: one word a line, in feature order): "
-       "topics print as words; kept in the state"),
+       "topics print as words, raw text is counted over it; kept in the state"),
+    HP("vocab_size", "int", 2000, "raw text without --vocab: the most words of the vocabulary built from the head "
+       "of the stream", low=1, high=1_000_000),
+    HP("vocab_documents", "int", 100_000, "raw text without --vocab: the head documents the vocabulary is built "
+       "from", low=1),
+    HP("min_df", "int", 2, "raw text without --vocab: fewest head documents a word must appear in", low=1),
+    HP("max_df", "float", 0.5, "raw text without --vocab: largest share of head documents a word may appear in",
+       low=0.0, high=1.0),
 ], check=_check)
 
 CHOICES = HyperParameters([])  # one model per state: the network as trained
@@ -172,7 +179,8 @@ def _parameter_shapes(hp: dict[str, Any], V: int) -> dict[str, tuple[int, ...]]:
 def init(hyperparameters: dict[str, Any], n_features: int, seed: int = 0,
          device: str | torch.device = "cpu") -> State:
     """A fresh network for `n_features` words: Xavier-uniform weights, zero biases, zero moments."""
-    hp = HYPERPARAMETERS.parse(hyperparameters)
+    built = hyperparameters.get("vocabulary")  # a Words from `examples` (raw text), not a hyperparameter
+    hp = HYPERPARAMETERS.parse({k: v for k, v in hyperparameters.items() if k != "vocabulary"})
     if hp["feature_dim"] is not None and hp["feature_dim"] != n_features:
         raise UsageError(f"hyperparameter feature_dim = {hp['feature_dim']} but the data has {n_features} words")
     gen = torch.Generator().manual_seed(PARAMETER_SEED)
@@ -194,10 +202,36 @@ def init(hyperparameters: dict[str, Any], n_features: int, seed: int = 0,
     tensors["rng"] = torch.Generator().manual_seed(seed).get_state()
     meta = {"n_features": n_features, "records_seen": 0, "documents_trained": 0, "step": 0, "seed": seed,
             "algorithm_version": VERSION, "epochs_done": 0, "best_loss": None, "bad_epochs": 0}
-    if hp["vocab"]:
-        words = vocab_file.read(hp["vocab"])
-        set_vocabulary(State(NAME, hp, tensors, meta), words)
-    return State(NAME, hp, tensors, meta)
+    state = State(NAME, hp, tensors, meta)
+    if built is not None or hp["vocab"]:
+        set_vocabulary(state, built.words if built is not None else vocab_file.read(hp["vocab"]))
+    return state
+
+
+def examples(stream: Stream, hyperparameters: dict[str, Any], state: State | None = None) -> Stream | Examples:
+    """Counts as they come (LibSVM, RecordIO-protobuf, CSV rows), or raw text (a stream with a `text_column`, or
+    plain text files) counted over the vocabulary: the state's when training continues one, else `vocab`, else
+    one built from the head of the stream (data/text.py), which is handed to `init` in `hyperparameters`."""
+    if stream.text_column is None and stream.format != "text":
+        return stream
+    hp = hyperparameters
+    if state is not None:
+        if "vocabulary" not in state.tensors:
+            raise UsageError(f"{stream.name}: the state was trained on word counts without a vocabulary; raw text "
+                             "needs the vocabulary its words are counted over")
+        hp["vocabulary"] = vocab_file.Words(vocabulary(state))
+    elif hp.get("vocab") and "vocabulary" not in hp:
+        hp["vocabulary"] = vocab_file.Words(vocab_file.read(hp["vocab"]))
+
+    def words() -> list[str]:
+        if "vocabulary" not in hp:
+            if not stream.rereadable:
+                raise UsageError(f"{stream.name} can be read once: the vocabulary cannot be built from its head and "
+                                 "then counted over; give --vocab FILE")
+            hp["vocabulary"] = vocab_file.Words(text.build_vocabulary(
+                stream, stream.text_column, hp["vocab_size"], hp["vocab_documents"], hp["min_df"], hp["max_df"]))
+        return hp["vocabulary"].words
+    return text.TextExamples(stream, stream.text_column, words)
 
 
 def set_vocabulary(state: State, words: list[str]) -> None:
@@ -224,6 +258,8 @@ def update(state: State, batch: Batch) -> State:
     t, hp, meta = state.tensors, state.hyperparameters, state.meta
     x = checked_counts(batch, t["beta"].device, meta["n_features"], meta["records_seen"])
     meta["records_seen"] += x.shape[0]
+    if "oov_tokens" in batch.position:  # raw text: the tokens of this epoch so far, and those out of the vocabulary
+        meta["text"] = {k: batch.position[k] for k in ("tokens", "oov_tokens")}
     gen = torch.Generator()
     gen.set_state(t["rng"])
     if hp["sub_sample"] < 1.0:
@@ -545,6 +581,9 @@ def describe(state: State) -> dict[str, Any]:
            "vocabulary": m["n_features"]}
     if m.get("validation"):
         out.update({f"validation_{k}": v for k, v in m["validation"].items()})
+    if m.get("text"):
+        out["tokens"], out["oov_tokens"] = m["text"]["tokens"], m["text"]["oov_tokens"]
+        out["oov_share"] = m["text"]["oov_tokens"] / max(m["text"]["tokens"], 1)
     return out
 
 

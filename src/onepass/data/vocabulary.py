@@ -48,3 +48,15 @@ def from_tensor(t: torch.Tensor) -> list[str]:
 def digest(words: list[str]) -> str:
     """A short fingerprint, to tell two vocabularies apart in messages and merges."""
     return hashlib.sha256("\n".join(words).encode("utf-8")).hexdigest()[:16]
+
+
+class Words(str):
+    """A vocabulary handed from an algorithm's `examples` hook to its `init` through the hyperparameters dict: it
+    reads (and logs) as a short string, "2,000 words 0123abcd...", and carries the words themselves."""
+
+    words: list[str]
+
+    def __new__(cls, words: list[str]) -> "Words":
+        self = super().__new__(cls, f"{len(words):,} words {digest(words)}")
+        self.words = list(words)
+        return self
