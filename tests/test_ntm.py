@@ -293,3 +293,28 @@ def test_the_vocabulary_sketch_keeps_frequent_words_in_bounded_memory():
         sketch.add(doc)
         assert len(sketch.counts) <= 50
     assert sorted(sketch.vocabulary(10, min_df=2, max_df=1.0)) == sorted(f"common{i}" for i in range(10))
+
+
+# -------------------------------------------------------------------------------------------- scikit-learn
+
+def test_the_scikit_learn_transformer_fits_counts_like_latent_dirichlet_allocation():
+    import scipy.sparse as sp
+    from sklearn.base import clone
+    from onepass.sklearn import NTM
+
+    docs = _documents(4000, 11, d=40, k=4)
+    model = NTM(n_components=4, max_iter=3, random_state=0).fit(sp.csr_matrix(docs))
+    assert model.components_.shape == (4, 40) and np.allclose(model.components_.sum(1), 1, atol=1e-5)
+    weights = model.transform(docs[:10])
+    assert weights.shape == (10, 4) and np.allclose(weights.sum(1), 1, atol=1e-5)
+    assert 1 < model.perplexity(docs[:500]) < 40
+    assert model.score(docs[:500]) < 0
+    again = clone(model).fit(sp.csr_matrix(docs))
+    assert np.array_equal(again.components_, model.components_), "the same data and seed give the same topics"
+    # partial_fit goes on from where the state stands; a chunk of other documents makes one more pass
+    steps = model.n_batch_iter_
+    model.partial_fit(docs[:1000])
+    assert model.n_batch_iter_ == steps + 4 and model.state_.meta["records_seen"] == 3 * 4000 + 1000
+    with pytest.raises(ValueError, match="negative"):
+        NTM(n_components=2).fit(-docs[:10])
+    assert onepass.NTM is NTM

@@ -59,13 +59,13 @@ def merge(a: State, b: State) -> State:
 
 def __getattr__(name: str):
     # The scikit-learn estimator imports scikit-learn, so it loads only when asked for.
-    if name in ("KMeans", "PCA", "LinearLearnerClassifier", "LinearLearnerRegressor"):
+    if name in ("KMeans", "PCA", "LinearLearnerClassifier", "LinearLearnerRegressor", "NTM"):
         from . import sklearn
         return getattr(sklearn, name)
     raise AttributeError(f"module 'onepass' has no attribute {name!r}")
 
 
-__all__ = ["ALGORITHMS", "Batch", "DataError", "IncompatibleStateError", "Interrupted", "KMeans", "Model",
+__all__ = ["ALGORITHMS", "Batch", "DataError", "IncompatibleStateError", "Interrupted", "KMeans", "Model", "NTM",
            "OnepassError", "PCA", "State", "StateFileError", "Stream", "TrainResult", "UsageError",
            "LinearLearnerClassifier", "LinearLearnerRegressor", "as_tensor", "get_algorithm", "kmeans",
            "linear_learner", "load_model", "load_state", "merge", "ntm", "pca", "train"]
