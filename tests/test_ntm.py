@@ -102,6 +102,9 @@ def test_cli_trains_on_libsvm_with_a_vocabulary_and_predicts_topic_weights(tmp_p
     assert 1 < finished["test:perplexity"] < 40, "a perplexity between 1 and the vocabulary's size"
     assert 0.25 <= finished["test:topic_uniqueness"] <= 1
     assert sum(e["event"] == "validation" for e in events) == 3
+    inspected = json.loads(run_cli("inspect", str(out), check=True).stdout)
+    state_facts = next(v for k, v in inspected.items() if k.endswith("state.safetensors"))
+    assert state_facts["summary"]["topics"] == model.meta["topics"] and len(model.meta["topics"][0]) == 10
     predicted = run_cli("predict", str(out), "--data", str(held), check=True)
     rows = [json.loads(line)["topic_weights"] for line in predicted.stdout.splitlines()]
     assert len(rows) == 500 and all(len(r) == 4 and abs(sum(r) - 1) < 1e-5 for r in rows)

@@ -574,11 +574,12 @@ def metrics(model: NTMModel, sums: dict[str, float]) -> dict[str, float]:
 
 
 def describe(state: State) -> dict[str, Any]:
-    """What a user wants to see of a state."""
+    """What a user wants to see of a state (`onepass inspect`, and every epoch's line of metrics.jsonl): counts,
+    the latest validation, and each topic's top 10 words as they stand."""
     m = state.meta
     out = {"records_seen": m["records_seen"], "documents_trained": m["documents_trained"], "steps": m["step"],
            "num_topics": state.hyperparameters["num_topics"], "decoder": state.hyperparameters["decoder"],
-           "vocabulary": m["n_features"]}
+           "vocabulary": m["n_features"], "topics": NTMModel(dict(state.tensors), dict(m)).top_words()}
     if m.get("validation"):
         out.update({f"validation_{k}": v for k, v in m["validation"].items()})
     if m.get("text"):
