@@ -250,6 +250,13 @@ def test_plain_text_and_json_lines_read_alike_and_words_outside_the_vocabulary_a
         assert torch.equal(plain.state.tensors[name], lines.state.tensors[name]), name
     assert plain.metrics["tokens"] == 600 * 25
     assert 0.2 < plain.metrics["oov_share"] < 0.5  # about a third of the words are money words
+    predicted = run_cli("predict", str(tmp_path / "j"), "--data", str(tmp_path / "docs.jsonl"), "--text-column",
+                        "body", check=True)
+    rows = [json.loads(line)["topic_weights"] for line in predicted.stdout.splitlines()]
+    expected = lines.model.predict(next(iter(ntm.examples(onepass.Stream(str(tmp_path / "docs.jsonl"),
+                                                                         text_column="body"), {}, lines.model)
+                                             .batches(600))).x)["topic_weights"]
+    assert np.allclose(rows, expected.numpy(), atol=1e-6)
 
 
 def test_a_run_on_raw_text_resumes_with_the_same_vocabulary_and_state(tmp_path):

@@ -310,8 +310,11 @@ def cmd_predict(args, extra: list[str]) -> int:
                     header=_header(args.csv_header), n_features=n_features, zero_based=bool(args.zero_based),
                     weight_column=_label(args.weight_column), columns=args.columns,
                     storage_options=args.storage_options, query=args.query, on_bad_record=args.on_bad_record,
-                    max_bad_fraction=args.max_bad_fraction)
-    check_sparse(algorithms.get(model.algorithm), stream)
+                    max_bad_fraction=args.max_bad_fraction, text_column=args.text_column)
+    algo = algorithms.get(model.algorithm)
+    if (args.text_column is not None or stream.format == "text") and hasattr(algo, "examples"):
+        stream = algo.examples(stream, {}, model)  # raw text, counted over the model's vocabulary
+    check_sparse(algo, stream)
     out = sys.stdout if args.output == "-" else open(args.output, "w")
     try:
         first = True

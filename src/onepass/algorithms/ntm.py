@@ -208,17 +208,19 @@ def init(hyperparameters: dict[str, Any], n_features: int, seed: int = 0,
     return state
 
 
-def examples(stream: Stream, hyperparameters: dict[str, Any], state: State | None = None) -> Stream | Examples:
+def examples(stream: Stream, hyperparameters: dict[str, Any],
+             state: State | Model | None = None) -> Stream | Examples:
     """Counts as they come (LibSVM, RecordIO-protobuf, CSV rows), or raw text (a stream with a `text_column`, or
-    plain text files) counted over the vocabulary: the state's when training continues one, else `vocab`, else
-    one built from the head of the stream (data/text.py), which is handed to `init` in `hyperparameters`."""
+    plain text files) counted over the vocabulary: the state's (or model's, to predict) when there is one, else
+    `vocab`, else one built from the head of the stream (data/text.py), handed to `init` in `hyperparameters`."""
     if stream.text_column is None and stream.format != "text":
         return stream
     hp = hyperparameters
     if state is not None:
         if "vocabulary" not in state.tensors:
-            raise UsageError(f"{stream.name}: the state was trained on word counts without a vocabulary; raw text "
-                             "needs the vocabulary its words are counted over")
+            raise UsageError(f"{stream.name}: the {'state' if isinstance(state, State) else 'model'} was trained on "
+                             "word counts without a vocabulary; raw text needs the vocabulary its words are counted "
+                             "over")
         hp["vocabulary"] = vocab_file.Words(vocabulary(state))
     elif hp.get("vocab") and "vocabulary" not in hp:
         hp["vocabulary"] = vocab_file.Words(vocab_file.read(hp["vocab"]))
