@@ -497,7 +497,7 @@ class NTM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     >>> themes = [["pizza", "pasta", "cheese", "oven"], ["goal", "match", "team", "coach"],
     ...           ["stock", "market", "price", "bank"]]
     >>> docs = [" ".join(rng.choice(themes[rng.integers(3)], 20)) for _ in range(1500)]
-    >>> ntm = NTM(n_components=3, max_iter=5, min_df=1, max_df=1.0).fit(docs)
+    >>> ntm = NTM(n_components=3, max_iter=10, learning_rate=0.02, min_df=1, max_df=1.0).fit(docs)
     >>> sorted(sorted(t[:4]) for t in ntm.topics_)
     [['bank', 'market', 'price', 'stock'], ['cheese', 'oven', 'pasta', 'pizza'], ['coach', 'goal', 'match', 'team']]
     >>> food = [k for k, t in enumerate(ntm.topics_) if "pizza" in t[:4]]
@@ -506,7 +506,7 @@ class NTM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, n_components: int = 10, *, decoder: str = "prodlda", max_iter: int = 10,
-                 learning_rate: float = 0.02, batch_size: int = 256, encoder_layers: str = "auto",
+                 learning_rate: float = 0.002, batch_size: int = 256, encoder_layers: str = "auto",
                  activation: str = "softplus", sub_sample: float = 1.0, weight_decay: float = 0.0,
                  vocabulary: list[str] | None = None, vocab_size: int = 2000, min_df: int = 2, max_df: float = 0.5,
                  random_state=None, device: str = "cpu"):

@@ -262,7 +262,7 @@ CASES: dict[str, Case] = {
                            choices=[{"binary_classifier_model_selection_criteria": "precision_at_target_recall",
                                      "target_recall": 0.9}, {"model": 3}]),
     # SGD again: a merge averages two networks trained apart from the same start, each for half the steps of
-    # the whole: measured +23 % perplexity on 2 x 10,000 documents, as each half alone (see ntm.py, "Merge").
-    "ntm": Case("ntm", {"num_topics": 4, "epochs": 1}, topic_documents, perplexity, merge_tolerance=0.3,
+    # the whole: measured +32 % perplexity on 2 x 10,000 documents, as each half alone (see ntm.py, "Merge").
+    "ntm": Case("ntm", {"num_topics": 4, "epochs": 1}, topic_documents, perplexity, merge_tolerance=0.4,
                 batch_size=100, records=20_000, dataset="topics", blobs_args=()),
 }

@@ -7,8 +7,10 @@ posterior q(z | x) (logistic-normal over the topic simplex). A sample z = mu + s
 (reparameterization), is decoded into word probabilities by one of two decoders:
 
 - `nvdm` (Miao, Yu & Blunsom 2016; SageMaker's NTM): p(w | z) = softmax(z B + b), prior p(z) = N(0, I);
-- `prodlda` (Srivastava & Sutton 2017): theta = softmax(z), p(w | z) = softmax(theta B), a product of experts, with
-  the Laplace approximation of a Dirichlet(alpha = 1) prior in the softmax basis: N(0, (1 - 1/K) I).
+- `prodlda` (Srivastava & Sutton 2017): theta = softmax(z), p(w | z) = softmax(BN(theta B)), a product of experts
+  whose logits are batch-normalized word by word (without scale or shift: batch statistics in training, running
+  ones to predict), with the Laplace approximation of a Dirichlet(alpha = 1) prior in the softmax basis:
+  N(0, (1 - 1/K) I).
 
 Each document's loss is the negative evidence lower bound,
 
@@ -16,7 +18,7 @@ Each document's loss is the negative evidence lower bound,
                                                                    - 1 + log v_k - log s_k^2,
 
 with one sample z per document, averaged over the mini-batch. Topic k is row k of B (K x V); its top words are
-its largest entries. A document's `topic_weights` (SageMaker's prediction) are softmax(mu).
+its largest entries (for prodlda, of the normalized (B_k - mean) / sd). A document's `topic_weights` (SageMaker's prediction) are softmax(mu).
 
 Update.  One step of the chosen optimizer (`adam` by default; also SageMaker's `adadelta`, `adagrad`, `rmsprop`,
 `sgd`) on each mini-batch's mean loss, its gradient scaled by `rescale_gradient`, clipped element-wise to
@@ -33,11 +35,11 @@ skipped (they carry no words to explain). A vocabulary (`vocab`, SageMaker's voc
 
 Merge.  A weighted average of the parameters, moments and statistics by the documents each side trained on:
 local SGD's average, a documented approximation (exact when one side is empty). Measured on generated documents
-(testing.CASES["ntm"], K = 4, batches of 100), held-out perplexity of the merged halves against the whole stream:
-2 x 10,000 documents 17.7 against 14.4 (+23 %; each half alone 17.6 and 17.8: the loss is the halved number of
-steps, not the average); 2 x 20,000: 14.7 against 12.3 (halves 14.4); 2 x 40,000: 15.4 against 11.8 (halves 12.4
-and 13.3: networks trained apart for 400 steps drift, and their average is worse than either). So merge states
-trained apart briefly, and on several processes average often instead: AVERAGED makes `--sync-every K` average
+(testing.CASES["ntm"], K = 4, batches of 100, defaults), perplexity on the whole stream of the merged halves
+against the whole: 2 x 10,000 documents 30.4 against 23.1 (+32 %; each half alone 30.5: the loss is the halved
+number of steps, not the average). Networks that drift apart average badly: at learning rate 0.02 the halves
+reached 21.7 and 21.1 but their merge 41.4 (2 x 20,000: 21.0 and 20.9, merged 30.4). So merge states trained
+apart briefly or slowly, and on several processes average often instead: AVERAGED makes `--sync-every K` average
 the whole network every K mini-batches (local SGD), which keeps the processes' networks together.
 
 Metrics.  Perplexity from the bound, exp(mean_d L(x_d) / N_d) (AVITM's per-document form; N_d = the words of
@@ -48,13 +50,17 @@ model scores the same data alike every time); SageMaker's `total_loss` (mean L),
 loss (the training loss without a validation source) with the best so far: `num_patience_epochs` epochs without a
 relative improvement above `tolerance` stop training.
 
-Defaults, by measurement on 20,000 documents of 60 words generated from 5 known topics over 100 words (Dirichlet
-0.05 topics, Dirichlet 0.2 mixtures; testing.topic_documents), 10 epochs, cosine similarity of each known topic
-with its learnt match (Hungarian): `prodlda` recovered all five at 0.95-0.99 (lr 0.02), `nvdm` only 0.42-0.94 at
-any of lr 0.002, 0.01, 0.02 (though its held-out perplexity was lower, 17.7 against 18.1: the bound and topic
-quality part, as SageMaker's tuning notes say), so DEFAULT_DECODER = prodlda. Learning rate 0.02: 0.002 and 0.01
-recovered 0.42-0.87 and 0.60-0.98 in those 10 epochs, 0.05 lost a topic. softplus over sigmoid (SageMaker's
-default activation): after 5 epochs sigmoid had left one topic unlearnt (0.17), softplus reached 0.72-0.99.
+Defaults, by measurement. On generated documents (20,000 of 60 words from 5 known topics over 100 words, Dirichlet
+0.05 topics and 0.2 mixtures: datasets.topics; 10 epochs; cosine of each known topic with its Hungarian match),
+ProdLDA without the decoder's batch normalization recovered all five at 0.95-0.99 (lr 0.02) and NVDM 0.42-0.94 at
+any of lr 0.002-0.02. But on real reviews (benchmarks/run_ntm.py: 18,112 clothing reviews, 2,000 words, K = 20)
+that ProdLDA collapsed, every topic the corpus's own word distribution (topic uniqueness 0.07, at lr 0.002 and
+0.02, 5 to 15 epochs), and NVDM's topics were unique (0.92) but made of rare words (NPMI -0.43). With its authors'
+batch normalization of the decoder's logits (AVITM; it bounds how peaked a topic can be, so its perplexity is the
+worse: 46 against 18 on the generated documents, where it finds four topics at 0.81-0.98 and merges the fifth)
+ProdLDA gave coherent topics on the reviews: NPMI -0.010 and uniqueness 0.70 at lr 0.002 (15 epochs), -0.023 and
+0.69 at lr 0.02. So DEFAULT_DECODER = prodlda, batch-normalized, learning rate 0.002 (AVITM's), and softplus
+(AVITM's) rather than SageMaker's sigmoid, which at 5 epochs had left a generated topic unlearnt (0.17).
 
     >>> import torch, onepass
     >>> g = torch.Generator().manual_seed(0)
@@ -62,7 +68,7 @@ default activation): after 5 epochs sigmoid had left one topic unlearnt (0.17), 
     >>> mix = torch.rand(3000, 3, generator=g) ** 4; mix /= mix.sum(1, keepdim=True)
     >>> docs = torch.stack([torch.multinomial(m @ topics, 30, True, generator=g).bincount(minlength=9)
     ...                     for m in mix]).float()
-    >>> state = onepass.ntm.init({"num_topics": 3}, n_features=9)
+    >>> state = onepass.ntm.init({"num_topics": 3, "learning_rate": 0.02}, n_features=9)  # small data: a large step
     >>> for epoch in range(3):
     ...     for i in range(0, 3000, 100):
     ...         state = onepass.ntm.update(state, onepass.Batch(docs[i:i + 100]))
@@ -122,7 +128,7 @@ HYPERPARAMETERS = HyperParameters([
     HP("batch_norm", "bool", False, "batch normalization of the encoder's hidden layers"),
     HP("optimizer", "str", "adam", "adam, adadelta (SageMaker's default), adagrad, rmsprop or sgd",
        choices=OPTIMIZERS),
-    HP("learning_rate", "float", 0.02, "step size", low=1e-6, high=1.0),
+    HP("learning_rate", "float", 0.002, "step size", low=1e-6, high=1.0),
     HP("mini_batch_size", "int", 256, "documents per mini-batch", low=1, high=100_000),
     HP("epochs", "int", 50, "most passes over the data (early stopping may end sooner)", low=1),
     HP("num_patience_epochs", "int", 3, "epochs without improvement before stopping", low=1, high=100),
@@ -196,6 +202,8 @@ def init(hyperparameters: dict[str, Any], n_features: int, seed: int = 0,
     if hp["batch_norm"]:
         for i, size in enumerate(layers(hp)):
             tensors[f"enc{i}.bn_mean"], tensors[f"enc{i}.bn_var"] = torch.zeros(size), torch.ones(size)
+    if hp["decoder"] == "prodlda":
+        tensors["dec.bn_mean"], tensors["dec.bn_var"] = torch.zeros(n_features), torch.ones(n_features)
     # loss, words, documents of the epoch so far (early stopping without a validation source)
     tensors["epoch_sums"] = torch.zeros(3, dtype=torch.float64)
     tensors = {k: v.to(device) for k, v in tensors.items()}
@@ -347,13 +355,15 @@ def _encode(p: dict[str, torch.Tensor], t: dict[str, torch.Tensor], hp: dict[str
         else:
             h = h @ W + b
         if hp["batch_norm"]:
-            h = _batch_norm(h, t, i, training)
+            h = _batch_norm(h, t, f"enc{i}", training)
         h = act(h)
     return h @ p["mu.weight"] + p["mu.bias"], h @ p["logvar.weight"] + p["logvar.bias"]
 
 
-def _batch_norm(h: torch.Tensor, t: dict[str, torch.Tensor], i: int, training: bool) -> torch.Tensor:
-    mean, var = t[f"enc{i}.bn_mean"], t[f"enc{i}.bn_var"]
+def _batch_norm(h: torch.Tensor, t: dict[str, torch.Tensor], name: str, training: bool) -> torch.Tensor:
+    """Batch normalization without scale or shift: batch statistics in training (which update the running ones
+    in `t`), running statistics otherwise."""
+    mean, var = t[f"{name}.bn_mean"], t[f"{name}.bn_var"]
     if training and h.shape[0] > 1:
         bm, bv = h.mean(0), h.var(0, unbiased=False)
         with torch.no_grad():
@@ -363,10 +373,12 @@ def _batch_norm(h: torch.Tensor, t: dict[str, torch.Tensor], i: int, training: b
     return (h - mean) / torch.sqrt(var + BN_EPS)
 
 
-def _log_word_probabilities(p: dict[str, torch.Tensor], hp: dict[str, Any], z: torch.Tensor) -> torch.Tensor:
+def _log_word_probabilities(p: dict[str, torch.Tensor], t: dict[str, torch.Tensor], hp: dict[str, Any],
+                            z: torch.Tensor, training: bool) -> torch.Tensor:
     if hp["decoder"] == "nvdm":
         return torch.log_softmax(z @ p["beta"] + p["dec.bias"], dim=1)
-    return torch.log_softmax(torch.softmax(z, dim=1) @ p["beta"], dim=1)
+    # ProdLDA as its authors train it: the logits batch-normalized, word by word (see the docstring, "Defaults")
+    return torch.log_softmax(_batch_norm(torch.softmax(z, dim=1) @ p["beta"], t, "dec", training), dim=1)
 
 
 def _losses(p: dict[str, torch.Tensor], t: dict[str, torch.Tensor], hp: dict[str, Any], x: torch.Tensor,
@@ -374,7 +386,7 @@ def _losses(p: dict[str, torch.Tensor], t: dict[str, torch.Tensor], hp: dict[str
     """Per document: the reconstruction loss -sum_w x_w log p(w | z) and KL(q || prior)."""
     mu, logvar = _encode(p, t, hp, x, training)
     z = mu + torch.exp(0.5 * logvar) * eps
-    logp = _log_word_probabilities(p, hp, z)
+    logp = _log_word_probabilities(p, t, hp, z, training)
     if x.layout == torch.sparse_csr:
         rows = torch.repeat_interleave(torch.arange(x.shape[0], device=x.device), x.crow_indices().diff())
         picked = logp[rows, x.col_indices()] * x.values()
@@ -506,14 +518,21 @@ class NTMModel(Model):
         return {"topic_weights": self.transform(x)}
 
     def topic_word(self) -> torch.Tensor:
-        """Each topic's distribution over the words (K x V, rows summing to 1)."""
-        beta = self.tensors["beta"]
-        return torch.softmax(beta + self.tensors["dec.bias"] if "dec.bias" in self.tensors else beta, dim=1)
+        """Each topic's distribution over the words (K x V, rows summing to 1): the decoder's for a document of
+        that topic alone."""
+        t = self.tensors
+        if "dec.bias" in t:
+            return torch.softmax(t["beta"] + t["dec.bias"], dim=1)
+        return torch.softmax((t["beta"] - t["dec.bn_mean"]) / torch.sqrt(t["dec.bn_var"] + BN_EPS), dim=1)
 
     def top_words(self, n: int = TOP_WORDS) -> list[list[str]]:
-        """Each topic's n words of largest weight in B, largest first."""
+        """Each topic's n words of largest weight, largest first: in B for nvdm (without the background b), in
+        the batch-normalized logits (B - mean) / sd for prodlda (the decoder's view of the topic)."""
         words = vocabulary(self)
-        ids = self.tensors["beta"].topk(min(n, self.tensors["beta"].shape[1]), dim=1).indices.tolist()
+        t = self.tensors
+        scores = t["beta"] if "dec.bias" in t or "dec.bn_mean" not in t else \
+            (t["beta"] - t["dec.bn_mean"]) / torch.sqrt(t["dec.bn_var"] + BN_EPS)
+        ids = scores.topk(min(n, scores.shape[1]), dim=1).indices.tolist()
         return [[words[i] for i in row] for row in ids]
 
 
