@@ -24,7 +24,7 @@ import torch as _torch  # noqa: E402
 
 from .algorithms import ALGORITHMS, get as get_algorithm
 from .algorithms import fm as factorization_machines
-from .algorithms import kmeans, pca
+from .algorithms import kmeans, ntm, pca
 from .algorithms import linear as linear_learner
 from .algorithms.base import Model
 from .data import Batch, Stream
@@ -67,14 +67,15 @@ def tune(algorithm: str, data, validation, out, **options):
 def __getattr__(name: str):
     # The scikit-learn estimator imports scikit-learn, so it loads only when asked for.
     if name in ("KMeans", "PCA", "LinearLearnerClassifier", "LinearLearnerRegressor", "FMClassifier",
-                "FMRegressor"):
+                "FMRegressor", "NTM"):
         from . import sklearn
         return getattr(sklearn, name)
     raise AttributeError(f"module 'onepass' has no attribute {name!r}")
 
 
 __all__ = ["ALGORITHMS", "Batch", "DataError", "FMClassifier", "FMRegressor", "IncompatibleStateError",
-           "Interrupted", "KMeans", "Model",
+           "Interrupted", "KMeans", "Model", "NTM",
            "OnepassError", "PCA", "State", "StateFileError", "Stream", "TrainResult", "UsageError",
            "LinearLearnerClassifier", "LinearLearnerRegressor", "as_tensor", "factorization_machines",
-           "get_algorithm", "kmeans", "linear_learner", "load_model", "load_state", "merge", "pca", "train", "tune"]
+           "get_algorithm", "kmeans", "linear_learner", "load_model", "load_state", "merge", "ntm", "pca", "train",
+           "tune"]

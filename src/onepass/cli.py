@@ -103,6 +103,9 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
                    help="whether CSV files start with a header line (default: detect)")
     p.add_argument("--zero-based", action="store_true", default=None,
                    help="LibSVM: feature indices start at 0 (default: at 1, as SVMlight's)")
+    p.add_argument("--text-column", default=None, metavar="NAME",
+                   help="ntm: the column of raw text (CSV, JSON lines, Parquet) to tokenize and count; plain text "
+                        "files, one document a line, are --data-format text")
 
 
 def _add_bad_record_options(p: argparse.ArgumentParser) -> None:
@@ -359,7 +362,7 @@ def _stream_options(args) -> dict[str, Any]:
                 zero_based=args.zero_based, weight_column=_label(args.weight_column), columns=args.columns,
                 storage_options=args.storage_options, query=args.query,
                 on_bad_record=getattr(args, "on_bad_record", None),
-                max_bad_fraction=getattr(args, "max_bad_fraction", None))
+                max_bad_fraction=getattr(args, "max_bad_fraction", None), text_column=args.text_column)
 
 
 def _check_options(given: dict[str, Any], algo, options: list[str]) -> None:
@@ -521,7 +524,8 @@ def _stream(args, n_features: int | None = None) -> Stream:
                   storage_options=args.storage_options, query=args.query,
                   on_bad_record=getattr(args, "on_bad_record", None),
                   max_bad_fraction=getattr(args, "max_bad_fraction", None),
-                  id_column=int(id_column) if id_column and id_column.lstrip("-").isdigit() else id_column)
+                  id_column=int(id_column) if id_column and id_column.lstrip("-").isdigit() else id_column,
+                  text_column=getattr(args, "text_column", None))
 
 
 def _say_header(command: str, stream: Stream) -> None:
@@ -537,7 +541,10 @@ def cmd_predict(args, extra: list[str]) -> int:
     model = Model.load(args.model)
     n_features = model.meta.get("n_features")
     stream = _stream(args, n_features)
-    check_sparse(algorithms.get(model.algorithm), stream)
+    algo = algorithms.get(model.algorithm)
+    if (args.text_column is not None or stream.format == "text") and hasattr(algo, "examples"):
+        stream = algo.examples(stream, {}, model)  # raw text, counted over the model's vocabulary
+    check_sparse(algo, stream)
     if args.join_source == "input" and stream.sparse:
         raise UsageError(f"--join-source input: {stream.name} gives sparse records, which are not written out")
     fmt = predictions.output_format(args.format, args.output)

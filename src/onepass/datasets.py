@@ -6,6 +6,8 @@
 
 The label leads every record (`--no-label` leaves it out): SageMaker's CSV layout, which `onepass train` reads by
 default for supervised algorithms, so that a written data set trains as it is.
+
+    onepass datasets topics --n 100000 --d 100 --k 5  # word counts of documents from k known topics (d words)
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 from ._files import atomic_output
 from .errors import UsageError
 
-NAMES = ("digits", "kdd04", "blobs")
+NAMES = ("digits", "kdd04", "blobs", "topics")
 
 
 def _package_dir(pkg: str, install: str) -> Path:
@@ -62,6 +64,21 @@ def blobs(n: int, d: int, k: int, seed: int = 0, chunk: int = 100_000):
         yield centers[lab] + rng.standard_normal((m, d), dtype=np.float32), lab
 
 
+def topic_model(d: int, k: int) -> np.ndarray:
+    """k topics over d words (rows summing to 1), sparse: Dirichlet(0.05) draws, the same for every seed."""
+    return np.random.default_rng(4000 + d + k).dirichlet(np.full(d, 0.05), size=k)
+
+
+def topics(n: int, d: int, k: int, seed: int = 0, chunk: int = 100_000, length: int = 60, alpha: float = 0.2):
+    """Yield chunks of word counts (n x d, float32) of documents of `length` words, LDA's generative story: a
+    document's topic mixture from Dirichlet(alpha), each word from the mixture of `topic_model(d, k)`."""
+    rng, beta = np.random.default_rng(seed), topic_model(d, k)
+    for s in range(0, n, chunk):
+        m = min(chunk, n - s)
+        mix = rng.dirichlet(np.full(k, alpha), size=m) @ beta
+        yield np.stack([rng.multinomial(length, p / p.sum()) for p in mix]).astype(np.float32)
+
+
 def write_csv(x: np.ndarray, y: np.ndarray | None, out: BinaryIO, header: bool = False) -> None:
     """Numbers as CSV through pyarrow's writer (fast; floats in their shortest exact form), the label `y` (if any)
     first, as SageMaker's CSV has it."""
@@ -82,6 +99,8 @@ def export(name: str, out: str, n: int = 1_000_000, d: int = 50, k: int = 10, se
         raise UsageError(f"unknown data set {name!r}; available: {', '.join(NAMES)}")
     if name == "blobs":
         parts = ((x, y.astype(np.float32)) for x, y in blobs(n, d, k, seed))
+    elif name == "topics":
+        parts = ((x, None) for x in topics(n, d, k, seed))
     else:
         parts = iter([digits() if name == "digits" else kdd04()])  # loaded before any file is opened
     if out == "-":

@@ -39,7 +39,7 @@ METRICS_FILE = "metrics.jsonl"
 # milliseconds and the write (serialize, hash, two fsyncs) 5-10 ms of it; a crash then loses at most a second.
 EPOCH_CHECKPOINT_GAP_S = 1.0
 DATA_KEYS = ("data_format", "label_column", "zero_based", "weight_column", "columns", "query", "on_bad_record",
-             "max_bad_fraction")  # the data options a checkpoint keeps (RUN_KEYS), so that --resume reads alike
+             "max_bad_fraction", "text_column")  # the data options a checkpoint keeps (RUN_KEYS), so that --resume reads alike
 RUN_KEYS = ("mini_batch_size", "seed") + DATA_KEYS
 
 
@@ -233,7 +233,7 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
     shared = {k: spec[k] for k in spec if k not in ("source", "shard")}
     epochs = hp["epochs"]
 
-    stream = examples_of(algo, hp, Stream(**{**spec, "shard": session and session.shard}))
+    stream = examples_of(algo, hp, Stream(**{**spec, "shard": session and session.shard}), state)
     if session:
         session.check_inputs(stream)
     if stream.bad is not None and state is not None and resume:  # go on counting where the checkpoint stood
@@ -242,9 +242,10 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
     if epochs > 1 and not stream.rereadable:
         raise UsageError(f"--epochs {epochs} needs a source that can be read again; {stream.name} "
                          "can be read once (standard input, a named pipe or an iterator)")
-    val_stream = examples_of(algo, hp, _stream(validation, shared)) if validation is not None else None
-    # opened now, so that a test source that is not there stops the run before training, not after it
-    test_stream = examples_of(algo, hp, _stream(test, shared)) if test is not None else None
+    val_stream = examples_of(algo, hp, _stream(validation, shared), state) if validation is not None else None
+    # opened now, so that a test source that is not there stops the run before training, not after it; its
+    # examples are made after training, with what the trained state knows (a topic model's vocabulary)
+    test_source = _stream(test, shared) if test is not None else None
     budget = CacheBudget(int(float(DEFAULT_CACHE_MIB if epoch_cache_mib is None else epoch_cache_mib) * 2**20)
                          if epochs > 1 else 0)
     if budget.left < 0:
@@ -353,8 +354,12 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
                         stop_early = session.all_agree(stop_early)
                 if val_stream is not None or hasattr(algo, "end_epoch"):
                     # this epoch's figures (an algorithm that keeps its best epochs reports that apart)
-                    val_metrics = evaluate(algo.finalize(state), val_cache, hp, algo) \
-                        if not hasattr(algo, "end_epoch") else algo.epoch_metrics(state)
+                    if not hasattr(algo, "end_epoch"):
+                        val_metrics = evaluate(algo.finalize(state), val_cache, hp, algo)
+                    elif hasattr(algo, "epoch_metrics"):
+                        val_metrics = algo.epoch_metrics(state)
+                    else:  # the finalized model's own figures
+                        val_metrics = algo.finalize(state).meta.get("validation", {})
                     metrics.log("validation", epoch=epoch + 1, **val_metrics)
                 _log_cache(metrics, epoch + 1, cache, val_cache)
                 metrics.log("epoch", epoch=epoch + 1, **algo.describe(state))
@@ -391,7 +396,8 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
         summary["bad_records"] = tally.summary()
     if getattr(stream, "header_note", None):  # what --csv-header auto decided, said where the user looks
         summary["csv_header"] = stream.header_note
-    if test_stream is not None:
+    if test_source is not None:
+        test_stream = examples_of(algo, hp, test_source, state)
         summary.update({f"test:{k}": v for k, v in evaluate(model, test_stream, hp, algo).items()})
     metrics.log("finished", model=str(out / MODEL_FILE), model_meta=model.meta, **summary)
     return TrainResult(state, model, out, summary)
@@ -425,11 +431,14 @@ def _described(source) -> Any:
     return f"<{type(source).__name__}>" if source is not None and memory.holds(source) else source
 
 
-def examples_of(algo, hp: dict[str, Any], stream: Stream):
+def examples_of(algo, hp: dict[str, Any], stream: Stream, state: State | None = None):
     """The batches an algorithm trains on, from a stream of records: the stream itself (rows) unless the
-    algorithm says otherwise with `examples(stream, hyperparameters)` (see algorithms/base.py)."""
+    algorithm says otherwise with `examples(stream, hyperparameters[, state])` (see algorithms/base.py); the state
+    is the one training continues (resume, --init-from) or has made (a test source), None on a fresh run."""
     examples = getattr(algo, "examples", None)
-    return stream if examples is None else examples(stream, hp)
+    if examples is None:
+        return stream
+    return examples(stream, hp, state) if len(inspect.signature(examples).parameters) > 2 else examples(stream, hp)
 
 
 def _log_cache(metrics: Metrics, epoch: int, *caches: EpochCache | None) -> None:

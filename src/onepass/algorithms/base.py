@@ -21,6 +21,10 @@ cut from series, bag-of-words from text) defines
     examples(stream, hyperparameters) -> data.Examples    # the stream's records made into examples
 
 and the trainer trains, validates and tests on what it returns, through the same loop, checkpoints and epoch cache.
+A hook may take a third argument, `state`: the state training continues (--resume, --init-from) or has made (for
+--test), None on a fresh run; so examples are made as that state's were (the topic model's vocabulary). What a
+hook learns from the data on a fresh run (a vocabulary built from the head of the stream) it may record in
+`hyperparameters`, the dict the trainer then hands to `init` and to the validation and test hooks.
 An `Examples` subclass overrides `batches(batch_size, start=None, prefetch=2)`, yielding `Batch`es whose `position`
 resumes at the exact next example; the rest (the source's name, format, seekability, bad-record tally) is the
 stream's. So a new way of making examples never touches the trainer, and a new format never touches an algorithm.

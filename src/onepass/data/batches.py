@@ -31,6 +31,14 @@ READERS = {"csv": csv.read, "parquet": parquet.read, "npy": npy.read, "libsvm": 
 READERS["sql"] = sql.read  # query sources: Stream(url, query=...)
 READERS["recordio-protobuf"] = recordio.read
 READERS["memory"] = memory.read  # NumPy, SciPy sparse and torch data in memory (memory.py)
+
+
+def _text_only(inp: Input, *args: Any, **kwargs: Any):
+    raise UsageError(f"{inp.path}: plain text (--data-format text) is read by an algorithm that makes examples of "
+                     "text (ntm), not as rows of numbers")
+
+
+READERS["text"] = _text_only  # documents, one a line: data/text.py reads them
 SPARSE_FORMATS = ("libsvm",)  # their batches' x is a torch sparse CSR tensor
 # formats whose files may be dense or sparse: their first record tells (True, False, or None: cannot look ahead)
 EITHER_FORMATS = {"recordio-protobuf": recordio.first_is_sparse, "memory": memory.first_is_sparse}
@@ -83,6 +91,9 @@ class Stream:
                   records allowed (default 0.01) before a DataError stops reading.
     id_column:    CSV only: a column (name or index) whose text goes with each record (`Batch.ids`), so that
                   predictions can be joined back to their records; not a feature unless `columns` names it.
+    text_column:  the column (name or index) of CSV, JSON lines or Parquet records that holds raw text, for an
+                  algorithm that makes examples of text (the topic model; data/text.py); plain text files, one
+                  document a line, are ``data_format="text"``.
     """
 
     def __init__(self, source, data_format: str | None = None, label_column: str | int | None = None,
@@ -90,15 +101,17 @@ class Stream:
                  weight_column: str | int | None = None, columns: list[str | int] | None = None,
                  shard: tuple[int, int] | None = None, storage_options: dict[str, Any] | None = None,
                  query: str | None = None, on_bad_record: str | None = None,
-                 max_bad_fraction: float | None = None, id_column: str | int | None = None):
+                 max_bad_fraction: float | None = None, id_column: str | int | None = None,
+                 text_column: str | int | None = None):
         # what the stream was made from: `replace` makes another with some of it changed (the trainer's shard,
         # a LibSVM width from the algorithm's feature_dim, what a checkpoint says on --resume)
         self.spec: dict[str, Any] = dict(
             source=source, data_format=data_format, label_column=label_column, header=header, n_features=n_features,
             zero_based=zero_based, weight_column=weight_column, columns=columns, shard=shard,
             storage_options=storage_options, query=query, on_bad_record=on_bad_record,
-            max_bad_fraction=max_bad_fraction, id_column=id_column)
+            max_bad_fraction=max_bad_fraction, id_column=id_column, text_column=text_column)
         self.source = source
+        self.text_column = text_column
         if memory.holds(source):  # arrays, tensors, (X, y) or an iterable of them or of Batches
             if query is not None or data_format not in (None, "memory"):
                 raise UsageError("an in-memory source takes neither --query nor --data-format")

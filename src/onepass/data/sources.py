@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import DataError, OnepassError, UsageError
 
-FORMATS = ("csv", "parquet", "npy", "libsvm", "jsonl", "arrow", "npz", "recordio-protobuf")
+FORMATS = ("csv", "parquet", "npy", "libsvm", "jsonl", "arrow", "npz", "recordio-protobuf", "text")
 _SUFFIXES = {".csv": "csv", ".txt": "csv", ".tsv": "csv", ".parquet": "parquet", ".pq": "parquet",
              ".npy": "npy", ".libsvm": "libsvm", ".svm": "libsvm", ".svmlight": "libsvm",
              ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".arrow": "arrow", ".arrows": "arrow",
