@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
@@ -25,6 +26,9 @@ class Chunk:
     w:        per-record weights, float32, shape (n,), or None (every record weighs 1).
     bad:      under on_bad_record="skip": the records left out, as (k, DataError) with k good records of this
               chunk before each (see bad_records.py); `base` and `offset` count good records only.
+    at:       a live stream's chunk: the stream's position before its record s (`at(s)`), which replaces offset
+              and base (data/live/base.py).
+    quiet:    a live stream had no record for a while: an empty chunk, so that the records waiting are trained.
     """
 
     x: np.ndarray | CSR
@@ -36,6 +40,8 @@ class Chunk:
     fraction: float
     w: np.ndarray | None = None
     bad: list[tuple[int, DataError]] | None = None
+    at: Callable[[int], dict[str, Any]] | None = None
+    quiet: bool = False
 
     def __len__(self) -> int:
         return self.x.shape[0]
