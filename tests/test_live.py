@@ -397,3 +397,49 @@ def test_a_bad_record_names_its_partition_and_offset(tmp_path):
                   label_column="first", max_records=10)
     finally:
         b.close()
+
+
+def test_published_models_are_served_as_the_stream_moves(tmp_path):
+    """The publish-serve loop: train publishes every second, `onepass serve`'s app answers from the newest model."""
+    from test_serve import call, serving
+    from onepass.serving import Settings
+
+    b = Redis()
+    out = tmp_path / "run"
+    proc = None
+    try:
+        b.create("moving")
+        rng = np.random.default_rng(0)
+        b.put("moving", [f"{x:.5f},{y:.5f}".encode() for x, y in rng.normal(0, 0.1, (200, 2))])
+        proc = subprocess.Popen([sys.executable, "-m", "onepass", "train", "kmeans", "--data", b.url("moving"),
+                                 "--out", str(out), "--k", "1", "--mini-batch-size", "20", "--publish-every", "1s",
+                                 "--device", TEST_DEVICE, "--quiet"], stderr=subprocess.PIPE, text=True)
+
+        def served_distance(port: int) -> float:
+            status, _, body = call(port, "POST", "/invocations", "0,0", content_type="text/csv")
+            assert status == 200, body
+            return json.loads(body)["predictions"][0]["distance_to_cluster"]
+
+        deadline = time.monotonic() + 90
+        while not (out / "model.safetensors").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "no model was published"
+            time.sleep(0.1)
+        with serving(Settings(model=str(out))) as port:
+            assert served_distance(port) < 0.2  # the centre of what came so far: near (0, 0)
+            b.put("moving", [f"{x:.5f},{y:.5f}".encode() for x, y in rng.normal(10, 0.1, (200, 2))])
+            deadline = time.monotonic() + 30
+            while served_distance(port) < 5:  # half the records now lie at (10, 10): the centre near (5, 5)
+                assert time.monotonic() < deadline, "the server never answered from a newer model"
+                time.sleep(0.2)
+        deadline = time.monotonic() + 30
+        while not list((out / "models").glob("model-*-000000000400.safetensors")):  # every record, published
+            assert time.monotonic() < deadline, sorted(p.name for p in (out / "models").iterdir())
+            time.sleep(0.1)
+        assert len(list((out / "models").glob("model-*.safetensors"))) >= 2
+        assert proc.poll() is None  # still training, waiting for records
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 4
+    finally:
+        if proc is not None:
+            proc.kill()
+        b.close()
