@@ -41,7 +41,7 @@ METRICS_FILE = "metrics.jsonl"
 # milliseconds and the write (serialize, hash, two fsyncs) 5-10 ms of it; a crash then loses at most a second.
 EPOCH_CHECKPOINT_GAP_S = 1.0
 DATA_KEYS = ("data_format", "label_column", "zero_based", "weight_column", "columns", "query", "on_bad_record",
-             "max_bad_fraction", "stream_field")  # the data options a checkpoint keeps (RUN_KEYS), so that --resume reads alike
+             "max_bad_fraction", "stream_field")  # the data options a checkpoint keeps (RUN_KEYS): --resume reads alike
 RUN_KEYS = ("mini_batch_size", "seed") + DATA_KEYS
 
 

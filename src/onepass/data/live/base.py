@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import bisect
 import importlib
+import re
 import struct
 import sys
 import time
@@ -186,16 +187,21 @@ class _Parser:
     def chunk(self, broker: Broker, partition: str, messages: list[Message], skip: int,
               before: dict[str, dict], meta: dict[str, Any], file_index: int) -> Chunk | None:
         payloads = [p or b"" for _, p in messages]
+        block = None
         if self.format == "recordio-protobuf":  # each padded to 4 bytes (a lone record's padding may be missing)
             payloads = [p + b"\0" * (-len(p) % 4) for p in payloads]
             counts = [_recordio_count(p) for p in payloads]
         else:
-            payloads = [p if p.endswith(b"\n") or not p else p + b"\n" for p in payloads]
-            counts = [_line_count(p) for p in payloads]
+            block = b"\n".join(payloads) + b"\n"
+            if block.count(b"\n") == len(payloads) and b"\n\n" not in block and block[:1] != b"\n":
+                counts = [1] * len(payloads)  # one line a message, none empty (the common case): no loop over them
+            else:
+                payloads = [p if p.endswith(b"\n") or not p else p + b"\n" for p in payloads]
+                counts, block = [_line_count(p) for p in payloads], None
         if not sum(counts) - skip:
             return None
         try:
-            x, y, w = self._parse(payloads)
+            x, y, w = self._parse(block if block is not None else b"".join(payloads))
         except DataError as e:
             raise self._renamed(e, broker, partition, messages, payloads, counts) from None
         if len(x) != sum(counts):
@@ -225,9 +231,8 @@ class _Parser:
 
         return Chunk(x, y, file_index, 0, 0, 1, 0.0, w, at=at)
 
-    def _parse(self, payloads: list[bytes]):
+    def _parse(self, block: bytes):
         from .. import recordio
-        block = b"".join(payloads)
         if self.format == "recordio-protobuf":
             if self.columns or self.weight not in (None, "none"):
                 raise UsageError("--columns, --weight-column: RecordIO-protobuf features are one tensor")
@@ -264,7 +269,6 @@ class _Parser:
         """`e` (about a line or record of the block) about the message that holds it."""
         message = str(e).split(": ", 1)[1] if str(e).startswith(_BLOCK) else str(e)
         if self.format == "recordio-protobuf":
-            import re
             found = re.match(r"record (\d+) \(byte offset \d+\): (.*)", message, re.S)
             if not found:
                 return DataError(message, source=self.name, reason=e.reason)
@@ -274,6 +278,7 @@ class _Parser:
                              reason=e.reason)
         if e.line is None:
             return DataError(message, source=self.name, reason=e.reason)
+        payloads = [p if p.endswith(b"\n") or not p else p + b"\n" for p in payloads]
         lines = np.cumsum([p.count(b"\n") for p in payloads]).tolist()
         i = min(bisect.bisect_left(lines, e.line), len(messages) - 1)  # line e.line (1-based) is in message i
         line = e.line - (lines[i - 1] if i else 0)

@@ -94,11 +94,12 @@ class Kafka(Broker):
             if error is not None:
                 self._failed(m, error)
                 continue
-            if m.value() is None:  # a tombstone (compaction's delete marker): no record
-                self.assigned[m.partition()] = m.offset() + 1
-                continue
-            by_partition.setdefault(m.partition(), []).append((m.offset(), m.value()))
-            self.assigned[m.partition()] = m.offset() + 1
+            p = m.partition()
+            if p not in by_partition:
+                by_partition[p] = []
+            by_partition[p].append((m.offset(), m.value() or b""))  # a tombstone (no value): no record
+        for p, messages in by_partition.items():
+            self.assigned[p] = messages[-1][0] + 1
         return [(str(p), messages, False) for p, messages in by_partition.items()]
 
     def _failed(self, m, error: KafkaError) -> None:

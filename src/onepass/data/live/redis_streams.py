@@ -47,16 +47,15 @@ class RedisStream(Broker):
                 info, got = pipe.execute()
             self._check(info)
             if got:
-                entries = got[0][1]
-                messages = []
-                for k, (entry_id, fields) in enumerate(entries):
-                    entry_id = entry_id.decode()
-                    if self.field not in fields:
-                        raise DataError(f"entry {entry_id} has no field {self.field.decode()!r} (its fields: "
-                                        f"{', '.join(f.decode(errors='replace') for f in fields)}; choose one with "
-                                        "--stream-field)", source=f"{self.inp.path}", reason="missing field")
-                    messages.append(((entry_id, self.n + k), fields[self.field]))
-                self.last, self.n = messages[-1][0][0], self.n + len(messages)
+                entries, field, n = got[0][1], self.field, self.n
+                try:
+                    messages = [((entry_id, n + k), fields[field]) for k, (entry_id, fields) in enumerate(entries)]
+                except KeyError:
+                    entry_id, fields = next((i, f) for i, f in entries if field not in f)
+                    raise DataError(f"entry {entry_id.decode()} has no field {field.decode()!r} (its fields: "
+                                    f"{', '.join(f.decode(errors='replace') for f in fields)}; choose one with "
+                                    "--stream-field)", source=self.inp.path, reason="missing field") from None
+                self.last, self.n = messages[-1][0][0].decode(), n + len(messages)
                 return [(self.key, messages, False)]
             if attempt == 0:  # nothing new: wait for an entry (then read it in the transaction above)
                 if not self.client.xread({self.key: self.last}, count=1, block=max(1, int(timeout * 1000))):
@@ -74,11 +73,11 @@ class RedisStream(Broker):
             self.trimmed.append(Trimmed(self.key, oldest - self.n, f"stream {self.key} after entry {self.last}"))
             self.n = oldest
 
-    def after(self, partition: str, message_id: tuple[str, int]) -> dict[str, Any]:
-        return {"last": message_id[0], "n": message_id[1] + 1}
+    def after(self, partition: str, message_id: tuple[bytes, int]) -> dict[str, Any]:
+        return {"last": message_id[0].decode(), "n": message_id[1] + 1}
 
-    def where(self, partition: str, message_id: tuple[str, int]) -> str:
-        return f"entry {message_id[0]}"
+    def where(self, partition: str, message_id: tuple[bytes, int]) -> str:
+        return f"entry {message_id[0].decode()}"
 
     def close(self) -> None:
         self.client.close()
