@@ -246,7 +246,8 @@ def main() -> None:
             rows.append(measure(broker, name, n, args.features))
             print(json.dumps(rows[-1]), file=sys.stderr)
         finally:
-            broker.proc.terminate()
+            broker.proc.kill()  # memory-only brokers (kinesis-mock ignores SIGTERM)
+            broker.proc.wait()
     meta = {"load_1min": os.getloadavg()[0], "cpus": os.cpu_count(), "python": sys.version.split()[0]}
     Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
     print("| broker | records | bare client (rec/s) | onepass reader | kmeans | linear_learner | reader / bare |")
