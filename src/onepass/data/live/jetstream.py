@@ -66,7 +66,7 @@ class JetStream(Broker):
     def poll(self, timeout: float) -> list[tuple[str, list[Message], bool]]:
         try:
             msgs = self._run(self.sub.fetch(MAX_MESSAGES, timeout=timeout))
-        except nats.errors.TimeoutError:
+        except (nats.errors.TimeoutError, asyncio.TimeoutError):  # nothing new (nats-py raises either, by path)
             return []
         messages = []
         for m in msgs:
