@@ -516,3 +516,19 @@ def test_json_lines_and_recordio_messages_read_alike_whatever_their_key_order(tm
         assert rest.x.tolist() == x[2:].tolist() and rest.y.tolist() == [2, 3, 4, 5]
     finally:
         b.close()
+
+
+@pytest.mark.parametrize("url, message", [
+    ("kafka://127.0.0.1:9092", r"expected kafka://HOST:PORT/TOPIC \(one topic\)"),
+    ("redis://127.0.0.1:6379/a/b", r"expected redis://HOST:PORT/KEY \(one stream key\)"),
+    ("nats://127.0.0.1:x/S", "the port is not a number"),
+])
+def test_a_live_url_without_its_stream_is_refused_naming_the_form(url, message, tmp_path):
+    with pytest.raises(UsageError, match=message):
+        train("kmeans", url, tmp_path, hyperparameters={"k": 2})
+
+
+@pytest.mark.parametrize("every", ["5x", "0", "1.5", "-3s"])
+def test_publish_every_takes_a_time_or_a_whole_number_of_records(every, tmp_path):
+    with pytest.raises(UsageError, match="--publish-every"):
+        train("kmeans", "redis://127.0.0.1:1/s", tmp_path, hyperparameters={"k": 2}, publish_every=every)
