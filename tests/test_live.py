@@ -93,13 +93,24 @@ def _records(n: int, start: int = 0) -> list[bytes]:
 class Redis:
     name = "redis"
 
-    def __init__(self):
+    def __init__(self, *options: str):
+        """A redis-server on a free port, with `options` (by default nothing kept on disk)."""
         exe = _installed("redis-server", "redis")
-        import redis
         self.port = _free_port()
-        self.proc = _start([exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-                           self.port, "redis-server")
+        self.cmd = [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                    *(options or ("--appendonly", "no"))]
+        self.proc = _start(self.cmd, self.port, "redis-server")
+        self._connect()
+
+    def _connect(self) -> None:
+        import redis
         self.client = redis.Redis(port=self.port)
+
+    def restart(self, down_s: float) -> None:
+        _stop(self.proc)
+        time.sleep(down_s)
+        self.proc = _start(self.cmd, self.port, "redis-server")
+        self._connect()
 
     def url(self, stream: str) -> str:
         return f"redis://127.0.0.1:{self.port}/{stream}"
@@ -532,3 +543,25 @@ def test_a_live_url_without_its_stream_is_refused_naming_the_form(url, message, 
 def test_publish_every_takes_a_time_or_a_whole_number_of_records(every, tmp_path):
     with pytest.raises(UsageError, match="--publish-every"):
         train("kmeans", "redis://127.0.0.1:1/s", tmp_path, hyperparameters={"k": 2}, publish_every=every)
+
+
+def test_training_waits_out_a_broker_restart_and_loses_nothing(tmp_path):
+    """Redis restarted mid-run (its data kept in an append-only file): the reader warns, tries again, goes on."""
+    b = Redis("--dir", str(tmp_path), "--appendonly", "yes", "--appendfsync", "always")
+    out, proc = tmp_path / "run", None
+    try:
+        b.put("restart", _records(HEAD))
+        proc = _train_cli(b, "restart", out)
+        _wait_checkpoint(out, proc, HEAD)
+        b.restart(down_s=1.5)  # long enough for the reader to find the broker gone
+        b.put("restart", _records(N - HEAD, HEAD))
+        _wait_checkpoint(out, proc, N)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 4, err
+    finally:
+        if proc is not None:
+            proc.kill()
+        b.close()
+    assert "lost the connection" in err and "connected again" in err
+    assert State.load(out).meta["records_seen"] == N

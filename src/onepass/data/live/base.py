@@ -47,6 +47,8 @@ from . import SCHEMES
 QUIET_S = 1.0  # no record for a second: train what waits; short enough for a slow stream, long enough that a busy
 # broker's momentary empty poll (a fetch between two batches) does not cut a batch short
 POLL_S = 0.25  # the longest a poll blocks: how soon the reader notices quiet and a closed consumer
+RECONNECT_S = 60.0  # how long a reader whose broker went away keeps trying before it stops with a DataError (a
+# broker's restart takes seconds; a run that stops still has its checkpoint, and --resume continues it)
 MAX_MESSAGES = 10_000  # messages a poll asks for: Kinesis' GetRecords limit; bounds the reader's memory
 LINE_FORMATS = ("csv", "jsonl", "libsvm")
 FORMATS = LINE_FORMATS + ("recordio-protobuf",)
@@ -73,6 +75,7 @@ class Broker:
     `where` names a message for errors ("partition 3 offset 1204")."""
 
     PARTITION = "partition"
+    TRANSIENT: tuple[type[BaseException], ...] = ()  # the client's errors of a lost connection: retried
 
     def __init__(self, inp: Input, options: dict[str, Any]):
         self.inp, self.spec, self.options = inp, inp.live, options
@@ -125,11 +128,25 @@ def read(inp: Input, file_index: int, data_format: str, *, start: dict[str, Any]
     parser = _Parser(inp.path, data_format, label, weight, columns, n_features, zero_based, meta["fields"])
     broker = open_broker(inp, {"stream_field": stream_field or "data"})
     try:
-        _lost(inp.path, broker.seek(parts), meta, allow_trimmed)
+        try:
+            trims = broker.seek(parts)
+        except broker.TRANSIENT as e:
+            raise DataError(f"cannot reach the broker ({type(e).__name__}: {e})", source=inp.path,
+                            reason="unreachable") from None
+        _lost(inp.path, trims, meta, allow_trimmed)
         skips = {p: int(v.get("skip", 0)) for p, v in parts.items() if v and v.get("skip")}
         last_record = time.monotonic()
+        down: float | None = None  # since when the broker is unreachable
         while True:
-            fetched = broker.poll(POLL_S)
+            try:
+                fetched = broker.poll(POLL_S)
+            except broker.TRANSIENT as e:  # retried; the quiet chunks below go on, so a signal still stops
+                down, fetched = _down(inp.path, e, down), []
+            else:
+                if down is not None:
+                    print(f"onepass: {inp.path}: connected again after {time.monotonic() - down:.1f} s",
+                          file=sys.stderr)
+                    down = None
             if broker.trimmed:
                 _lost(inp.path, broker.trimmed, meta, allow_trimmed)
                 broker.trimmed = []
@@ -153,6 +170,20 @@ def read(inp: Input, file_index: int, data_format: str, *, start: dict[str, Any]
                 yield Chunk(np.empty((0, 0), np.float32), None, file_index, 0, 0, 0, 0.0, quiet=True)
     finally:
         broker.close()
+
+
+def _down(name: str, e: BaseException, since: float | None) -> float:
+    """The connection is lost (a broker restarting): warn the first time, stop after RECONNECT_S; when it began."""
+    now = time.monotonic()
+    if since is None:
+        print(f"onepass: warning: {name}: lost the connection ({type(e).__name__}: {e}); trying again for "
+              f"{RECONNECT_S:g} s", file=sys.stderr)
+        since = now
+    elif now - since >= RECONNECT_S:
+        raise DataError(f"lost the connection for {RECONNECT_S:g} s ({type(e).__name__}: {e}); the last checkpoint "
+                        "holds the position: --resume continues it", source=name, reason="unreachable") from None
+    time.sleep(POLL_S)
+    return since
 
 
 def _lost(name: str, trims: list[Trimmed], meta: dict[str, Any], allowed: bool) -> None:

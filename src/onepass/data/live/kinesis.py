@@ -48,6 +48,8 @@ def client(storage_options: dict[str, Any] | None):
 
 class Kinesis(Broker):
     PARTITION = "shard"
+    TRANSIENT = (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectionClosedError,
+                 botocore.exceptions.ReadTimeoutError)
 
     def __init__(self, inp, options):
         super().__init__(inp, options)
@@ -70,8 +72,6 @@ class Kinesis(Broker):
         except botocore.exceptions.NoCredentialsError:
             raise DataError("no AWS credentials (AWS_* variables, ~/.aws or --storage-options)",
                             source=self.inp.path, reason="access denied") from None
-        except botocore.exceptions.EndpointConnectionError as e:
-            raise DataError(f"cannot reach Kinesis: {e}", source=self.inp.path, reason="unreachable") from None
 
     def _list(self) -> None:
         shards, token = {}, None

@@ -19,6 +19,7 @@ from .base import MAX_MESSAGES, Broker, Message, Trimmed, server_url
 
 class RedisStream(Broker):
     PARTITION = "stream"
+    TRANSIENT = (redis.ConnectionError, redis.TimeoutError)
 
     def __init__(self, inp, options):
         super().__init__(inp, options)
