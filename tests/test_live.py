@@ -565,3 +565,25 @@ def test_training_waits_out_a_broker_restart_and_loses_nothing(tmp_path):
         b.close()
     assert "lost the connection" in err and "connected again" in err
     assert State.load(out).meta["records_seen"] == N
+
+
+def test_bad_records_are_skipped_and_counted_once_across_a_resume(tmp_path):
+    """on_bad_record="skip": bad lines are left out and counted, named by their entry; a run paused inside a message
+    that holds one, then resumed, counts it once, as an uninterrupted run does."""
+    b = Redis()
+    try:
+        b.create("bad")
+        b.put("bad", [b"1,1", b"x,2", b"3,3\nbad\n5,5", b"6,6", b"7,y", b"8,8"])  # 5 good records, 3 bad
+        options = dict(hyperparameters={"k": 1}, mini_batch_size=2, on_bad_record="skip", max_bad_fraction=0.9)
+        whole = train("kmeans", b.url("bad"), tmp_path / "whole", max_records=5, **options).state
+        train("kmeans", b.url("bad"), tmp_path / "paused", max_records=2, **options)  # ends inside message 3
+        resumed = train("kmeans", b.url("bad"), tmp_path / "paused", resume=True, max_records=5, **options).state
+    finally:
+        b.close()
+    for state in (whole, resumed):
+        tally = state.meta["bad_records"]
+        assert (state.meta["records_seen"], tally["skipped"]) == (5, 3), tally
+        assert tally["counts"] == {"not a number": 2, "wrong field count": 1}
+    first = tally["examples"][0]
+    assert " entry " in first["source"] and first["message"].endswith("field 1 is not a number: 'x'")
+    assert torch.equal(whole.tensors["centers"], resumed.tensors["centers"])

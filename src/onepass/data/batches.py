@@ -128,9 +128,6 @@ class Stream:
                                  f"(formats that can: {', '.join(COLUMN_FORMATS)})")
             self.options["columns"] = list(columns)
         self.live_options = {"stream_field": stream_field, "allow_trimmed": bool(allow_trimmed)}
-        if self.live and on_bad_record == "skip":
-            raise UsageError(f"{self.name}: --on-bad-record skip is not available for a live stream yet; a bad "
-                             "record stops training, naming its partition and offset")
         policy, fraction = resolve_bad_records(on_bad_record, max_bad_fraction)
         self.bad: BadRecords | None = None  # the tally under skip; None under fail (readers raise)
         if policy == "skip":
@@ -213,7 +210,7 @@ class Stream:
             if self.inputs[i].live is not None:  # a position per partition, not an offset (data/live/base.py)
                 yield from live.read(self.inputs[i], i, self.format, start=at["offset"] if at else None,
                                      label=self.label_column, header=self.header, **self.options,
-                                     **self.live_options)
+                                     **self.live_options, **extra)
                 continue
             yield from read(self.inputs[i], i, label=self.label_column, header=self.header,
                             start=int(at["offset"]) if at else 0,
@@ -343,12 +340,12 @@ class Stream:
         # offset_line: the line (CSV) at `offset`, so that errors after a resume name the right lines
         position = {"file": ch.file, "path": self.inputs[ch.file].path, "offset": ch.offset,
                     "skip": ch.base + s, "line": ch.line + s, "offset_line": ch.line, "records": records}
-        if ch.at is not None:  # a live stream: every partition's position before the next record
-            position.update(offset=ch.at(s), skip=0)
         if self.stride:
             position["index"] = at + s
         if bad is not None:  # the skipped records after `offset` already counted (a resumed run leaves them out)
             position["bad_skip"] = bad.pop("bad_skip")
+        if ch.at is not None:  # a live stream: every partition's position before the next record, which says
+            position.update(offset=ch.at(s), skip=0, bad_skip=0)  # which bad records were counted (live/base.py)
         fraction = (sum(sizes[:ch.file]) + ch.fraction * sizes[ch.file]) / total if total else None
         return Batch(x, y, position, fraction, w, bad)
 

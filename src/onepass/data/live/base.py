@@ -115,7 +115,7 @@ def open_broker(inp: Input, options: dict[str, Any]) -> Broker:
 def read(inp: Input, file_index: int, data_format: str, *, start: dict[str, Any] | None = None,
          label: str | int | None = None, header: bool | None = None, weight: str | int | None = None,
          columns: list[str | int] | None = None, n_features: int | None = None, zero_based: bool = False,
-         stream_field: str | None = None, allow_trimmed: bool = False, **_: Any) -> Iterator[Chunk]:
+         stream_field: str | None = None, allow_trimmed: bool = False, bad=None, **_: Any) -> Iterator[Chunk]:
     """Chunks of the live stream `inp` from the position `start` (a chunk's `at`; None: every partition's start),
     never ending; an empty chunk when the stream is quiet (see the module's docstring)."""
     if data_format not in FORMATS:
@@ -125,7 +125,7 @@ def read(inp: Input, file_index: int, data_format: str, *, start: dict[str, Any]
     start = dict(start or {})
     parts: dict[str, dict] = dict(start.get("partitions") or {})
     meta = {"lost": dict(start.get("lost") or {}), "fields": start.get("fields")}
-    parser = _Parser(inp.path, data_format, label, weight, columns, n_features, zero_based, meta["fields"])
+    parser = _Parser(inp.path, data_format, label, weight, columns, n_features, zero_based, meta["fields"], bad)
     broker = open_broker(inp, {"stream_field": stream_field or "data"})
     try:
         try:
@@ -134,7 +134,7 @@ def read(inp: Input, file_index: int, data_format: str, *, start: dict[str, Any]
             raise DataError(f"cannot reach the broker ({type(e).__name__}: {e})", source=inp.path,
                             reason="unreachable") from None
         _lost(inp.path, trims, meta, allow_trimmed)
-        skips = {p: int(v.get("skip", 0)) for p, v in parts.items() if v and v.get("skip")}
+        skips = {p: int(v["skip"]) for p, v in parts.items() if v and "skip" in v}
         last_record = time.monotonic()
         down: float | None = None  # since when the broker is unreachable
         while True:
@@ -153,7 +153,7 @@ def read(inp: Input, file_index: int, data_format: str, *, start: dict[str, Any]
             got = False
             for partition, messages, done in fetched:
                 if messages:
-                    chunk = parser.chunk(broker, partition, messages, skips.pop(partition, 0), parts, meta,
+                    chunk = parser.chunk(broker, partition, messages, skips.pop(partition, None), parts, meta,
                                          file_index)
                     parts = {**parts, partition: broker.after(partition, messages[-1][0])}
                     meta = {**meta, "fields": parser.fields}
@@ -207,16 +207,19 @@ class _Parser:
     """Messages to a chunk: the format's reader over one block of payloads, errors renamed to the message."""
 
     def __init__(self, name: str, data_format: str, label, weight, columns, n_features, zero_based,
-                 fields: list | None):
-        self.name, self.format = name, data_format
+                 fields: list | None, bad=None):
+        self.name, self.format, self.bad = name, data_format, bad  # bad: on_bad_record="skip"
         self.label, self.weight, self.columns = label, weight, columns
         self.options = {"n_features": n_features, "zero_based": zero_based} if data_format == "libsvm" else {}
         # JSON lines: the fields taken are pinned by name from the stream's first record (and kept in the
         # position), so that a message whose first object lists its keys in another order reads alike
         self.fields = fields
 
-    def chunk(self, broker: Broker, partition: str, messages: list[Message], skip: int,
+    def chunk(self, broker: Broker, partition: str, messages: list[Message], skip: int | None,
               before: dict[str, dict], meta: dict[str, Any], file_index: int) -> Chunk | None:
+        """The records of `messages` (consecutive, of one partition); `skip`: records of the first message trained
+        before a resume (None: not resumed inside it)."""
+        resumed, skip = skip is not None, skip or 0
         payloads = [p or b"" for _, p in messages]
         block = None
         if self.format == "recordio-protobuf":  # each padded to 4 bytes (a lone record's padding may be missing)
@@ -232,16 +235,24 @@ class _Parser:
         if not sum(counts) - skip:
             return None
         try:
-            x, y, w = self._parse(block if block is not None else b"".join(payloads))
+            x, y, w, events = self._parse(block if block is not None else b"".join(payloads))
         except DataError as e:
             raise self._renamed(e, broker, partition, messages, payloads, counts) from None
+        if events:  # on_bad_record="skip": each message's good records, and the errors named by message
+            payloads = [p if p.endswith(b"\n") or not p else p + b"\n" for p in payloads]
+            lines = np.cumsum([p.count(b"\n") for p in payloads]).tolist()
+            for k, e in events:
+                counts[min(bisect.bisect_left(lines, e.line or 1), len(messages) - 1)] -= 1
+            events = [(k, self._renamed(e, broker, partition, messages, payloads, counts)) for k, e in events]
         if len(x) != sum(counts):
             raise DataError(f"{broker.where(partition, messages[0][0])} to {broker.where(partition, messages[-1][0])}"
                             f": read {len(x)} records where the messages hold {sum(counts)} lines",
                             source=self.name, reason="parse error")
-        if skip:  # a batch ended inside the first message before the checkpoint
+        if resumed:  # a batch ended inside the first message before the checkpoint
             x, y, w = x[skip:], None if y is None else y[skip:], None if w is None else w[skip:]
             counts = [counts[0] - skip] + counts[1:]
+            # its bad records before the next good one were counted then (the batcher counts up to that record)
+            events = [(k - skip, e) for k, e in events if k > skip]
         cum = np.concatenate([[0], np.cumsum(counts)]).tolist()
         ids = [m for m, _ in messages]
         prev = before.get(partition)
@@ -255,12 +266,10 @@ class _Parser:
                 i = bisect.bisect_right(cum, s) - 1  # the message that holds record s
                 k = s - cum[i] + (skip if i == 0 else 0)
                 pos = dict(prev or {}) if i == 0 else broker.after(partition, ids[i - 1])
-                pos.pop("skip", None)
-                if k:
-                    pos["skip"] = k
+                pos["skip"] = k  # (0 too: the message's bad records before record s were counted, see chunk)
             return {"partitions": {**before, partition: pos}, "lost": meta["lost"], "fields": fields}
 
-        return Chunk(x, y, file_index, 0, 0, 1, 0.0, w, at=at)
+        return Chunk(x, y, file_index, 0, 0, 1, 0.0, w, events or None, at=at)
 
     def _parse(self, block: bytes):
         from .. import recordio
@@ -271,17 +280,24 @@ class _Parser:
             if not isinstance(x, np.ndarray):
                 raise DataError("sparse RecordIO-protobuf records: a live stream reads dense records only",
                                 source=self.name, reason="mixed kinds")
-            return x, y, None
+            return x, y, None, []
         from ..batches import READERS
         label, weight, columns = self.label, self.weight, self.columns
         if self.format == "jsonl":
             label, weight, columns = self._pinned(block)
         chunks = list(READERS[self.format](Input(_BLOCK, len(block), memory=block), 0, label=label, header=False,
-                                           weight=weight, columns=columns, **self.options))
+                                           weight=weight, columns=columns, **self.options,
+                                           **({"bad": self.bad} if self.bad is not None else {})))
+        if not chunks:
+            return np.empty((0, 0), np.float32), None, None, []
+        events, before = [], 0
+        for c in chunks:  # a block parsed as several chunks: number its bad records' places over the block
+            events += [(k + before, e) for k, e in c.bad or ()]
+            before += len(c)
         x = chunks[0].x if len(chunks) == 1 else np.concatenate([c.x for c in chunks])
         y = None if chunks[0].y is None else np.concatenate([c.y for c in chunks])
         w = None if chunks[0].w is None else np.concatenate([c.w for c in chunks])
-        return x, y, w
+        return x, y, w, events
 
     def _pinned(self, block: bytes):
         """JSON lines: (label, weight, feature fields) by name, fixed by the stream's first record."""
