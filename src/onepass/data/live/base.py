@@ -23,6 +23,13 @@ Quiet. When no record arrived for `QUIET_S`, the reader hands on an empty chunk:
 a smaller batch (so a slow stream's records do not wait for a full one), and the trainer gets to look at its clock
 and at signals. A quiet stream never ends the read.
 
+Bad records. Under on_bad_record="skip" the file readers leave bad lines out and say where they were; each is named
+by its message (entry, offset, sequence number) and counted in the tally. A position inside a message always
+carries `skip` (0 too), which tells a resumed reader that the message's bad lines before that record were counted.
+
+Connections. A broker that goes away (a restart, a network blip) is asked again every POLL_S for RECONNECT_S, the
+quiet chunks going on meanwhile, so a signal still stops training with a checkpoint; then a DataError.
+
 Formats. Records are parsed by the file readers (CSV, JSON lines, LibSVM: one record a line, any number of lines a
 message; RecordIO-protobuf: any number of records a message), a poll's messages at a time, as one block.
 """
