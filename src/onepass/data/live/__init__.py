@@ -21,9 +21,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from ...errors import UsageError
 
-# scheme -> (module, the client package a user installs, what the URL names)
-SCHEMES = {"redis": ("redis_streams", "redis", "stream key"), "nats": ("jetstream", "nats-py", "stream"),
-           "kafka": ("kafka", "confluent-kafka", "topic"), "kinesis": ("kinesis", "boto3", "stream")}
+# scheme -> (module, the onepass extra that installs its client, what the URL names)
+SCHEMES = {"redis": ("redis_streams", "redis", "stream key"), "nats": ("jetstream", "nats", "stream"),
+           "kafka": ("kafka", "kafka", "topic"), "kinesis": ("kinesis", "kinesis", "stream")}
 DEFAULT_PORTS = {"redis": 6379, "nats": 4222, "kafka": 9092}
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 

@@ -111,12 +111,12 @@ def server_url(url: str) -> str:
 
 
 def open_broker(inp: Input, options: dict[str, Any]) -> Broker:
-    module, package, _ = SCHEMES[inp.live.scheme]
+    module, extra, _ = SCHEMES[inp.live.scheme]
     try:
         return importlib.import_module(f".{module}", __package__).open(inp, options)
     except ImportError as e:
-        raise UsageError(f"{inp.path}: reading {inp.live.scheme}:// streams needs the {package} package "
-                         f"(pip install {package}): {e}") from None
+        raise UsageError(f"{inp.path}: reading {inp.live.scheme}:// streams needs its client "
+                         f"(pip install 'onepass[{extra}]'): {e}") from None
 
 
 def read(inp: Input, file_index: int, data_format: str, *, start: dict[str, Any] | None = None,
