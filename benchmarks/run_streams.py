@@ -225,6 +225,70 @@ def measure(broker, name: str, n: int, d: int) -> dict:
     return row
 
 
+def produce(broker, rate: int, change_s: float, start: float, stop) -> None:
+    """`rate` records a second into the stream, labelled x0 > 0 until `change_s`, then x0 < 0."""
+    rng = np.random.default_rng(1)
+    while not stop.is_set():
+        flipped = time.monotonic() - start >= change_s
+        x = rng.normal(size=(rate // 10, 2))
+        y = (x[:, 0] > 0) != flipped
+        broker.put([f"{int(c)},{a:.4f},{b:.4f}".encode() for c, (a, b) in zip(y, x)])
+        time.sleep(0.1)
+
+
+def freshness(rate: int, change_s: float, after_s: float, publish: str) -> dict:
+    """Seconds from a moved class boundary until the served model's accuracy recovers: records stream into Redis at
+    `rate` a second, labelled x0 > 0 until `change_s`, x0 < 0 after; `onepass train linear_learner --publish-every`
+    trains on them and `onepass serve`'s app answers from each newest model; once a second the served model labels
+    500 fresh records of the current concept."""
+    import http.client
+    import threading
+
+    import uvicorn
+
+    from onepass.serving import Settings, create_app
+
+    broker = Redis()
+    run = Path(tempfile.mkdtemp()) / "run"
+    stop, start = threading.Event(), time.monotonic()
+    threading.Thread(target=produce, args=(broker, rate, change_s, start, stop), daemon=True).start()
+    time.sleep(0.5)  # the stream exists before the trainer looks for it
+    trainer = subprocess.Popen([sys.executable, "-m", "onepass", "train", "linear_learner", "--data", broker.url,
+                                "--out", str(run), "--predictor-type", "binary_classifier", "--label-column", "first",
+                                "--mini-batch-size", "200", "--publish-every", publish, "--quiet"],
+                               stderr=subprocess.DEVNULL)
+    while not (run / "model.safetensors").exists():
+        time.sleep(0.2)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(Settings(model=str(run))), host="127.0.0.1", port=port,
+                                           log_level="error", access_log=False))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+    rng, curve = np.random.default_rng(2), []
+    try:
+        while time.monotonic() - start < change_s + after_s:
+            t = time.monotonic() - start
+            x = rng.normal(size=(500, 2))
+            truth = (x[:, 0] > 0) != (t >= change_s)
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            conn.request("POST", "/invocations", "\n".join(f"{a},{b}" for a, b in x), {"Content-Type": "text/csv"})
+            answers = json.loads(conn.getresponse().read())["predictions"]
+            conn.close()
+            curve.append((round(t, 1), float(np.mean([a["predicted_label"] == c for a, c in zip(answers, truth)]))))
+            time.sleep(1.0)
+    finally:
+        stop.set()
+        server.should_exit = True
+        trainer.terminate()
+        trainer.wait(60)
+        broker.proc.kill()
+    before = max(a for t, a in curve if t < change_s)
+    recovered = next((t for t, a in curve if t >= change_s and a >= 0.9 * before), None)
+    return {"rate": rate, "change_s": change_s, "publish_every": publish, "accuracy_before": before,
+            "recovered_after_s": None if recovered is None else round(recovered - change_s, 1), "curve": curve}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=100_000)
@@ -232,7 +296,14 @@ def main() -> None:
     ap.add_argument("--features", type=int, default=20)
     ap.add_argument("--brokers", default="redis,nats,kafka,kinesis")
     ap.add_argument("--out", default=str(HERE / "results_streams.json"))
+    ap.add_argument("--freshness", action="store_true", help="measure freshness instead (Redis, linear learner)")
     args = ap.parse_args()
+    if args.freshness:
+        result = freshness(rate=1000, change_s=40, after_s=80, publish="10s")
+        out = HERE / "results_freshness.json" if args.out == str(HERE / "results_streams.json") else Path(args.out)
+        out.write_text(json.dumps(result, indent=1) + "\n")
+        print({k: v for k, v in result.items() if k != "curve"})
+        return
     rows = []
     for name in args.brokers.split(","):
         cls = {"redis": Redis, "nats": Nats, "kafka": Kafka, "kinesis": Kinesis}[name]
