@@ -137,9 +137,14 @@ class Nats:
     def __init__(self):
         exe = _installed("nats-server", "nats")
         self.port = _free_port()
-        self.dir = tempfile.mkdtemp(prefix="onepass-nats-")
-        self.proc = _start([exe, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", self.dir], self.port,
-                           "nats-server")
+        self.dir = tempfile.mkdtemp(prefix="onepass-nats-")  # streams on disk: they outlive a restart
+        self.cmd = [exe, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", self.dir]
+        self.proc = _start(self.cmd, self.port, "nats-server")
+
+    def restart(self, down_s: float) -> None:
+        _stop(self.proc)
+        time.sleep(down_s)
+        self.proc = _start(self.cmd, self.port, "nats-server")
 
     def _do(self, work):
         import asyncio
@@ -545,11 +550,13 @@ def test_publish_every_takes_a_time_or_a_whole_number_of_records(every, tmp_path
         train("kmeans", "redis://127.0.0.1:1/s", tmp_path, hyperparameters={"k": 2}, publish_every=every)
 
 
-def test_training_waits_out_a_broker_restart_and_loses_nothing(tmp_path):
-    """Redis restarted mid-run (its data kept in an append-only file): the reader warns, tries again, goes on."""
-    b = Redis("--dir", str(tmp_path), "--appendonly", "yes", "--appendfsync", "always")
+@pytest.mark.parametrize("kind", ["redis", "nats"])
+def test_training_waits_out_a_broker_restart_and_loses_nothing(kind, tmp_path):
+    """The broker restarted mid-run (its data kept on disk): the reader warns, tries again, goes on."""
+    b = Redis("--dir", str(tmp_path), "--appendonly", "yes", "--appendfsync", "always") if kind == "redis" else Nats()
     out, proc = tmp_path / "run", None
     try:
+        b.create("restart")
         b.put("restart", _records(HEAD))
         proc = _train_cli(b, "restart", out)
         _wait_checkpoint(out, proc, HEAD)

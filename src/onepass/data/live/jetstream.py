@@ -25,56 +25,80 @@ INACTIVE_S = 60.0  # the server drops the consumer of a reader gone this long (a
 
 class JetStream(Broker):
     PARTITION = "stream"
+    # a server gone away (restarting): the reader connects again and makes a new consumer at the next sequence
+    TRANSIENT = (OSError, nats.errors.ConnectionClosedError, nats.errors.NoServersError,
+                 nats.errors.ConnectionReconnectingError, nats.errors.StaleConnectionError,
+                 nats.errors.UnexpectedEOF, nats.errors.NoRespondersError)
 
     def __init__(self, inp, options):
         super().__init__(inp, options)
         self.stream = self.spec.name
         self.loop = asyncio.new_event_loop()
         self.nc = self.sub = None
-        self.next_seq = 1
+        self.next_seq, self.fresh = 1, True
 
     def _run(self, coro):
         return self.loop.run_until_complete(coro)
 
-    def seek(self, positions: dict[str, dict]) -> list[Trimmed]:
-        pos = positions.get(self.stream) or {}
+    def _connect(self):
+        """A connection and the stream's info; a missing stream is a DataError."""
+        if self.nc is not None:
+            try:
+                self._run(self.nc.close())
+            except Exception:  # already broken: nothing to close cleanly
+                pass
+        self.nc = self.sub = None
+        self.nc = self._run(nats.connect(server_url(self.inp.connect), connect_timeout=10, allow_reconnect=False))
+        self.js = self.nc.jetstream()
         try:
-            self.nc = self._run(nats.connect(server_url(self.inp.connect), connect_timeout=10, max_reconnect_attempts=3,
-                                             allow_reconnect=True))
-            self.js = self.nc.jetstream()
-            info = self._run(self.js.stream_info(self.stream))
+            return self._run(self.js.stream_info(self.stream))
         except nats.js.errors.NotFoundError:
             raise DataError(f"no JetStream stream {self.stream!r} on the server", source=self.inp.path,
                             reason="missing") from None
-        except (OSError, nats.errors.Error) as e:
-            raise DataError(f"cannot reach the server: {type(e).__name__} {e}", source=self.inp.path,
-                            reason="unreachable") from None
-        trims = []
-        if "last" in pos:
-            self.next_seq = int(pos["last"]) + 1
-            first = int(info.state.first_seq)
-            if first > self.next_seq:
-                trims.append(Trimmed(self.stream, first - self.next_seq,
-                                     f"stream {self.stream} sequences {self.next_seq}..{first - 1}"))
-                self.next_seq = first
+
+    def _subscribe(self, info) -> None:
+        """An ephemeral consumer from the next sequence to read (a stream trimmed past it is counted first)."""
+        first = int(info.state.first_seq)
+        if self.fresh:  # nothing read yet: the stream starts where it starts
+            self.next_seq = max(self.next_seq, first)
+        elif first > self.next_seq:
+            self.trimmed.append(Trimmed(self.stream, first - self.next_seq,
+                                        f"stream {self.stream} sequences {self.next_seq}..{first - 1}"))
+            self.next_seq = first
         config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=self.next_seq,
                                 ack_policy=AckPolicy.NONE, inactive_threshold=INACTIVE_S)
         consumer = self._run(self.js.add_consumer(self.stream, config))
         self.sub = self._run(self.js.pull_subscribe_bind(consumer.name, self.stream))
+
+    def seek(self, positions: dict[str, dict]) -> list[Trimmed]:
+        pos = positions.get(self.stream) or {}
+        self.next_seq, self.fresh = (int(pos["last"]) + 1, False) if "last" in pos else (1, True)
+        try:
+            info = self._connect()
+        except self.TRANSIENT as e:
+            raise DataError(f"cannot reach the server: {type(e).__name__} {e}", source=self.inp.path,
+                            reason="unreachable") from None
+        self._subscribe(info)
+        trims, self.trimmed = self.trimmed, []
         return trims
 
     def poll(self, timeout: float) -> list[tuple[str, list[Message], bool]]:
+        if self.sub is None or self.nc.is_closed:
+            self._subscribe(self._connect())  # raises a TRANSIENT error while the server is away
         try:
             msgs = self._run(self.sub.fetch(MAX_MESSAGES, timeout=timeout))
         except (nats.errors.TimeoutError, asyncio.TimeoutError):  # nothing new (nats-py raises either, by path)
             return []
+        except self.TRANSIENT:
+            self.sub = None
+            raise
         messages = []
         for m in msgs:
             seq = int(m.metadata.sequence.stream)
             if seq > self.next_seq:
                 self.trimmed.append(Trimmed(self.stream, seq - self.next_seq,
                                             f"stream {self.stream} sequences {self.next_seq}..{seq - 1}"))
-            self.next_seq = seq + 1
+            self.next_seq, self.fresh = seq + 1, False
             messages.append((seq, m.data))
         return [(self.stream, messages, False)] if messages else []
 
