@@ -171,6 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "CUDA lets processes share a GPU)")
     _add_data_options(t)
     _add_bad_record_options(t)
+    t.add_argument("--publish-every", metavar="T|N", help="publish a model into DIR every T (60s, 5m, 1h) or N "
+                   "records while training: models/ keeps the last versions, model.safetensors (which serve "
+                   "reloads) is the newest")
+    t.add_argument("--stream-field", metavar="FIELD", help="a live Redis stream: the entry's field that holds the "
+                   "record (default data)")
+    t.add_argument("--allow-trimmed", action="store_true", default=None, help="a live stream trimmed past the "
+                   "position to read from (retention, MAXLEN) goes on from its oldest record, the loss counted and "
+                   "warned of (default: an error naming the partition and how many records were lost)")
 
     f = sub.add_parser("finalize", allow_abbrev=False, help="another model from a state, without reading data",
                        description="A model from the state in DIR (or a state file), chosen by --CHOICE VALUE "
@@ -384,7 +392,8 @@ def _train(args, hp: dict[str, Any]):
                  checkpoint_seconds=args.checkpoint_seconds or None, resume=args.resume,
                  init_from=args.init_from, overwrite=args.overwrite, epoch_cache_mib=args.epoch_cache_mib,
                  processes=distributed.Processes(args.sync_every, args.dist_timeout, args.dist_backend),
-                 progress=_progress(args.quiet or distributed.rank() > 0), **_stream_options(args))
+                 progress=_progress(args.quiet or distributed.rank() > 0), publish_every=args.publish_every,
+                 **_stream_options(args), stream_field=args.stream_field, allow_trimmed=args.allow_trimmed)
 
 
 def _make_folder(path: Path, option: str) -> bool:

@@ -29,9 +29,11 @@ from .algorithms.base import Model
 from .data.bad_records import BadRecords, resolve as resolve_bad_records
 from .data import memory
 from .data.batches import Stream
+from .data.live import is_live
 from .data.epoch_cache import DEFAULT_MIB as DEFAULT_CACHE_MIB, CacheBudget, EpochCache
 from .errors import IncompatibleStateError, Interrupted, UsageError
 from .progress import Metrics, Progress
+from .publish import Publisher, parse_every
 from .state import MODEL_FILE, STATE_FILE, State
 
 METRICS_FILE = "metrics.jsonl"
@@ -39,7 +41,7 @@ METRICS_FILE = "metrics.jsonl"
 # milliseconds and the write (serialize, hash, two fsyncs) 5-10 ms of it; a crash then loses at most a second.
 EPOCH_CHECKPOINT_GAP_S = 1.0
 DATA_KEYS = ("data_format", "label_column", "zero_based", "weight_column", "columns", "query", "on_bad_record",
-             "max_bad_fraction", "text_column")  # the data options a checkpoint keeps (RUN_KEYS), so that --resume reads alike
+             "max_bad_fraction", "text_column", "stream_field")  # the data options a checkpoint keeps (RUN_KEYS)
 RUN_KEYS = ("mini_batch_size", "seed") + DATA_KEYS
 
 
@@ -109,7 +111,7 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
           resume: bool = False, init_from: str | Path | None = None, overwrite: bool = False,
           epoch_cache_mib: float | None = None, max_records: int | None = None,
           processes: distributed.Processes | None = None, progress: Progress | None = None, on_event=None,
-          **stream_options: Any) -> TrainResult:
+          publish_every: str | int | None = None, **stream_options: Any) -> TrainResult:
     """Train `algorithm` on `data` into the run folder `out`. See the module docstring.
 
     data, validation, test: a `Stream`, or anything a `Stream` reads (a path, glob, folder, URL, ``-``; a NumPy
@@ -137,6 +139,11 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
 
     processes: how several processes train together under torchrun (`distributed.Processes`: sync_every,
     timeout, backend); ignored when this process runs alone.
+
+    A live stream (``redis://``, ``nats://``, ``kafka://``, ``kinesis://``: data/live) is read until stopped
+    (SIGTERM or SIGINT write a checkpoint; `resume=True` continues at the next record), in one epoch.
+    publish_every: ``"60s"`` (a time) or a number of records: finalize and publish a model into `out` that often
+    (publish.py: `models/` keeps the last versions; model.safetensors, which `onepass serve` reloads, is the newest).
 
     on_event: a function called with every event of metrics.jsonl (a dict: "event", "time" and its fields), just
     after the line is written: start, checkpoint, validation, epoch, bad_records, early_stop, finished, ... An
@@ -167,6 +174,14 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
                          "--init-from starts a new run from an earlier state")
     if max_records is not None and max_records < 1:
         raise UsageError(f"max_records must be at least 1, got {max_records}")
+    live = is_live(spec["source"])
+    if live:  # a live stream never ends: one epoch, read until stopped
+        if given.get("epochs") not in (None, 1, "1"):
+            raise UsageError(f"--epochs {given['epochs']}: {spec['source']} is a live stream, read once as it comes "
+                             "(train runs until stopped); give --epochs 1 or none")
+        given["epochs"] = 1
+    parse_every(publish_every)  # refused now, before any work; the publisher is made once the state is known
+    publisher: Publisher | None = None
 
     # Under torchrun: join the other processes, checking they were all given the same (distributed.py).
     session, dev = distributed.Session.from_env(dev, algo, dict(
@@ -253,7 +268,10 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
     cache = EpochCache(stream, budget)
     val_cache = EpochCache(val_stream, budget) if val_stream is not None else None
     out.mkdir(parents=True, exist_ok=True)
-    (out / MODEL_FILE).unlink(missing_ok=True)  # a model appears only once this run has finished
+    if not live and publish_every is None:
+        (out / MODEL_FILE).unlink(missing_ok=True)  # a model appears only once this run has finished
+    if publish_every is not None:
+        publisher = Publisher(out, publish_every, state.meta.get("records_seen", 0) if state is not None else 0)
     metrics = Metrics(out / (session.metrics_name if session else METRICS_FILE), on_event)
     progress = progress or Progress()
     start_epoch = 0
@@ -315,15 +333,26 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
                 # closed however the loop ends, so the read-ahead thread stops before the process exits
                 with closing(cache.batches(hp["mini_batch_size"], start=position, prefetch=read_ahead)) as batches:
                     for batch in (session.batches(batches, lambda: state, checkpoint) if session else batches):
-                        if state is None:
+                        if not len(batch):  # a quiet live stream: nothing to train, a look at signals and the clock
+                            if stop.signal is not None and state is None:
+                                raise Interrupted(f"stopped by {signal.Signals(stop.signal).name} before any record "
+                                                  f"arrived from {stream.name}")
+                            if state is None:
+                                continue
+                        elif state is None:
                             state = algo.init(hp, batch.x.shape[1], seed, dev)
                             if val_stream is not None:  # validated on that source, nothing held out
                                 state.meta["external_validation"] = True
-                        state = algo.update(state, batch)
-                        state.meta["position"] = {"epoch": epoch, **batch.position}
-                        if batch.bad is not None:
-                            state.meta["bad_records"] = batch.bad
-                        progress.update(state.meta["records_seen"], batch.fraction, epoch, epochs)
+                        if len(batch):
+                            state = algo.update(state, batch)
+                            state.meta["position"] = {"epoch": epoch, **batch.position}
+                            if batch.bad is not None:
+                                state.meta["bad_records"] = batch.bad
+                            progress.update(state.meta["records_seen"], batch.fraction, epoch, epochs)
+                        if publisher is not None and publisher.due(state.meta["records_seen"]):
+                            version = publisher.publish(algo.finalize(state), state.meta["records_seen"])
+                            metrics.log("published", model=str(version), records_seen=state.meta["records_seen"],
+                                        position=state.meta.get("position"))
                         if stop.signal is not None:
                             checkpoint(f"signal {signal.Signals(stop.signal).name}")
                             raise Interrupted(f"stopped by {signal.Signals(stop.signal).name} after "

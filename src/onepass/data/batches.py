@@ -21,6 +21,7 @@ from . import arrow, csv, jsonl, libsvm, npy, npz, parquet
 from . import sql
 from . import recordio
 from . import memory
+from .live import base as live
 from .bad_records import BadRecords, resolve as resolve_bad_records
 from .chunks import Chunk
 from .sources import Input, detect_format, resolve
@@ -94,6 +95,9 @@ class Stream:
     text_column:  the column (name or index) of CSV, JSON lines or Parquet records that holds raw text, for an
                   algorithm that makes examples of text (the topic model; data/text.py); plain text files, one
                   document a line, are ``data_format="text"``.
+    stream_field: a live Redis stream: the entry's field that holds the record (default ``data``).
+    allow_trimmed: a live stream trimmed past the position to read from (retention, MAXLEN) goes on from its oldest
+                  record with a warning and the loss counted, instead of a DataError (data/live/base.py).
     """
 
     def __init__(self, source, data_format: str | None = None, label_column: str | int | None = None,
@@ -102,14 +106,16 @@ class Stream:
                  shard: tuple[int, int] | None = None, storage_options: dict[str, Any] | None = None,
                  query: str | None = None, on_bad_record: str | None = None,
                  max_bad_fraction: float | None = None, id_column: str | int | None = None,
-                 text_column: str | int | None = None):
+                 text_column: str | int | None = None, stream_field: str | None = None,
+                 allow_trimmed: bool | None = None):
         # what the stream was made from: `replace` makes another with some of it changed (the trainer's shard,
         # a LibSVM width from the algorithm's feature_dim, what a checkpoint says on --resume)
         self.spec: dict[str, Any] = dict(
             source=source, data_format=data_format, label_column=label_column, header=header, n_features=n_features,
             zero_based=zero_based, weight_column=weight_column, columns=columns, shard=shard,
             storage_options=storage_options, query=query, on_bad_record=on_bad_record,
-            max_bad_fraction=max_bad_fraction, id_column=id_column, text_column=text_column)
+            max_bad_fraction=max_bad_fraction, id_column=id_column, text_column=text_column,
+            stream_field=stream_field, allow_trimmed=allow_trimmed)
         self.source = source
         self.text_column = text_column
         if memory.holds(source):  # arrays, tensors, (X, y) or an iterable of them or of Batches
@@ -143,6 +149,7 @@ class Stream:
             if self.format != "csv":
                 raise UsageError(f"--id-column: {self.format} input cannot carry an id column yet (CSV can)")
             self.options["keep"] = id_column
+        self.live_options = {"stream_field": stream_field, "allow_trimmed": bool(allow_trimmed)}
         policy, fraction = resolve_bad_records(on_bad_record, max_bad_fraction)
         self.bad: BadRecords | None = None  # the tally under skip; None under fail (readers raise)
         if policy == "skip":
@@ -163,6 +170,9 @@ class Stream:
             raise UsageError(f"shard ({rank}, {world}): the rank must lie in 0..{world - 1}")
         if world == 1:
             return
+        if self.live:
+            raise UsageError(f"{self.name}: a live stream is read by one process (sharing its partitions out "
+                             "between processes is not available yet)")
         if any(i.path == "-" for i in self.inputs):
             raise UsageError(f"standard input cannot be shared out between {world} processes; give files")
         if len(self.inputs) >= world:
@@ -176,6 +186,8 @@ class Stream:
         format, or for one that may be either by a look at the first record; a source that cannot be looked at
         (a FIFO) is taken as dense, and a sparse record in it is then refused (see _rebatch)."""
         peek = EITHER_FORMATS.get(self.format)
+        if self.live:  # nothing to look at before the first message: dense, and a sparse record is refused
+            return self.format in SPARSE_FORMATS
         return self.format in SPARSE_FORMATS or bool(peek and self.inputs and peek(self.inputs[0]))
 
     @property
@@ -187,6 +199,11 @@ class Stream:
     @property
     def seekable(self) -> bool:
         return all(i.seekable for i in self.inputs)
+
+    @property
+    def live(self) -> bool:
+        """A live stream (Redis, NATS, Kafka, Kinesis: data/live), which never ends."""
+        return any(i.live is not None for i in self.inputs)
 
     @property
     def piped(self) -> bool:
@@ -212,6 +229,11 @@ class Stream:
         for i in range(first, len(self.inputs)):
             at = start if (start and i == first) else None
             extra = {"bad": self.bad} if self.bad is not None else {}
+            if self.inputs[i].live is not None:  # a position per partition, not an offset (data/live/base.py)
+                yield from live.read(self.inputs[i], i, self.format, start=at["offset"] if at else None,
+                                     label=self.label_column, header=self.header, **self.options,
+                                     **self.live_options, **extra)
+                continue
             if self.format == "csv":
                 extra["on_header"] = self._heard_header
             yield from read(self.inputs[i], i, label=self.label_column, header=self.header,
@@ -292,6 +314,15 @@ class Stream:
                         tally.add(events[ei][1])  # by stride: the rank of the next record counts it
                     ei, at_offset = ei + 1, at_offset + 1
 
+            if ch.quiet:  # a live stream without news: train what waits, or let the trainer look at its clock
+                if have:
+                    records += have
+                    yield self._batch(xs, ys, ws, last, len(last), records, sizes, total)
+                    xs, ys, ws, have = [], [], [], 0
+                else:
+                    yield Batch(torch.empty((0, dim or 0)))
+                continue
+            last = ch
             if not len(ch):  # every record of it was bad
                 at = index
                 count(0)
@@ -364,6 +395,8 @@ class Stream:
             position["index"] = at + s
         if bad is not None:  # the skipped records after `offset` already counted (a resumed run leaves them out)
             position["bad_skip"] = bad.pop("bad_skip")
+        if ch.at is not None:  # a live stream: every partition's position before the next record, which says
+            position.update(offset=ch.at(s), skip=0, bad_skip=0)  # which bad records were counted (live/base.py)
         fraction = (sum(sizes[:ch.file]) + ch.fraction * sizes[ch.file]) / total if total else None
         return Batch(x, y, position, fraction, w, bad, np.concatenate(ids) if ids else None)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
@@ -26,6 +27,9 @@ class Chunk:
     bad:      under on_bad_record="skip": the records left out, as (k, DataError) with k good records of this
               chunk before each (see bad_records.py); `base` and `offset` count good records only.
     ids:      the text of an id column (CSV with `keep`), an object array of shape (n,), or None.
+    at:       a live stream's chunk: the stream's position before its record s (`at(s)`), which replaces offset
+              and base (data/live/base.py).
+    quiet:    a live stream had no record for a while: an empty chunk, so that the records waiting are trained.
     """
 
     x: np.ndarray | CSR
@@ -38,6 +42,8 @@ class Chunk:
     w: np.ndarray | None = None
     bad: list[tuple[int, DataError]] | None = None
     ids: np.ndarray | None = None
+    at: Callable[[int], dict[str, Any]] | None = None
+    quiet: bool = False
 
     def __len__(self) -> int:
         return self.x.shape[0]

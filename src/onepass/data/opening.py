@@ -72,6 +72,8 @@ def open_input(inp: Input) -> BinaryIO:
     """A binary file object for `inp` (the caller closes it, except standard input's)."""
     if inp.path == "-":
         return sys.stdin.buffer
+    if isinstance(inp.memory, bytes):  # a block of a live stream's messages (data/live/base.py)
+        return io.BytesIO(inp.memory)
     lower = inp.path.lower()
     ext = next((e for e in COMPRESSED if lower.endswith(e)), None)
     if not inp.remote:

