@@ -302,6 +302,8 @@ def cmd_predict(args, extra: list[str]) -> int:
     if extra:
         raise UsageError(f"predict: unexpected arguments {' '.join(extra)}")
     model = Model.load(args.model)
+    if hasattr(model, "forecast_stream"):  # DeepAR: series records in, SageMaker's forecasts out
+        return _forecast(model, args)
     n_features = model.meta.get("n_features")
     stream = Stream(args.data, data_format=args.data_format, label_column=_label(args.label_column),
                     header=_header(args.csv_header), n_features=n_features, zero_based=bool(args.zero_based),
@@ -339,6 +341,30 @@ def cmd_predict(args, extra: list[str]) -> int:
             out.close()
     if stream.bad is not None:  # skipped records have no output line
         print(f"onepass predict: {stream.bad.summary()} (no output line for them)", file=sys.stderr)
+    return 0
+
+
+def _forecast(model: Model, args) -> int:
+    """`predict` for a forecaster: one SageMaker prediction object a series (jsonl), or {"predictions": [...]}
+    (json); the configuration (num_samples, output_types, quantiles) from DEEPAR_INFERENCE_CONFIG, as SageMaker's
+    batch transform takes it."""
+    if args.format == "csv":
+        raise UsageError("predict: forecasts are JSON (--format jsonl or json), not CSV")
+    try:
+        config = json.loads(os.environ.get("DEEPAR_INFERENCE_CONFIG") or "{}")
+    except json.JSONDecodeError as e:
+        raise UsageError(f"DEEPAR_INFERENCE_CONFIG is not JSON ({e})") from None
+    stream = Stream(args.data, data_format=args.data_format, storage_options=args.storage_options, query=args.query)
+    out = sys.stdout if args.output == "-" else open(args.output, "w")
+    try:
+        out.write('{"predictions":[' if args.format == "json" else "")
+        for i, pred in enumerate(model.forecast_stream(stream, config)):
+            text = json.dumps(pred)
+            out.write(text + "\n" if args.format == "jsonl" else ("," if i else "") + text)
+        out.write("]}\n" if args.format == "json" else "")
+    finally:
+        if out is not sys.stdout:
+            out.close()
     return 0
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from types import ModuleType
 
 from ..errors import UsageError
-from . import kmeans, linear, pca
+from . import deepar, kmeans, linear, pca
 
-ALGORITHMS: dict[str, ModuleType] = {kmeans.NAME: kmeans, linear.NAME: linear, pca.NAME: pca}
+ALGORITHMS: dict[str, ModuleType] = {deepar.NAME: deepar, kmeans.NAME: kmeans, linear.NAME: linear, pca.NAME: pca}
 
 
 def get(name: str) -> ModuleType:

@@ -23,6 +23,7 @@ from . import recordio
 from . import memory
 from .bad_records import BadRecords, resolve as resolve_bad_records
 from .chunks import Chunk
+from .series import SeriesRecord, read_series
 from .sources import Input, detect_format, resolve
 from .sparse import CSR
 
@@ -194,6 +195,18 @@ class Stream:
             yield from read(self.inputs[i], i, label=self.label_column, header=self.header,
                             start=int(at["offset"]) if at else 0,
                             line=int(at.get("offset_line", 1)) if at else 1, **self.options, **extra)
+
+    def series(self, start: dict[str, Any] | None = None, horizon: int = 0) -> Iterator[SeriesRecord]:
+        """The stream's records as DeepAR's series (JSON lines: `series.read_series`), one a record, from `start` (a
+        record's `position` or `next_position`); for algorithms that cut their examples from series."""
+        if self.format != "jsonl":
+            raise UsageError(f"{self.name}: series records are JSON lines ({{\"start\": ..., \"target\": [...]}}), "
+                             f"not {self.format}")
+        if self.stride:
+            raise UsageError(f"{self.name}: series are shared out between processes by file; give at least as many "
+                             "files as processes")
+        self._next_pass()
+        return read_series(self.inputs, start=start, horizon=horizon)
 
     def batches(self, batch_size: int, start: dict[str, Any] | None = None,
                 prefetch: int = 2) -> Iterator[Batch]:

@@ -64,10 +64,12 @@ class SeriesRecord:
 def read_series(source: str | os.PathLike | list, *, start: dict[str, Any] | None = None, horizon: int = 0,
                 block_size: int | None = None) -> Iterator[SeriesRecord]:
     """The validated series records of `source` (a path, glob, folder, ``-`` or a list; JSON lines, compressed or
-    not), from `start` (a record's `position` or `next_position`) when given."""
+    not; or a list of resolved `Input`s, as a `Stream` holds them), from `start` (a record's `position` or
+    `next_position`) when given."""
     if horizon < 0:
         raise UsageError(f"horizon must be 0 or more, got {horizon}")
-    inputs = resolve(source)
+    inputs = list(source) if isinstance(source, list) and source and all(isinstance(i, Input) for i in source) \
+        else resolve(source)
     first = int(start["file"]) if start else 0
     if start and first < len(inputs) and start.get("path") not in (None, inputs[first].path):
         raise UsageError(f"the source changed: input {first} was {start['path']!r}, now {inputs[first].path!r}; "
