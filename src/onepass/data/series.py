@@ -113,6 +113,14 @@ def _read(inp: Input, file_index: int, offset: int, line: int, horizon: int, blo
             f.close()
 
 
+def from_dict(rec: dict, line: int, name: str = "<records>", horizon: int = 0,
+              shape: dict[str, int] | None = None) -> SeriesRecord:
+    """A record held in memory (a dict as a JSON line holds it), validated as a line is; errors name `name` and
+    `line`, which also stands for its place (windows are drawn by it). `shape`: the first record's field counts, shared
+    by the records of one source."""
+    return _record(rec, name, line, horizon, {} if shape is None else shape, 0, name, line, line + 1)
+
+
 def _record(rec: dict, name: str, line: int, horizon: int, shape: dict[str, int], file_index: int, path: str,
             offset: int, end: int) -> SeriesRecord:
     def bad(message: str, reason: str) -> DataError:
