@@ -15,7 +15,7 @@ from torch import distributions as D
 from onepass import State, Stream, load_model, testing as T
 from onepass.algorithms import deepar, likelihoods as lik
 from onepass.data.windows import Frequency, SeriesWindows
-from onepass.errors import DataError
+from onepass.errors import DataError, UsageError
 from onepass.train import train
 
 from conftest import run_cli
@@ -237,3 +237,23 @@ def test_lags_follow_the_frequency():
     assert Frequency.parse("2H").lags()[-1] == 85  # a week of 2-hour steps, + 1
     with pytest.raises(Exception, match="time_freq = 'fortnight' is invalid"):
         Frequency.parse("fortnight")
+
+
+def test_the_python_estimator_fits_records_or_a_path_and_forecasts_quantiles(tmp_path):
+    import onepass
+
+    data = T.seasonal_series(12, 6, length=40)
+    records = [{"start": "2000-01-01", "target": row[1:-P].astype(float)} for row in data]
+    records[0]["target"][3] = np.nan  # a missing value, as a NumPy user holds it
+    est = onepass.DeepAR(prediction_length=P, time_freq="M", context_length=12, epochs=2, num_cells=8, num_layers=1,
+                         random_state=1).fit(records)
+    assert est.state_.meta["records_seen"] > 0
+    mean, q = est.predict(records), est.predict_quantiles(records, [0.1, 0.5, 0.9], num_samples=50)
+    assert mean.shape == (12, P) and q.shape == (12, 3, P)
+    assert (q[:, 0] <= q[:, 1]).all() and (q[:, 1] <= q[:, 2]).all()
+    path = _write(tmp_path / "s.jsonl", T.series_records(data, P))
+    by_path = onepass.DeepAR(prediction_length=P, time_freq="M", context_length=12, epochs=2, num_cells=8,
+                             num_layers=1, random_state=1).fit(str(path))
+    assert by_path.predict(T.series_records(data, P)).shape == (12, P)
+    with pytest.raises(UsageError, match="carry 0 cat fields and 0 dynamic features where the model has 1 and 0"):
+        by_path.predict(records)  # trained with cat codes, asked without

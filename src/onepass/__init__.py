@@ -23,7 +23,7 @@ import numpy as _np  # noqa: E402
 import torch as _torch  # noqa: E402
 
 from .algorithms import ALGORITHMS, get as get_algorithm
-from .algorithms import kmeans, pca
+from .algorithms import deepar, kmeans, pca
 from .algorithms import linear as linear_learner
 from .algorithms.base import Model
 from .data import Batch, Stream
@@ -59,13 +59,13 @@ def merge(a: State, b: State) -> State:
 
 def __getattr__(name: str):
     # The scikit-learn estimator imports scikit-learn, so it loads only when asked for.
-    if name in ("KMeans", "PCA", "LinearLearnerClassifier", "LinearLearnerRegressor"):
+    if name in ("KMeans", "PCA", "LinearLearnerClassifier", "LinearLearnerRegressor", "DeepAR"):
         from . import sklearn
         return getattr(sklearn, name)
     raise AttributeError(f"module 'onepass' has no attribute {name!r}")
 
 
-__all__ = ["ALGORITHMS", "Batch", "DataError", "IncompatibleStateError", "Interrupted", "KMeans", "Model",
+__all__ = ["ALGORITHMS", "Batch", "DeepAR", "deepar", "DataError", "IncompatibleStateError", "Interrupted", "KMeans", "Model",
            "OnepassError", "PCA", "State", "StateFileError", "Stream", "TrainResult", "UsageError",
            "LinearLearnerClassifier", "LinearLearnerRegressor", "as_tensor", "get_algorithm", "kmeans",
            "linear_learner", "load_model", "load_state", "merge", "pca", "train"]
