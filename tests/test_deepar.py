@@ -257,3 +257,30 @@ def test_the_python_estimator_fits_records_or_a_path_and_forecasts_quantiles(tmp
     assert by_path.predict(T.series_records(data, P)).shape == (12, P)
     with pytest.raises(UsageError, match="carry 0 cat fields and 0 dynamic features where the model has 1 and 0"):
         by_path.predict(records)  # trained with cat codes, asked without
+
+
+def test_bad_records_are_skipped_and_counted_once_across_a_resume(tmp_path):
+    """--on-bad-record skip: bad lines (and series that do not fit the model) are left out and counted; a run
+    stopped mid-stream and resumed counts each once and trains the same state as one never stopped."""
+    from test_trainer_interface import _CrashAt
+
+    good = T.series_records(T.seasonal_series(200, 7, length=30))
+    lines = [json.dumps(r) for r in good]
+    for i in range(0, 200, 23):
+        lines[i] = '{"start": "2000-01-01", "target": [1, 2, "three"]}'
+    lines[100] = json.dumps({**good[100], "cat": [9]})  # beyond cardinality [3]
+    path = tmp_path / "s.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    opts = dict(hyperparameters={**HP, "epochs": 1, "cardinality": "[3]"}, mini_batch_size=40, threads=1,
+                on_bad_record="skip", max_bad_fraction=0.1)
+    whole = train("deepar", path, tmp_path / "whole", **opts)
+    tally = whole.state.meta["bad_records"]
+    assert tally["skipped"] == 10 and tally["records"] == 190
+    assert tally["counts"] == {"not a number": 9, "bad cat": 1}
+    assert "line 1: target[2] is not a number" in tally["examples"][0]["message"]
+    with pytest.raises(KeyboardInterrupt):
+        train("deepar", path, tmp_path / "part", **opts, checkpoint_every=400, checkpoint_seconds=None,
+              progress=_CrashAt(700))
+    resumed = train("deepar", path, tmp_path / "part", resume=True, threads=1)
+    assert resumed.state.meta["bad_records"] == tally
+    T.assert_states_equal(whole.state, resumed.state, "resume with skipped records")

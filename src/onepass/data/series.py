@@ -24,7 +24,7 @@ import json
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -62,10 +62,11 @@ class SeriesRecord:
 
 
 def read_series(source: str | os.PathLike | list, *, start: dict[str, Any] | None = None, horizon: int = 0,
-                block_size: int | None = None) -> Iterator[SeriesRecord]:
+                block_size: int | None = None, on_bad: Callable[[DataError], None] | None = None
+                ) -> Iterator[SeriesRecord]:
     """The validated series records of `source` (a path, glob, folder, ``-`` or a list; JSON lines, compressed or
     not; or a list of resolved `Input`s, as a `Stream` holds them), from `start` (a record's `position` or
-    `next_position`) when given."""
+    `next_position`) when given. A bad record raises its DataError, or with `on_bad` is handed to it and left out."""
     if horizon < 0:
         raise UsageError(f"horizon must be 0 or more, got {horizon}")
     inputs = list(source) if isinstance(source, list) and source and all(isinstance(i, Input) for i in source) \
@@ -78,11 +79,11 @@ def read_series(source: str | os.PathLike | list, *, start: dict[str, Any] | Non
     for i in range(first, len(inputs)):
         at = start if (start and i == first) else None
         yield from _read(inputs[i], i, int(at["offset"]) if at else 0, int(at.get("line", 1)) if at else 1,
-                         horizon, block_size or BLOCK_SIZE, shape)
+                         horizon, block_size or BLOCK_SIZE, shape, on_bad)
 
 
 def _read(inp: Input, file_index: int, offset: int, line: int, horizon: int, block_size: int,
-          shape: dict[str, int]) -> Iterator[SeriesRecord]:
+          shape: dict[str, int], on_bad: Callable[[DataError], None] | None) -> Iterator[SeriesRecord]:
     name = inp.path if inp.path != "-" else "<stdin>"
     f = None
     try:
@@ -103,8 +104,15 @@ def _read(inp: Input, file_index: int, offset: int, line: int, horizon: int, blo
                 if text.strip():
                     if pos == 0 and at == 0 and text.startswith(b"\xef\xbb\xbf"):
                         text = text[3:]  # a UTF-8 byte-order mark
-                    yield _record(parse_object(text, name, lineno), name, lineno, horizon, shape,
-                                  file_index, inp.path, at + pos, at + stop)
+                    try:
+                        rec = _record(parse_object(text, name, lineno), name, lineno, horizon, shape,
+                                      file_index, inp.path, at + pos, at + stop)
+                    except DataError as e:
+                        if on_bad is None:
+                            raise
+                        on_bad(e)
+                    else:
+                        yield rec
                 pos, lineno = stop, lineno + 1
     except _READ_ERRORS as e:
         raise _broken(e, name, None) from None

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
-from typing import Any, Iterator
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -224,11 +224,19 @@ def to_batch(w: dict[str, np.ndarray], position: dict[str, Any] | None = None,
                        cat=t(w["cat"], np.int64), last=t(w["last"], np.bool_))
 
 
-def block_windows(records: list[SeriesRecord], spec: WindowSpec) -> dict[str, np.ndarray] | None:
-    """Every training window of a block of records, shuffled together (seeded by the block's first record)."""
+def block_windows(records: list[SeriesRecord], spec: WindowSpec,
+                  on_bad: Callable[[DataError], None] | None = None) -> dict[str, np.ndarray] | None:
+    """Every training window of a block of records, shuffled together (seeded by the block's first record); a record
+    that does not fit the model raises, or with `on_bad` is handed to it and left out."""
     parts = []
     for rec in records:
-        spec.check(rec)
+        try:
+            spec.check(rec)
+        except DataError as e:
+            if on_bad is None:
+                raise
+            on_bad(e)
+            continue
         ends = training_ends(rec, spec)
         if len(ends):
             parts.append(cut(rec, spec, ends))
@@ -257,7 +265,23 @@ class SeriesWindows(Examples):
         handed = int(start.get("records", 0)) if start else 0
         sizes = [i.size or 0 for i in self.stream.inputs]
         total = self.stream.total_bytes
-        records = self.stream.series(start=start if start and start.get("file") is not None else None)
+        tally = self.stream.bad  # on_bad_record skip: bad records are counted, once, even across a resume
+        # bad records after the resume point that the checkpoint counted already, and whether the series of the
+        # block it resumes in were counted (a resume mid-block re-reads the block)
+        drop = int(start.get("bad_skip", 0)) if start and tally is not None else 0
+        recount = skip > 0
+        after_first = after_last = 0  # bad records read since the block's first series, since its last
+
+        def on_bad(e: DataError) -> None:
+            nonlocal drop, after_first, after_last
+            after_first, after_last = after_first + 1, after_last + 1
+            if drop:
+                drop -= 1
+            else:
+                tally.add(e)
+
+        records = self.stream.series(start=start if start and start.get("file") is not None else None,
+                                     on_bad=on_bad if tally is not None else None)
         pending: list[dict[str, np.ndarray]] = []
         have = 0
         block: list[SeriesRecord] = []
@@ -267,20 +291,33 @@ class SeriesWindows(Examples):
             handed += len(w["last"])
             # the block (starting at `at`) is handed out up to `taken`; when all of it is, the next block starts
             # after its last record `nxt`
-            where = at.position if taken < n_block else nxt.next_position
-            position = {**where, "skip": taken if taken < n_block else 0, "records": handed}
+            inside = taken < n_block
+            where = at.position if inside else nxt.next_position
+            position = {**where, "skip": taken if inside else 0, "records": handed}
             fraction = (sum(sizes[:nxt.file]) + nxt.end) / total if total else None
-            return to_batch(w, position, fraction)
+            bad = None
+            if tally is not None:
+                tally.check()
+                bad = tally.to_meta()
+                position["bad_skip"] = after_first if inside else after_last
+            return replace(to_batch(w, position, fraction), bad=bad)
 
         n_block = 0
         for rec in _chain(records):
             if rec is not None:
+                if not block:
+                    after_first = 0
+                after_last = 0
                 block.append(rec)
                 if len(block) < SHUFFLE_SERIES:
                     continue
             if not block:
                 break
-            w = block_windows(block, self.spec)
+            unfit = after_first
+            w = block_windows(block, self.spec, on_bad if tally is not None else None)
+            if tally is not None:  # the block's series, less those that did not fit (counted as bad)
+                tally.records += 0 if recount else len(block) - (after_first - unfit)
+                recount = False
             n_block = 0 if w is None else len(w["last"])
             s = min(skip, n_block)
             skip -= s
@@ -297,6 +334,8 @@ class SeriesWindows(Examples):
                 break
         if have:
             yield emit(stack(pending), last_block[0], n_block, last_block[-1])
+        if tally is not None:
+            tally.check(at_end=True)
 
 
 def _chain(records: Iterator[SeriesRecord]) -> Iterator[SeriesRecord | None]:
