@@ -57,13 +57,11 @@ training loss) are kept and finalized.
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
-from torch.func import functional_call
 
 from ..data.batches import Batch
 from ..data.series import SeriesRecord, from_dict
@@ -74,6 +72,7 @@ from ..hyperparameters import HP, HyperParameters
 from ..state import State
 from . import likelihoods as lik
 from .base import Model, check_mergeable
+from .deepar_net import loss_sum, sample_paths, to_device
 
 NAME = "deepar"
 VERSION = 1
@@ -253,12 +252,12 @@ def update(state: State, batch: Batch) -> State:
     device = t["net.head.weight"].device if "net.head.weight" in t else _device(t)
     if "net.head.weight" not in t:
         _build(state, batch, device)
-    b = _to(batch, device)
+    b = to_device(batch, device)
     _check_batch(state, b)
     _grow_embeddings(state, b.cat)
     params = {k: v.detach().requires_grad_(True) for k, v in _params(t).items()}
     with _rng(state, device):
-        nll, weight = _loss(meta, hp, params, b, train=True)
+        nll, weight = loss_sum(meta, hp, params, b, train=True)
         loss = nll / weight.clamp(min=1)
         names = list(params)
         grads = torch.autograd.grad(loss, [params[n] for n in names], allow_unused=True)
@@ -274,11 +273,6 @@ def update(state: State, batch: Batch) -> State:
 
 def _device(t: dict[str, torch.Tensor]) -> torch.device:
     return next((v.device for v in t.values() if v.dtype != torch.uint8), torch.device("cpu"))
-
-
-def _to(b: WindowBatch, device: torch.device) -> WindowBatch:
-    return WindowBatch(b.x.to(device), observed=b.observed.to(device), features=b.features.to(device),
-                       cat=b.cat.to(device), last=b.last.to(device), position=b.position)
 
 
 def _check_batch(state: State, b: WindowBatch) -> None:
@@ -325,83 +319,6 @@ def _adam(t: dict[str, torch.Tensor], names: list[str], grads: list[torch.Tensor
         p.sub_((m / (1 - b1 ** step)) / ((v / (1 - b2 ** step)).sqrt_().add_(eps)), alpha=lr)
 
 
-# ------------------------------------------------------------------------------------------------- network
-
-@functools.lru_cache(maxsize=16)
-def _lstm(n_in: int, cells: int, layers: int, dropout: float) -> torch.nn.LSTM:
-    """A template whose parameters are replaced by the state's at every call (torch.func.functional_call). Made
-    aside from torch's generator: its own initialisation must not draw from the state's (dropout) stream."""
-    with torch.random.fork_rng(devices=[]):
-        return torch.nn.LSTM(n_in, cells, layers, batch_first=True, dropout=dropout if layers > 1 else 0.0)
-
-
-def _scale(meta: dict[str, Any], hp: dict[str, Any], b: WindowBatch) -> torch.Tensor:
-    """Each window's scale: the mean absolute observed value of its context; 1 where that is 0 or unobserved."""
-    if not lik.uses_scale(hp["likelihood"]):
-        return torch.ones(len(b.x), device=b.x.device)
-    H, C = meta["history"], hp["context_length"]
-    o = b.observed[:, H:H + C]
-    s = (b.x[:, H:H + C].abs() * o).sum(1) / o.sum(1).clamp(min=1)
-    return torch.where(s > 0, s, torch.ones_like(s))
-
-
-def _inputs(meta: dict[str, Any], hp: dict[str, Any], params: dict[str, torch.Tensor], b: WindowBatch,
-            z: torch.Tensor, scale: torch.Tensor, steps: range) -> torch.Tensor:
-    """The LSTM's inputs at window steps `steps` (absolute positions in the window): lags of z, the step's features,
-    the series' embeddings and log scale."""
-    H = meta["history"]
-    at = torch.tensor(list(steps), device=z.device)
-    lags = torch.tensor(meta["lags"], device=z.device)
-    lagged = z[:, at[:, None] - lags[None, :]]
-    feats = b.features[:, at - H]
-    static = [params[f"embed.{j}"][b.cat[:, j]] for j in range(meta["n_cat"])] + [torch.log(scale)[:, None]]
-    static = torch.cat(static, 1)[:, None, :].expand(-1, len(steps), -1)
-    return torch.cat([lagged, feats, static], 2)
-
-
-def _run(meta, hp, params, inputs, hidden=None, train=False):
-    lstm = _lstm(meta["n_inputs"], hp["num_cells"], hp["num_layers"], float(hp["dropout_rate"]))
-    lstm.train(train)
-    out, hidden = functional_call(lstm, {k[5:]: v for k, v in params.items() if k.startswith("lstm.")},
-                                  (inputs, hidden))
-    raw = out @ params["head.weight"].T + params["head.bias"]
-    return raw, hidden
-
-
-def _loss(meta, hp, params, b: WindowBatch, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """The summed negative log-likelihood of the observed points of every window's context and prediction steps,
-    and their number."""
-    H, S = meta["history"], hp["context_length"] + hp["prediction_length"]
-    scale = _scale(meta, hp, b)
-    z = b.x / scale[:, None]
-    raw, _ = _run(meta, hp, params, _inputs(meta, hp, params, b, z, scale, range(H, H + S)), train=train)
-    p = lik.parameters(hp["likelihood"], raw, scale[:, None])
-    o = b.observed[:, H:]
-    nll = lik.nll(hp["likelihood"], p, b.x[:, H:])
-    return (torch.where(o > 0, nll, torch.zeros_like(nll))).sum(), o.sum()
-
-
-@torch.no_grad()
-def sample_paths(meta, hp, params, b: WindowBatch, num_samples: int) -> torch.Tensor:
-    """(n, num_samples, P) ancestral samples of each window's prediction steps, from its history and context."""
-    H, C, P = meta["history"], hp["context_length"], hp["prediction_length"]
-    n = len(b.x)
-    scale = _scale(meta, hp, b)
-    rep = lambda a: a.repeat_interleave(num_samples, 0)  # noqa: E731
-    big = WindowBatch(rep(b.x), observed=rep(b.observed), features=rep(b.features), cat=rep(b.cat))
-    s = rep(scale)
-    z = big.x / s[:, None]
-    z[:, H + C:] = 0.0
-    _, hidden = _run(meta, hp, params, _inputs(meta, hp, params, big, z, s, range(H, H + C)))
-    out = []
-    for t in range(H + C, H + C + P):
-        raw, hidden = _run(meta, hp, params, _inputs(meta, hp, params, big, z, s, range(t, t + 1)), hidden)
-        y = lik.sample(hp["likelihood"], lik.parameters(hp["likelihood"], raw[:, 0], s))
-        z[:, t] = y / s
-        out.append(y)
-    return torch.stack(out, 1).reshape(n, num_samples, P)
-
-
 # ------------------------------------------------------------------------------------------ epochs, merge
 
 def end_epoch(state: State, validation: Iterable[Batch] | None = None) -> tuple[State, bool]:
@@ -417,7 +334,7 @@ def end_epoch(state: State, validation: Iterable[Batch] | None = None) -> tuple[
         params, total, weight = _params(t), 0.0, 0.0
         with torch.no_grad():
             for b in validation:
-                nll, w = _loss(meta, hp, params, _to(b, _device(t)), train=False)
+                nll, w = loss_sum(meta, hp, params, to_device(b, _device(t)), train=False)
                 total, weight = total + float(nll), weight + float(w)
         loss = meta["validation_loss"] = total / weight if weight else None
     patience = hp["early_stopping_patience"]
@@ -508,7 +425,7 @@ class DeepARModel(Model):
         ns = int(num_samples or self.meta["num_eval_samples"])
         qs = [float(q) for q in (quantiles if quantiles is not None else self.meta["test_quantiles"])]
         params = {k: v for k, v in self.tensors.items()}
-        batch = _to(batch, params["head.weight"].device)
+        batch = to_device(batch, params["head.weight"].device)
         _check_batch_model(self.meta, batch)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -605,7 +522,7 @@ def finalize(state: State, **choice: Any) -> DeepARModel:
 def evaluate(model: DeepARModel, batch: Batch) -> dict[str, Any]:
     """Sums for the test metrics over the windows that end at their series' end (the last prediction_length points
     forecast from the points before them)."""
-    b = _to(batch, model.tensors["head.weight"].device)
+    b = to_device(batch, model.tensors["head.weight"].device)
     keep = b.last
     if not bool(keep.any()):
         return {}
