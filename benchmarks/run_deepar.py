@@ -111,7 +111,7 @@ def gluonts_deepar(series: list[dict], freq: str, horizon: int, m: int, context:
     history = ListDataset([{"start": s["start"], "target": s["target"][:-horizon]} for s in series], freq=pfreq)
     est = DeepAREstimator(freq=pfreq, prediction_length=horizon, context_length=context,
                           trainer_kwargs={"max_epochs": epochs, "enable_progress_bar": False, "logger": False,
-                                          "enable_checkpointing": False, "enable_model_summary": False})
+                                          "enable_model_summary": False, "default_root_dir": tempfile.mkdtemp()})
     t0 = time.perf_counter()
     predictor = est.train(history)
     seconds = time.perf_counter() - t0
@@ -122,9 +122,32 @@ def gluonts_deepar(series: list[dict], freq: str, horizon: int, m: int, context:
             "steps": epochs * est.num_batches_per_epoch, "batch_size": est.batch_size}
 
 
+def scale(n: int) -> dict:
+    """One epoch of `onepass train deepar` (defaults, daily) over n generated series of 60 points read from a file,
+    in a child process: its peak resident memory and series per second (memory must not grow with n)."""
+    import subprocess
+
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "series.jsonl"
+        with open(path, "w") as f:
+            for i in range(n):
+                y = 20 + 5 * np.sin(2 * np.pi * np.arange(60) / 7 + rng.uniform(0, 6)) + rng.normal(0, 1, 60)
+                f.write(json.dumps({"start": "2020-01-01", "target": np.round(y, 2).tolist(), "cat": [i % 50]}) + "\n")
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "onepass", "train", "deepar", "--data", str(path), "--out",
+                        str(Path(tmp) / "run"), "--time-freq", "D", "--prediction-length", "7", "--epochs", "1",
+                        "--quiet"], check=True, stdout=subprocess.DEVNULL)
+        seconds = time.perf_counter() - t0
+    return {"series": n, "seconds": round(seconds, 1), "series_per_s": round(n / seconds),
+            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--dataset", action="append", choices=sorted(DATASETS), required=True)
+    ap.add_argument("--dataset", action="append", choices=sorted(DATASETS), default=[])
+    ap.add_argument("--scale", type=int, action="append", default=[], metavar="N",
+                    help="one epoch over N generated series: peak memory and series/s (give it twice, growing)")
     ap.add_argument("--epochs", type=int, default=100)
     ap.add_argument("--hp", default="{}", help="more DeepAR hyperparameters, JSON")
     ap.add_argument("--json", help="append the results to this JSON file")
@@ -145,6 +168,9 @@ def main() -> None:
         row["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
         results[name] = row
         print(json.dumps({name: row}, indent=1), flush=True)
+    for n in args.scale:  # each in its own child: RUSAGE_CHILDREN is the largest child so far, so grow n
+        results[f"scale_{n}"] = scale(n)
+        print(json.dumps(results[f"scale_{n}"]), flush=True)
     if args.json:
         path = Path(args.json)
         old = json.loads(path.read_text()) if path.exists() else []

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch import distributions as D
 
 from onepass import State, Stream, load_model, testing as T
 from onepass.algorithms import deepar, likelihoods as lik
