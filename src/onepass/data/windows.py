@@ -32,8 +32,9 @@ from ..errors import DataError, UsageError
 from .batches import Batch, Examples, _prefetch
 from .series import SeriesRecord
 
-# Series whose windows are shuffled together. 64 series of M1 yearly (about 4 windows each) fill two mini-batches
-# of 128, so a batch mixes dozens of series; a block's memory is its windows (64 x windows x L floats).
+# Series whose windows are shuffled together. 64 series of M1 yearly (2.7 windows each at horizon 6: 484 windows of
+# 181 series) fill more than a mini-batch of 128, so a batch mixes dozens of series; a block's memory is its windows
+# (64 x windows x L floats, plus the features of their steps).
 SHUFFLE_SERIES = 64
 _SALT_WINDOWS, _SALT_SHUFFLE = 0x5EED_0001, 0x5EED_0002
 
