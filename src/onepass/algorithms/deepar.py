@@ -23,6 +23,11 @@ state: every quantile from one model). Test metrics (`--test`, SageMaker's names
 from the points before them: RMSE of the mean, wQuantileLoss[q] = 2 sum |(y - y_q)(1{y <= y_q} - q)| / sum |y|
 and their mean over `test_quantiles`, and ND of the median.
 
+Defaults are SageMaker's (2 x 40 cells, student-T, learning rate 1e-3, 128 windows a batch) with 100 epochs. On M1
+yearly (181 series, 400 steps) they beat seasonal naive: mean wQuantileLoss 0.118 against 0.209, MASE 4.77 against
+4.89 (benchmarks/RESULTS_DEEPAR.md). A few long series give few windows a pass: US births (one series) needs 500
+epochs (1,000 steps) to reach Monash's DeepAR (MASE 1.551 against 1.548); at 100 it loses to seasonal naive.
+
 State. The network's parameters, Adam's moments and step count, torch's random generator state (dropout draws) and
 counters: resuming replays the same windows with the same dropout masks, bit for bit on the CPU. The initial
 weights depend on the configuration only, not on the seed, so states trained apart start from the same point:
