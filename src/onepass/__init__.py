@@ -59,9 +59,12 @@ def merge(a: State, b: State) -> State:
 
 def __getattr__(name: str):
     # The scikit-learn estimator imports scikit-learn, so it loads only when asked for.
-    if name in ("KMeans", "PCA", "LinearLearnerClassifier", "LinearLearnerRegressor", "DeepAR"):
+    if name in ("KMeans", "PCA", "LinearLearnerClassifier", "LinearLearnerRegressor"):
         from . import sklearn
         return getattr(sklearn, name)
+    if name == "DeepAR":
+        from .sklearn_deepar import DeepAR
+        return DeepAR
     raise AttributeError(f"module 'onepass' has no attribute {name!r}")
 
 
