@@ -23,6 +23,7 @@ import numpy as _np  # noqa: E402
 import torch as _torch  # noqa: E402
 
 from .algorithms import ALGORITHMS, get as get_algorithm
+from .algorithms import deepar
 from .algorithms import fm as factorization_machines
 from .algorithms import kmeans, ntm, pca
 from .algorithms import linear as linear_learner
@@ -67,13 +68,13 @@ def tune(algorithm: str, data, validation, out, **options):
 def __getattr__(name: str):
     # The scikit-learn estimator imports scikit-learn, so it loads only when asked for.
     if name in ("KMeans", "PCA", "LinearLearnerClassifier", "LinearLearnerRegressor", "FMClassifier",
-                "FMRegressor", "NTM"):
+                "FMRegressor", "NTM", "DeepAR"):
         from . import sklearn
         return getattr(sklearn, name)
     raise AttributeError(f"module 'onepass' has no attribute {name!r}")
 
 
-__all__ = ["ALGORITHMS", "Batch", "DataError", "FMClassifier", "FMRegressor", "IncompatibleStateError",
+__all__ = ["ALGORITHMS", "Batch", "DataError", "DeepAR", "deepar", "FMClassifier", "FMRegressor", "IncompatibleStateError",
            "Interrupted", "KMeans", "Model", "NTM",
            "OnepassError", "PCA", "State", "StateFileError", "Stream", "TrainResult", "UsageError",
            "LinearLearnerClassifier", "LinearLearnerRegressor", "as_tensor", "factorization_machines",

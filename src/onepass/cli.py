@@ -548,6 +548,8 @@ def cmd_predict(args, extra: list[str]) -> int:
     if extra:
         raise UsageError(f"predict: unexpected arguments {' '.join(extra)}")
     model = Model.load(args.model)
+    if hasattr(model, "forecast_stream"):  # DeepAR: series records in, SageMaker's forecasts out
+        return _forecast(model, args)
     n_features = model.meta.get("n_features")
     stream = _stream(args, n_features)
     algo = algorithms.get(model.algorithm)
@@ -636,6 +638,29 @@ def cmd_evaluate(args, extra: list[str]) -> int:
         print(f"{model.algorithm} model {args.model} on {stream.name}:")
         for k, v in metrics.items():
             print(f"  {k}: {_fmt(v)}")
+    return 0
+
+
+def _forecast(model: Model, args) -> int:
+    """`predict` for a forecaster: one SageMaker prediction object a series (jsonl), or {"predictions": [...]}
+    (json); the configuration (num_samples, output_types, quantiles) from DEEPAR_INFERENCE_CONFIG, as SageMaker's
+    batch transform takes it."""
+    fmt = predictions.output_format(args.format, args.output)
+    if fmt == "csv":
+        raise UsageError("predict: forecasts are JSON (--format jsonl or json), not CSV")
+    try:
+        config = json.loads(os.environ.get("DEEPAR_INFERENCE_CONFIG") or "{}")
+    except json.JSONDecodeError as e:
+        raise UsageError(f"DEEPAR_INFERENCE_CONFIG is not JSON ({e})") from None
+    stream = Stream(args.data, data_format=args.data_format, storage_options=args.storage_options, query=args.query)
+    if args.output != "-":
+        _make_folder(Path(args.output).parent, "--output")
+    with (atomic_output(args.output) if args.output != "-" else predictions.standard_output()) as out:
+        out.write('{"predictions":[' if fmt == "json" else "")
+        for i, pred in enumerate(model.forecast_stream(stream, config)):
+            text = json.dumps(pred)
+            out.write(text + "\n" if fmt == "jsonl" else ("," if i else "") + text)
+        out.write("]}\n" if fmt == "json" else "")
     return 0
 
 

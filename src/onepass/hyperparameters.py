@@ -40,6 +40,8 @@ class HP:
             return "one of " + ", ".join(map(str, self.choices)) + (" or auto" if self.auto else "")
         if self.kind == "bool":
             return "true or false"
+        if self.kind in ("str", "list"):
+            return "text" if self.kind == "str" else "a list, JSON or comma-separated"
         rng = {(True, True): f" in [{self.low}, {self.high}]", (True, False): f" >= {self.low}",
                (False, True): f" <= {self.high}", (False, False): ""}[(self.low is not None, self.high is not None)]
         return f"{'an integer' if self.kind == 'int' else 'a number'}{rng}" + (" or auto" if self.auto else "")

@@ -5,10 +5,10 @@ from __future__ import annotations
 from types import ModuleType
 
 from ..errors import UsageError
-from . import fm, kmeans, linear, ntm, pca
+from . import deepar, fm, kmeans, linear, ntm, pca
 
-ALGORITHMS: dict[str, ModuleType] = {fm.NAME: fm, kmeans.NAME: kmeans, linear.NAME: linear, ntm.NAME: ntm,
-                                     pca.NAME: pca}
+ALGORITHMS: dict[str, ModuleType] = {deepar.NAME: deepar, fm.NAME: fm, kmeans.NAME: kmeans, linear.NAME: linear,
+                                     ntm.NAME: ntm, pca.NAME: pca}
 
 
 def get(name: str) -> ModuleType:

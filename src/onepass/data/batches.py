@@ -11,7 +11,7 @@ import functools
 import queue
 import threading
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -24,6 +24,7 @@ from . import memory
 from .live import base as live
 from .bad_records import BadRecords, resolve as resolve_bad_records
 from .chunks import Chunk
+from .series import SeriesRecord, read_series
 from .sources import Input, detect_format, resolve
 from .sparse import CSR
 
@@ -263,6 +264,20 @@ class Stream:
                 parts.append(f"no header in {where} (line 1 holds a number or a missing value: read as a record); "
                              "--csv-header true reads it as column names")
         return "; ".join(parts)
+
+    def series(self, start: dict[str, Any] | None = None, horizon: int = 0,
+               on_bad: Callable[[DataError], None] | None = None) -> Iterator[SeriesRecord]:
+        """The stream's records as DeepAR's series (JSON lines: `series.read_series`), one a record, from `start` (a
+        record's `position` or `next_position`); for algorithms that cut their examples from series. `on_bad` takes
+        each bad record's error instead of raising it (the caller counts it in `bad`, knowing what it re-reads)."""
+        if self.format != "jsonl":
+            raise UsageError(f"{self.name}: series records are JSON lines ({{\"start\": ..., \"target\": [...]}}), "
+                             f"not {self.format}")
+        if self.stride:
+            raise UsageError(f"{self.name}: series are shared out between processes by file; give at least as many "
+                             "files as processes")
+        self._next_pass()
+        return read_series(self.inputs, start=start, horizon=horizon, on_bad=on_bad)
 
     def batches(self, batch_size: int, start: dict[str, Any] | None = None,
                 prefetch: int = 2) -> Iterator[Batch]:

@@ -25,7 +25,7 @@ It records only a pass read from the start to the end, and never:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, Iterator
 
 import torch
@@ -51,7 +51,8 @@ def tensor_bytes(t: torch.Tensor | None) -> int:
 
 
 def batch_bytes(b: Batch) -> int:
-    return tensor_bytes(b.x) + tensor_bytes(b.y) + tensor_bytes(b.w)
+    """Every tensor a batch holds (a subclass's too: DeepAR's windows carry masks, features and codes)."""
+    return sum(tensor_bytes(v) for f in fields(b) if isinstance(v := getattr(b, f.name), torch.Tensor))
 
 
 class EpochCache:

