@@ -153,7 +153,7 @@ def test_cli_option(labelled, tmp_path):
     data, _ = labelled
     bad = run_cli("train", "linear_learner", "--data", str(data), "--out", str(tmp_path / "neg"), "--label-column",
                   "last", "--predictor-type", "binary_classifier", "--epochs", "2", "--epoch-cache-mib", "-1")
-    assert bad.returncode == 2 and "--epoch-cache-mib must be at least 0" in bad.stderr
+    assert bad.returncode == 2 and "--epoch-cache-mib: expected a number of at least 0, got -1" in bad.stderr
     ok = run_cli("train", "linear_learner", "--data", str(data), "--out", str(tmp_path / "cli"), "--label-column",
                  "last", "--predictor-type", "binary_classifier", "--epochs", "2", "--epoch-cache-mib", "16",
                  "--quiet", check=True)

@@ -143,8 +143,9 @@ def _peak_rss_kib(algo: str, n: int, tmp_path) -> int:
           for a in (f"--{k.replace('_', '-')}", str(v))]
     out = subprocess.run([sys.executable, "-c", PEAK_RSS, sys.executable, "-m", "onepass", "train", case.algorithm,
                           "--data", "-", "--out", str(tmp_path / f"run{n}"), "--quiet", "--threads", "1",
-                          *(["--data-format", "libsvm"] if case.sparse else []),
-                          *hp, *_label_args(case)], stdin=gen.stdout, capture_output=True, text=True, check=True)
+                          *(["--data-format", "libsvm"] if case.sparse else []), *hp,
+                          *(["--label-column", "first"] if case.label_column else [])],  # datasets: label first
+                         stdin=gen.stdout, capture_output=True, text=True, check=True)
     gen.stdout.close()
     assert gen.wait() == 0
     assert State.load(tmp_path / f"run{n}").meta["records_seen"] == n

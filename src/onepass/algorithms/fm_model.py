@@ -10,7 +10,7 @@ import torch
 from ..data.batches import Batch
 from ..errors import UsageError
 from . import score_summaries as summaries
-from .base import Model
+from .base import Model, takes_arrays
 from .linear_model import metrics as _linear_metrics
 from .losses import loss_only
 
@@ -32,6 +32,7 @@ class FMModel(Model):
     def weight(self) -> torch.Tensor:  # the device the model lives on, for the shared evaluation code
         return self.tensors["linear"]
 
+    @takes_arrays
     def decision_function(self, x: torch.Tensor) -> torch.Tensor:
         """Scores (n,) of dense or CSR records, in O(k nnz)."""
         V, w = self.tensors["factors"], self.tensors["linear"]
@@ -41,6 +42,7 @@ class FMModel(Model):
         S = x @ V
         return self.tensors["bias"] + x @ w + 0.5 * (S * S - x2 @ (V * V)).sum(1)
 
+    @takes_arrays
     def predict(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         s = self.decision_function(x)
         if self.meta["predictor_type"] == "regressor":

@@ -93,7 +93,7 @@ from ..data.batches import Batch, Examples, Stream
 from ..errors import DataError, IncompatibleStateError, UsageError
 from ..hyperparameters import HP, HyperParameters
 from ..state import State
-from .base import Model, check_mergeable
+from .base import Model, check_mergeable, takes_arrays
 
 NAME = "ntm"
 VERSION = 1
@@ -506,6 +506,7 @@ class NTMModel(Model):
     def hp(self) -> dict[str, Any]:
         return self.meta["hyperparameters"]
 
+    @takes_arrays
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         """Topic weights (n, K), rows summing to 1; x dense or sparse CSR counts."""
         dev = self.tensors["beta"].device
@@ -514,6 +515,7 @@ class NTMModel(Model):
                             x.to(dev, torch.float32), training=False)
         return torch.softmax(mu, dim=1)
 
+    @takes_arrays
     def predict(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"topic_weights": self.transform(x)}
 
