@@ -309,3 +309,33 @@ def test_the_container_entry_point_follows_sagemakers_environment():
 def test_serve_from_the_command_line_refuses_a_missing_model(tmp_path):
     result = run_cli("serve", str(tmp_path / "nothing"), "--port", str(_free_port()))
     assert result.returncode == 2 and "no such run folder or model file" in result.stderr
+
+
+def test_a_forecaster_answers_sagemakers_deepar_requests(tmp_path):
+    from onepass.testing import series_records, seasonal_series
+
+    records = series_records(seasonal_series(40, 0))
+    data = tmp_path / "series.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    train("deepar", str(data), tmp_path / "dar", hyperparameters={
+        "time_freq": "M", "prediction_length": 4, "context_length": 8, "num_cells": 8, "num_layers": 1,
+        "likelihood": "gaussian", "epochs": 1})
+    model = Model.load(tmp_path / "dar")
+    config = {"num_samples": 20, "output_types": ["mean", "quantiles"], "quantiles": ["0.1", "0.9"]}
+    request = {"instances": records[:3], "configuration": config}
+    with serving(Settings(model=str(tmp_path / "dar"))) as port:
+        status, headers, content = call(port, "POST", "/invocations", json.dumps(request),
+                                        Content_Type="application/json")
+        assert status == 200, content
+        answer = json.loads(content)["predictions"]
+        assert len(answer) == 3 and set(answer[0]) == {"mean", "quantiles"}
+        assert len(answer[0]["mean"]) == 4 and set(answer[0]["quantiles"]) == {"0.1", "0.9"}
+        assert all(q1 <= q9 for q1, q9 in zip(answer[0]["quantiles"]["0.1"], answer[0]["quantiles"]["0.9"]))
+        lines = call(port, "POST", "/invocations", "\n".join(json.dumps(r) for r in records[:2]),
+                     Content_Type="application/jsonlines")
+        assert lines[0] == 200 and len(lines[2].splitlines()) == 2
+        assert call(port, "POST", "/invocations", b"1,2,3", Content_Type="text/csv")[0] == 415
+        bad = call(port, "POST", "/invocations", json.dumps({"instances": [{"start": "2010-01-01"}]}),
+                   Content_Type="application/json")
+        assert bad[0] == 400 and "target" in json.loads(bad[2])["message"]
+    assert model.meta["hyperparameters"]["prediction_length"] == 4

@@ -39,6 +39,7 @@ from starlette.routing import Route
 from .. import algorithms
 from ..algorithms.base import Model
 from ..data.sparse import CSR
+from ..errors import OnepassError
 from . import codecs
 from .codecs import BadRequest
 from .models import Registry, Slot
@@ -108,8 +109,10 @@ def create_app(settings: Settings) -> Starlette:
         model = slot.current() if slot is not None else None
         if model is None:
             return problem(503, "no model is loaded", "ServiceUnavailable")
-        accept = codecs.choose_accept(request.headers.get("accept"), settings.default_accept)
         body = await body_of(request)
+        if hasattr(model, "predict_request"):  # a forecaster: series in, SageMaker's forecast objects out
+            return await forecast(request, model, body)
+        accept = codecs.choose_accept(request.headers.get("accept"), settings.default_accept)
         records = codecs.parse(body, request.headers.get("content-type"), model.meta.get("n_features"))
         if len(body) <= INLINE_BYTES:
             outputs = predict(model, records)
@@ -119,6 +122,28 @@ def create_app(settings: Settings) -> Starlette:
             except asyncio.TimeoutError:
                 return problem(504, f"the prediction took longer than {settings.timeout:g} s", "Timeout")
         content = codecs.encode(outputs, accept, getattr(model, "json_key", "predictions"))
+        return Response(content, media_type=accept, headers={"X-Onepass-Model": model.checksum or ""})
+
+    async def forecast(request: Request, model: Model, body: bytes) -> Response:
+        """DeepAR's contract: application/json {"instances": [...], "configuration": {...}} -> {"predictions":
+        [...]}, or JSON lines of bare instances (batch transform) -> a line of forecast each."""
+        kind = codecs.media_type(request.headers.get("content-type"))
+        if kind not in (codecs.JSON, codecs.JSONLINES):
+            raise BadRequest(415, f"Content-Type {request.headers.get('content-type')!r}: a forecaster reads "
+                                  "application/json ({\"instances\": [...]}) or application/jsonlines")
+        accept = codecs.choose_accept(request.headers.get("accept"), codecs.JSON if kind == codecs.JSON else
+                                      codecs.JSONLINES, offered=(codecs.JSON, codecs.JSONLINES))
+        if kind == codecs.JSON:
+            req = codecs.loads_json(body, "application/json body")
+        else:
+            req = {"instances": [codecs.loads_json(line, f"application/jsonlines body, line {i}")
+                                 for i, line in enumerate(body.splitlines(), 1) if line.strip()]}
+        try:
+            answer = await run_in_threadpool(model.predict_request, req)
+        except OnepassError as e:  # a malformed series names itself
+            raise BadRequest(400, str(e)) from None
+        content = codecs.dumps(answer) if accept == codecs.JSON else \
+            b"".join(codecs.dumps(p) + b"\n" for p in answer["predictions"])
         return Response(content, media_type=accept, headers={"X-Onepass-Model": model.checksum or ""})
 
     async def guarded(request: Request, handler) -> Response:

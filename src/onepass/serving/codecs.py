@@ -128,11 +128,11 @@ def encode(outputs: dict[str, np.ndarray], accept: str, json_key: str = "predict
         return buf.getvalue().encode()
     rows = [dict(zip(names, values)) for values in zip(*(_json_values(k, outputs[k]) for k in names))]
     if accept == JSONLINES:
-        return b"".join(_dumps(r) + b"\n" for r in rows)
-    return _dumps({json_key: rows})
+        return b"".join(dumps(r) + b"\n" for r in rows)
+    return dumps({json_key: rows})
 
 
-def _dumps(value: Any) -> bytes:
+def dumps(value: Any) -> bytes:
     """JSON bytes: orjson where installed (a 1,000-record answer of PCA projections in 2.8 ms against 11 ms with
     the standard library, which had been most of the request's time), else the standard library."""
     if orjson is not None:
