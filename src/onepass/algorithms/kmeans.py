@@ -59,6 +59,7 @@ VERSION = 2  # 2: the refined centres and the reservoir sample
 AUTO_CENTER_FACTOR = 20
 AUTO_TRIALS = 10
 BATCHED_DISTANCES = 1 << 23  # float64 distances one k-means++ pick of several trials at once may hold (64 MiB)
+SMALL_PREDICT = 1 << 16  # records x centres x features up to which predict takes exact differences at once
 FILL_ROUNDS = 64  # k-means++ fills the summary's free slots in about this many rounds of draws
 SETS_PER_PRODUCT = 4096  # centres of several sets that one search product takes at once (Lloyd's trials)
 # Refinement starts after REFINE_AFTER x K records: started after 2 K or 5 K (10^6 x 50 blobs, k = 100) the
@@ -548,8 +549,17 @@ class KMeansModel(Model):
     @takes_arrays
     def predict(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """x: dense or sparse CSR records."""
-        C = self.centers.to(x.device)
-        idx, d2 = _nearest(_records(x, x.device), C.to(torch.float64))
+        C = self.centers.to(x.device, torch.float64)
+        x = _records(x, x.device)
+        if not _csr.is_csr(x) and x.shape[0] * C.shape[0] * C.shape[1] <= SMALL_PREDICT:
+            # a few records (a served request): exact float64 distances at once, 18 us a record against 142 us
+            # through the search built for batches (k = 10, 50 features)
+            diff = x[:, None, :] - C[None]
+            d2 = (diff * diff).sum(-1)
+            idx = d2.argmin(1)  # the first of equals, as the batch search
+            d2 = d2.gather(1, idx[:, None])[:, 0]
+        else:
+            idx, d2 = _nearest(x, C)
         return {"closest_cluster": idx.to(torch.float32), "distance_to_cluster": d2.sqrt().to(torch.float32)}
 
     @takes_arrays
