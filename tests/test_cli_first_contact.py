@@ -201,6 +201,10 @@ def test_predict_stopped_by_a_signal_exits_4_and_leaves_no_output(tmp_path, kmea
             assert time.monotonic() < deadline and proc.poll() is None, "predict never started writing"
             time.sleep(0.05)
         proc.send_signal(sig)
+        try:  # the signal alone must stop it; closing the input first would race it to a normal end
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            pass
         proc.stdin.close()
         err = proc.stderr.read()
         assert proc.wait(timeout=60) == 4, err

@@ -494,7 +494,12 @@ def _prefetch(it: Iterator[Batch], depth: int) -> Iterator[Batch]:
     t.start()
     try:
         while True:
-            item = q.get()
+            # A timed wait: a signal (SIGTERM, Ctrl-C) may land on the reader's thread, and Python runs its handler
+            # only when the main thread wakes; an untimed wait on a quiet input would never wake to stop.
+            try:
+                item = q.get(timeout=0.2)
+            except queue.Empty:
+                continue
             if item is _END:
                 return
             if isinstance(item, BaseException):
@@ -503,5 +508,7 @@ def _prefetch(it: Iterator[Batch], depth: int) -> Iterator[Batch]:
     finally:
         stop.set()
         # Wait for the reader to leave pyarrow's and torch's native code: a thread still inside them when the
-        # interpreter exits aborts the process ("terminate called without an active exception").
-        t.join(timeout=30)
+        # interpreter exits aborts the process ("terminate called without an active exception"). Not for long:
+        # when the consumer stops early (a signal, an error) the reader may be waiting on an input that never
+        # ends (a pipe, a live stream), and a thread blocked in a plain read is harmless at exit.
+        t.join(timeout=5)
