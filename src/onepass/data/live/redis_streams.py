@@ -36,6 +36,10 @@ class RedisStream(Broker):
             if not self.client.exists(self.key):
                 raise DataError(f"no stream {self.key!r} on the server (XADD creates one)", source=self.inp.path,
                                 reason="missing")
+            if not pos and self.latest:  # after the last entry now there (entries-added: its index + 1)
+                info = self.client.xinfo_stream(self.key)
+                self.last, self.n = _text(info["last-generated-id"]), int(info.get("entries-added", info["length"]))
+                self.started[self.key] = {"last": self.last, "n": self.n}
         except redis.RedisError as e:
             raise DataError(f"cannot reach the server: {e}", source=self.inp.path, reason="unreachable") from None
         return []
@@ -82,6 +86,10 @@ class RedisStream(Broker):
 
     def close(self) -> None:
         self.client.close()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _id(entry: str) -> tuple[int, int]:
