@@ -633,3 +633,67 @@ def test_start_at_latest_reads_only_new_records_and_a_resume_keeps_its_position(
     assert _ids(stream, 5, position)[0] == list(range(20, 25))
     with pytest.raises(UsageError, match="--start-at 'middle'"):
         Stream(broker.url(name), start_at="middle")
+
+
+def _drain(stream, start=None) -> tuple[list[int], dict]:
+    """The record numbers `stream` reads from `start` until it goes quiet after its first records, and the
+    position after them."""
+    ids, position = [], start
+    with closing(stream.batches(7, start=start, prefetch=0)) as batches:
+        for batch in batches:
+            if not len(batch):
+                if ids:
+                    return ids, position
+                continue
+            ids += batch.x[:, 0].long().tolist()
+            position = batch.position
+    raise AssertionError("the stream ended")
+
+
+
+def Stream_of(url: str, **options):
+    """A Stream of the test records' numbers (column 3)."""
+    from onepass.data.batches import Stream
+    return Stream(url, label_column="first", columns=[3], **options)
+
+
+def test_several_processes_share_partitions_and_resume_exactly_or_are_refused(broker):
+    """Two processes' readers (shard=(rank, 2)) of a Kafka topic's 3 partitions, or of a Kinesis stream whose shard
+    0 was split into 1 and 2 (process 1 reads shard 1 once its parent, process 0's, is closed): every record read
+    once, each process holding its own partitions' positions; resumed from them, again every record once. A Redis
+    or NATS stream, one sequence of entries, is refused."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    name = f"shared{broker.name}"
+    if isinstance(broker, (Redis, Nats)):
+        with pytest.raises(UsageError, match=f"a {broker.name}:// stream is one sequence of entries, read by one "
+                                             "process; 2 processes can share the partitions of a Kafka topic"):
+            Stream_of(broker.url(name), shard=(1, 2))
+        return
+    records = _records(50)
+    if isinstance(broker, Kafka):
+        broker.create(name, partitions=3)
+
+        def put(rows: slice) -> None:
+            for p in range(3):
+                broker.put(name, records[rows][p::3], partition=p)
+    else:
+        broker.create(name)
+        broker.put(name, records[:10])
+        broker.split(name)
+
+        def put(rows: slice) -> None:
+            broker.put(name, records[rows])
+    put(slice(10 if isinstance(broker, Kinesis) else 0, 30))
+    readers = [Stream_of(broker.url(name), shard=(r, 2), **_options(broker)) for r in (0, 1)]
+    with ThreadPoolExecutor(2) as pool:  # the two processes read at once, as they would
+        first = list(pool.map(_drain, readers))
+        assert not set(first[0][0]) & set(first[1][0])
+        parts = [set(pos["offset"]["partitions"]) for _, pos in first]
+        assert not parts[0] & parts[1], parts  # each process holds the positions of its own partitions only
+        put(slice(30, 50))
+        later = list(pool.map(_drain, readers, [pos for _, pos in first]))
+    assert sorted(first[0][0] + first[1][0] + later[0][0] + later[1][0]) == list(range(50))  # none twice or missed
+    if isinstance(broker, Kafka):
+        with pytest.raises(UsageError, match=r"process 3 has none \(partition p goes to process p mod 4\)"):
+            _drain(Stream_of(broker.url(name), shard=(3, 4)))
