@@ -697,3 +697,62 @@ def test_several_processes_share_partitions_and_resume_exactly_or_are_refused(br
     if isinstance(broker, Kafka):
         with pytest.raises(UsageError, match=r"process 3 has none \(partition p goes to process p mod 4\)"):
             _drain(Stream_of(broker.url(name), shard=(3, 4)))
+
+
+def _manifest_records(out: Path) -> int:
+    """Records in the last checkpoint of a run on several processes (0: none yet)."""
+    try:
+        return sum(json.loads((out / "checkpoint.json").read_text())["records_seen"])
+    except (FileNotFoundError, json.JSONDecodeError):
+        return 0
+
+
+def test_train_nproc_2_on_kafka_killed_and_resumed_trains_every_record_once(tmp_path):
+    """`train --nproc 2` on a topic of 2 partitions, each process reading one: SIGKILL to every process mid-stream,
+    `--resume --nproc 2`, and the checkpoint's parts hold every record once (PCA's mean of the records' numbers is
+    exact) with each process's partition read to its end."""
+    from test_distributed import _workers
+
+    b = Kafka()
+    out = tmp_path / "run"
+    pca = ("pca", "--num-components", "1", "--columns", "3", "--label-column", "none")
+    run = ("--nproc", "2", "--threads", "1", "--checkpoint-seconds", "1")
+    try:
+        b.create("np", partitions=2)
+        records = _records(N)
+        for p in range(2):
+            b.put("np", records[p:HEAD:2], partition=p)
+        proc = _train_cli(b, "np", out, *run, algorithm=pca)
+        try:
+            deadline = time.monotonic() + 120
+            while not _manifest_records(out):
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+                time.sleep(0.05)
+            for p in range(2):
+                b.put("np", records[HEAD + p::2], partition=p)
+            for pid in _workers(proc.pid):
+                os.kill(pid, signal.SIGKILL)
+            proc.kill()
+            proc.wait(30)
+        finally:
+            proc.kill()
+        proc = _train_cli(b, "np", out, *run, "--resume", algorithm=pca)
+        try:
+            deadline = time.monotonic() + 120
+            while _manifest_records(out) < N:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=60)
+            assert proc.returncode == 4, err
+        finally:
+            proc.kill()
+    finally:
+        b.close()
+    manifest = json.loads((out / "checkpoint.json").read_text())
+    parts = [State.load(out / name) for name in manifest["files"]]
+    assert [s.meta["records_seen"] for s in parts] == [N // 2, N // 2]
+    for rank, s in enumerate(parts):  # each process read its own partition to its end
+        assert s.meta["position"]["offset"]["partitions"] == {str(rank): {"next": N // 2}}
+    total = sum(s.tensors["mean"].item() * s.meta["records_seen"] for s in parts)
+    assert abs(total - N * (N - 1) / 2) < 1e-6 * N * N  # the sum of 0..N-1: none twice, none missed
