@@ -756,3 +756,31 @@ def test_train_nproc_2_on_kafka_killed_and_resumed_trains_every_record_once(tmp_
         assert s.meta["position"]["offset"]["partitions"] == {str(rank): {"next": N // 2}}
     total = sum(s.tensors["mean"].item() * s.meta["records_seen"] for s in parts)
     assert abs(total - N * (N - 1) / 2) < 1e-6 * N * N  # the sum of 0..N-1: none twice, none missed
+
+
+def test_half_life_lets_kmeans_follow_a_drift(tmp_path):
+    """200 records near (0, 0), then 200 near (10, 10): with --half-life 50 the one centre has followed the stream
+    (the first 200 weigh 1/16 by the end), without it the centre lies half way."""
+    b = Redis()
+    try:
+        b.create("drift")
+        rng = np.random.default_rng(1)
+        b.put("drift", [f"{x:.4f},{y:.4f}".encode() for x, y in np.vstack([rng.normal(0, 0.1, (200, 2)),
+                                                                           rng.normal(10, 0.1, (200, 2))])])
+        options = dict(hyperparameters={"k": 1}, mini_batch_size=25, max_records=400)
+        forgetting = train("kmeans", b.url("drift"), tmp_path / "h", half_life=50, **options)
+        plain = train("kmeans", b.url("drift"), tmp_path / "p", **options)
+    finally:
+        b.close()
+    assert forgetting.state.hyperparameters["half_life_time_size"] == 50
+    assert forgetting.model.tensors["centers"].min() > 9  # (10, 10) x 16/17
+    assert 4 < plain.model.tensors["centers"].max() < 6
+
+
+def test_half_life_is_refused_where_the_algorithm_forgets_otherwise(tmp_path, capsys):
+    from onepass.cli import main
+    code = main(["train", "linear_learner", "--data", "redis://127.0.0.1:1/s", "--out", str(tmp_path),
+                 "--predictor-type", "binary_classifier", "--half-life", "1000"])
+    assert code != 0
+    assert "--half-life: linear_learner has no half-life; SGD forgets at its learning rate: give " \
+           "--use-lr-scheduler false" in capsys.readouterr().err
