@@ -222,8 +222,9 @@ class Kafka:
         assert p.flush(30) == 0
 
     def trim(self, stream: str, keep: int) -> None:
-        pytest.skip("tansu 0.6 has no DeleteRecords and no retention in memory storage: Kafka's trim check "
-                    "(low watermark, OFFSET_OUT_OF_RANGE) cannot be driven here")
+        pytest.skip("tansu 0.6 cannot trim: DeleteRecords drops the client's connection (tried), its memory "
+                    "storage keeps records past retention, and its other engines need a PostgreSQL or S3 server; "
+                    "Kafka's trim check (low watermark, OFFSET_OUT_OF_RANGE) cannot be driven here")
 
     def close(self):
         _stop(self.proc)
@@ -654,7 +655,7 @@ def _drain(stream, start=None) -> tuple[list[int], dict]:
 def Stream_of(url: str, **options):
     """A Stream of the test records' numbers (column 3)."""
     from onepass.data.batches import Stream
-    return Stream(url, label_column="first", columns=[3], **options)
+    return Stream(url, **{"label_column": "first", "columns": [3], **options})
 
 
 def test_several_processes_share_partitions_and_resume_exactly_or_are_refused(broker):
@@ -784,3 +785,17 @@ def test_half_life_is_refused_where_the_algorithm_forgets_otherwise(tmp_path, ca
     assert code != 0
     assert "--half-life: linear_learner has no half-life; SGD forgets at its learning rate: give " \
            "--use-lr-scheduler false" in capsys.readouterr().err
+
+
+def test_a_redis_entry_s_record_is_read_from_the_field_named_by_stream_field():
+    b = Redis()
+    try:
+        b.client.xadd("f", {"meta": b"x", "body": b"1,2.5"})
+        b.client.xadd("f", {"body": b"0,3.5", "meta": b"y"})
+        batch = next(Stream_of(b.url("f"), stream_field="body", columns=[1]).batches(2, prefetch=0))
+        assert batch.x.tolist() == [[2.5], [3.5]] and batch.y.tolist() == [1, 0]
+        with pytest.raises(DataError, match=r"entry \d+-0 has no field 'data' \(its fields: meta, body; choose one "
+                                            "with --stream-field\\)"):
+            next(Stream_of(b.url("f"), columns=[1]).batches(2, prefetch=0))
+    finally:
+        b.close()

@@ -289,8 +289,11 @@ class Stream:
         if batch_size < 1:
             raise UsageError(f"--mini-batch-size must be at least 1, got {batch_size}")
         self._next_pass()
+        stop = threading.Event()
+        if self.live:  # a live reader blocks on its broker: told to stop, it returns within a poll (data/live)
+            self.live_options["stop"] = stop
         it = self._rebatch(batch_size, start)
-        return _prefetch(it, prefetch) if prefetch > 0 else it
+        return _prefetch(it, prefetch, stop) if prefetch > 0 else it
 
     def _next_pass(self) -> None:
         """Pipe mode: each call of `batches` reads the channel's next FIFO (NAME_0, NAME_1, ...), as SageMaker makes
@@ -463,14 +466,14 @@ def _every(ch: Chunk, first: int, step: int) -> Chunk:
 _END = object()
 
 
-def _prefetch(it: Iterator[Batch], depth: int) -> Iterator[Batch]:
+def _prefetch(it: Iterator[Batch], depth: int, stop: threading.Event | None = None) -> Iterator[Batch]:
     """Run `it` in a daemon thread, `depth` batches ahead; errors surface in the consumer, in order.
 
     When the consumer stops early the reader thread ends too (closing `it` and its files), even if it was
     blocked handing over a batch, the end of the stream or an error.
     """
     q: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
+    stop = stop or threading.Event()  # set when the consumer is done (`it` may look at it too)
 
     def put(item) -> bool:
         while not stop.is_set():

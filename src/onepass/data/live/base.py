@@ -160,9 +160,10 @@ def read(inp: Input, file_index: int, data_format: str, *, start: dict[str, Any]
          label: str | int | None = None, header: bool | None = None, weight: str | int | None = None,
          columns: list[str | int] | None = None, n_features: int | None = None, zero_based: bool = False,
          stream_field: str | None = None, allow_trimmed: bool = False, start_at: str = "earliest",
-         shard: tuple[int, int] | None = None, bad=None, **_: Any) -> Iterator[Chunk]:
+         shard: tuple[int, int] | None = None, stop=None, bad=None, **_: Any) -> Iterator[Chunk]:
     """Chunks of the live stream `inp` from the position `start` (a chunk's `at`; None: every partition's start),
-    never ending; an empty chunk when the stream is quiet (see the module's docstring)."""
+    never ending (but once `stop`, a threading.Event, is set: the read-ahead thread's consumer is done); an empty
+    chunk when the stream is quiet (see the module's docstring)."""
     if data_format not in FORMATS:
         raise UsageError(f"{inp.path}: a live stream's records are {', '.join(FORMATS)}, not {data_format}")
     if header:
@@ -183,7 +184,7 @@ def read(inp: Input, file_index: int, data_format: str, *, start: dict[str, Any]
         skips = {p: int(v["skip"]) for p, v in parts.items() if v and "skip" in v}
         last_record = time.monotonic()
         down: float | None = None  # since when the broker is unreachable
-        while True:
+        while stop is None or not stop.is_set():
             try:
                 fetched = broker.poll(POLL_S)
             except broker.TRANSIENT as e:  # retried; the quiet chunks below go on, so a signal still stops
