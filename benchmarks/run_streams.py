@@ -44,13 +44,15 @@ def records(n: int, d: int) -> list[bytes]:
     return [(f"{y[i]}," + ",".join(f"{v:.4f}" for v in x[i])).encode() for i in range(n)]
 
 
-# The bare clients: each library's simplest loop taking every message's bytes from the start of the stream
+# The bare clients: each library's simplest loop taking every message's bytes from the start of the stream, on a
+# client of its own (connecting counts, as it does for onepass's reader)
 
 
 def bare_redis(b, n: int) -> int:
-    last, got = "0-0", 0
+    import redis
+    client, last, got = redis.Redis(port=b.port), "0-0", 0  # connecting counts, as onepass's reader connects
     while got < n:
-        entries = b.client.xread({STREAM: last}, count=10_000)[0][1]
+        entries = client.xread({STREAM: last}, count=10_000)[0][1]
         got += sum(len(f[b"data"]) > 0 for _, f in entries)
         last = entries[-1][0]
     return got
@@ -81,12 +83,13 @@ def bare_kafka(b, n: int) -> int:
 
 
 def bare_kinesis(b, n: int) -> int:
-    shard = b.client.list_shards(StreamName=STREAM)["Shards"][0]["ShardId"]
-    it = b.client.get_shard_iterator(StreamName=STREAM, ShardId=shard,
-                                     ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    import boto3
+    client = boto3.client("kinesis", **b.options)
+    shard = client.list_shards(StreamName=STREAM)["Shards"][0]["ShardId"]
+    it = client.get_shard_iterator(StreamName=STREAM, ShardId=shard, ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
     got = 0
     while got < n:
-        r = b.client.get_records(ShardIterator=it, Limit=10_000)
+        r = client.get_records(ShardIterator=it, Limit=10_000)
         got += sum(len(x["Data"]) > 0 for x in r["Records"])
         it = r["NextShardIterator"]
     return got
