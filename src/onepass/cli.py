@@ -174,8 +174,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--publish-every", metavar="T|N", help="publish a model into DIR every T (60s, 5m, 1h) or N "
                    "records while training: models/ keeps the last versions, model.safetensors (which serve "
                    "reloads) is the newest")
+    t.add_argument("--half-life", type=_POSITIVE, metavar="N", help="forget, so that the model follows a drifting "
+                   "stream: a record's weight halves after N records (k-means' half_life_time_size; the linear "
+                   "learner forgets through its learning rate: --use-lr-scheduler false keeps it constant)")
     t.add_argument("--stream-field", metavar="FIELD", help="a live Redis stream: the entry's field that holds the "
                    "record (default data)")
+    t.add_argument("--start-at", choices=("earliest", "latest"), help="a live stream trained afresh: from its "
+                   "oldest record (earliest, the default) or only the records that come after training started "
+                   "(latest); --resume always goes on from the checkpoint's position")
     t.add_argument("--allow-trimmed", action="store_true", default=None, help="a live stream trimmed past the "
                    "position to read from (retention, MAXLEN) goes on from its oldest record, the loss counted and "
                    "warned of (default: an error naming the partition and how many records were lost)")
@@ -393,7 +399,8 @@ def _train(args, hp: dict[str, Any]):
                  init_from=args.init_from, overwrite=args.overwrite, epoch_cache_mib=args.epoch_cache_mib,
                  processes=distributed.Processes(args.sync_every, args.dist_timeout, args.dist_backend),
                  progress=_progress(args.quiet or distributed.rank() > 0), publish_every=args.publish_every,
-                 **_stream_options(args), stream_field=args.stream_field, allow_trimmed=args.allow_trimmed)
+                 **_stream_options(args), stream_field=args.stream_field, allow_trimmed=args.allow_trimmed,
+                 start_at=args.start_at, half_life=args.half_life)
 
 
 def _make_folder(path: Path, option: str) -> bool:

@@ -311,10 +311,16 @@ class Session:
                         continue
             last = time.monotonic()
             state = state_of()
-            records, signals, done, empty, elapsed = self._control(state, finished)
+            records, signals, done, empty, waiting, elapsed = self._control(state, finished)
             if empty:
                 raise UsageError(f"{int(empty)} of the {self.world} processes got no records: the source holds "
                                  "fewer records than processes")
+            if waiting:  # a live stream's process still without a record (so without a state): nothing to average
+                if signals:  # or to checkpoint together; nothing was checkpointed yet either (a fresh run)
+                    name = signal.Signals(self._signal).name if self._signal else "a signal to another process"
+                    raise Interrupted(f"stopped by {name} before each of the {self.world} processes had a record "
+                                      "of its partitions: no checkpoint; start again")
+                continue
             if self.sync_every:
                 self._average(state)
             if signals:
@@ -350,10 +356,11 @@ class Session:
 
     def _control(self, state: State | None, finished: bool) -> list[float]:
         """One all_reduce: records since the last checkpoint (all processes), signals, finished shards,
-        processes without a state, and rank 0's seconds since the last checkpoint."""
+        processes whose shard ended without a record, processes without a state yet (a live stream's partitions
+        may have none so far), and rank 0's seconds since the last checkpoint."""
         values = [float((state.meta["records_seen"] if state is not None else 0) - self._ckpt_records),
-                  float(self._signal is not None), float(finished), float(state is None),
-                  time.monotonic() - self._ckpt_time if self.rank == 0 else 0.0]
+                  float(self._signal is not None), float(finished), float(state is None and finished),
+                  float(state is None), time.monotonic() - self._ckpt_time if self.rank == 0 else 0.0]
         self.stats["control_syncs"] += 1
         self.stats["control_bytes"] = 8 * len(values)
         return self._sum(values)

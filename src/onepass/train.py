@@ -111,7 +111,7 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
           resume: bool = False, init_from: str | Path | None = None, overwrite: bool = False,
           epoch_cache_mib: float | None = None, max_records: int | None = None,
           processes: distributed.Processes | None = None, progress: Progress | None = None, on_event=None,
-          publish_every: str | int | None = None, **stream_options: Any) -> TrainResult:
+          publish_every: str | int | None = None, half_life: int | None = None, **stream_options: Any) -> TrainResult:
     """Train `algorithm` on `data` into the run folder `out`. See the module docstring.
 
     data, validation, test: a `Stream`, or anything a `Stream` reads (a path, glob, folder, URL, ``-``; a NumPy
@@ -144,6 +144,9 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
     (SIGTERM or SIGINT write a checkpoint; `resume=True` continues at the next record), in one epoch.
     publish_every: ``"60s"`` (a time) or a number of records: finalize and publish a model into `out` that often
     (publish.py: `models/` keeps the last versions; model.safetensors, which `onepass serve` reloads, is the newest).
+    half_life: forget, so that a model follows a drifting stream: a record's weight halves after this many records,
+    where the algorithm has such a hyperparameter (its `HALF_LIFE`: k-means' half_life_time_size); elsewhere
+    refused, saying how that algorithm follows a drift (its `FORGETTING`).
 
     on_event: a function called with every event of metrics.jsonl (a dict: "event", "time" and its fields), just
     after the line is written: start, checkpoint, validation, epoch, bad_records, early_stop, finished, ... An
@@ -169,6 +172,8 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
         given["epochs"] = epochs
     if mini_batch_size is not None:
         given["mini_batch_size"] = mini_batch_size
+    if half_life is not None:
+        given[_half_life_name(algo, given)] = half_life
     if resume and init_from:
         raise UsageError("--resume and --init-from exclude each other: resume continues this run, "
                          "--init-from starts a new run from an earlier state")
@@ -430,6 +435,17 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
         summary.update({f"test:{k}": v for k, v in evaluate(model, test_stream, hp, algo).items()})
     metrics.log("finished", model=str(out / MODEL_FILE), model_meta=model.meta, **summary)
     return TrainResult(state, model, out, summary)
+
+
+def _half_life_name(algo, given: dict[str, Any]) -> str:
+    """The algorithm's hyperparameter that --half-life sets; refused where it has none, or given both ways."""
+    name = getattr(algo, "HALF_LIFE", None)
+    if name is None:
+        raise UsageError(f"--half-life: {algo.NAME} has no half-life; " + getattr(
+            algo, "FORGETTING", "it weighs every record alike"))
+    if given.get(name) is not None:
+        raise UsageError(f"--half-life and {name} say the same: give one")
+    return name
 
 
 def _stream_spec(data, options: dict[str, Any], what: str) -> dict[str, Any]:

@@ -87,6 +87,8 @@ from .losses import grad_only, loss_only
 VERSION = 1
 ACCEPTS_SPARSE = True
 SUPERVISED = True
+FORGETTING = ("AdaGrad's steps shrink as each coordinate's gradients add up, so a model trained for long follows a "
+              "drift ever more slowly: start a new run (--init-from) to learn afresh")
 AVERAGED = ("bias", "linear", "factors")  # --sync-every: averaged in label units (shared_parameters)
 PARAMETERS = ("bias", "linear", "factors")
 GROUPS = ("bias", "linear", "factors")

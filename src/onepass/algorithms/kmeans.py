@@ -53,6 +53,7 @@ from ..state import State
 from .base import Model, check_mergeable, takes_arrays
 
 NAME = "kmeans"
+HALF_LIFE = "half_life_time_size"  # what train's half_life sets: a record's weight halves after that many records
 VERSION = 2  # 2: the refined centres and the reservoir sample
 # SageMaker's `auto` keeps 10 k centres ("shrinking 80 centers into 8"). Measured on digits (k = 10), the
 # reduced model's cost was within 2.3 % of scikit-learn's KMeans with 10 k and within 1.3 % with 20 k: 20 it is.

@@ -65,6 +65,10 @@ from .linear_options import (CHOICES, DEFAULT_RESERVOIR_MIB, HYPERPARAMETERS, RE
 from .losses import grad_only, loss_only
 
 NAME = "linear_learner"
+# train's half_life: SGD forgets through its learning rate, which the scheduler lowers x 0.99 every 100 updates down
+# to lr_scheduler_minimum_lr (1e-5): a stream trained for long learns ever more slowly
+FORGETTING = ("SGD forgets at its learning rate: give --use-lr-scheduler false to keep the rate at --learning-rate "
+              "(the default schedule lowers it x 0.99 every 100 updates, down to --lr-scheduler-minimum-lr)")
 VERSION = 1
 ACCEPTS_SPARSE = True
 SUPERVISED = True  # the trainer reads a label column (SageMaker's default: the first)

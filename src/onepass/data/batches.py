@@ -99,6 +99,8 @@ class Stream:
     stream_field: a live Redis stream: the entry's field that holds the record (default ``data``).
     allow_trimmed: a live stream trimmed past the position to read from (retention, MAXLEN) goes on from its oldest
                   record with a warning and the loss counted, instead of a DataError (data/live/base.py).
+    start_at:     a live stream read afresh: from its oldest record ("earliest", the default) or only the records
+                  that come after the reader started ("latest"); a saved position (`start`, --resume) always wins.
     """
 
     def __init__(self, source, data_format: str | None = None, label_column: str | int | None = None,
@@ -108,7 +110,7 @@ class Stream:
                  query: str | None = None, on_bad_record: str | None = None,
                  max_bad_fraction: float | None = None, id_column: str | int | None = None,
                  text_column: str | int | None = None, stream_field: str | None = None,
-                 allow_trimmed: bool | None = None):
+                 allow_trimmed: bool | None = None, start_at: str | None = None):
         # what the stream was made from: `replace` makes another with some of it changed (the trainer's shard,
         # a LibSVM width from the algorithm's feature_dim, what a checkpoint says on --resume)
         self.spec: dict[str, Any] = dict(
@@ -116,7 +118,7 @@ class Stream:
             zero_based=zero_based, weight_column=weight_column, columns=columns, shard=shard,
             storage_options=storage_options, query=query, on_bad_record=on_bad_record,
             max_bad_fraction=max_bad_fraction, id_column=id_column, text_column=text_column,
-            stream_field=stream_field, allow_trimmed=allow_trimmed)
+            stream_field=stream_field, allow_trimmed=allow_trimmed, start_at=start_at)
         self.source = source
         self.text_column = text_column
         if memory.holds(source):  # arrays, tensors, (X, y) or an iterable of them or of Batches
@@ -131,6 +133,8 @@ class Stream:
         self._passes = 0
         self.all_inputs = self.inputs  # before sharding (workers check they all found the same)
         self.stride: tuple[int, int] | None = None  # (rank, world_size) when records are shared out by stride
+        self.live_options: dict[str, Any] = {"stream_field": stream_field, "allow_trimmed": bool(allow_trimmed),
+                                             "start_at": live.start_at(start_at), "shard": None}
         if shard is not None:
             self._shard(*shard)
         self.label_column = label_column
@@ -150,7 +154,6 @@ class Stream:
             if self.format != "csv":
                 raise UsageError(f"--id-column: {self.format} input cannot carry an id column yet (CSV can)")
             self.options["keep"] = id_column
-        self.live_options = {"stream_field": stream_field, "allow_trimmed": bool(allow_trimmed)}
         policy, fraction = resolve_bad_records(on_bad_record, max_bad_fraction)
         self.bad: BadRecords | None = None  # the tally under skip; None under fail (readers raise)
         if policy == "skip":
@@ -171,9 +174,10 @@ class Stream:
             raise UsageError(f"shard ({rank}, {world}): the rank must lie in 0..{world - 1}")
         if world == 1:
             return
-        if self.live:
-            raise UsageError(f"{self.name}: a live stream is read by one process (sharing its partitions out "
-                             "between processes is not available yet)")
+        if self.live:  # each process reads its own partitions or shards (data/live/base.py: Sharing)
+            live.check_shareable(self.inputs, world)
+            self.live_options["shard"] = (rank, world)
+            return
         if any(i.path == "-" for i in self.inputs):
             raise UsageError(f"standard input cannot be shared out between {world} processes; give files")
         if len(self.inputs) >= world:
@@ -285,8 +289,11 @@ class Stream:
         if batch_size < 1:
             raise UsageError(f"--mini-batch-size must be at least 1, got {batch_size}")
         self._next_pass()
+        stop = threading.Event()
+        if self.live:  # a live reader blocks on its broker: told to stop, it returns within a poll (data/live)
+            self.live_options["stop"] = stop
         it = self._rebatch(batch_size, start)
-        return _prefetch(it, prefetch) if prefetch > 0 else it
+        return _prefetch(it, prefetch, stop) if prefetch > 0 else it
 
     def _next_pass(self) -> None:
         """Pipe mode: each call of `batches` reads the channel's next FIFO (NAME_0, NAME_1, ...), as SageMaker makes
@@ -459,14 +466,14 @@ def _every(ch: Chunk, first: int, step: int) -> Chunk:
 _END = object()
 
 
-def _prefetch(it: Iterator[Batch], depth: int) -> Iterator[Batch]:
+def _prefetch(it: Iterator[Batch], depth: int, stop: threading.Event | None = None) -> Iterator[Batch]:
     """Run `it` in a daemon thread, `depth` batches ahead; errors surface in the consumer, in order.
 
     When the consumer stops early the reader thread ends too (closing `it` and its files), even if it was
     blocked handing over a batch, the end of the stream or an error.
     """
     q: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
+    stop = stop or threading.Event()  # set when the consumer is done (`it` may look at it too)
 
     def put(item) -> bool:
         while not stop.is_set():

@@ -30,6 +30,16 @@ carries `skip` (0 too), which tells a resumed reader that the message's bad line
 Connections. A broker that goes away (a restart, a network blip) is asked again every POLL_S for RECONNECT_S, the
 quiet chunks going on meanwhile, so a signal still stops training with a checkpoint; then a DataError.
 
+Start. A partition without a saved position is read from its oldest record (`start_at="earliest"`, the default)
+or from the records that come after the reader looked at it (`"latest"`: the broker's end at that moment, which the
+position then holds, so a resumed run goes on from there); a saved position always wins.
+
+Sharing. Under several processes (`Stream(shard=(rank, world))`, `train --nproc`), a Kafka partition or a Kinesis
+shard is read by the process whose rank is its number modulo the processes (children of a split included), and each
+process's checkpoint part holds its own partitions' positions: a resume on as many processes reads on exactly. A Redis
+or NATS stream is one ordered sequence without partitions: it is refused (dividing it would need every process to
+read every entry).
+
 Formats. Records are parsed by the file readers (CSV, JSON lines, LibSVM: one record a line, any number of lines a
 message; RecordIO-protobuf: any number of records a message), a poll's messages at a time, as one block.
 """
@@ -59,6 +69,8 @@ RECONNECT_S = 60.0  # how long a reader whose broker went away keeps trying befo
 MAX_MESSAGES = 10_000  # messages a poll asks for: Kinesis' GetRecords limit; bounds the reader's memory
 LINE_FORMATS = ("csv", "jsonl", "libsvm")
 FORMATS = LINE_FORMATS + ("recordio-protobuf",)
+START_AT = ("earliest", "latest")
+SHAREABLE = {"kafka": "partitions", "kinesis": "shards"}  # what each process takes its share of
 _BLOCK = "<live>"  # the name a block of messages is parsed under (errors are renamed to the message)
 
 Message = tuple[Any, bytes]  # (the broker's id of the message, its payload)
@@ -87,6 +99,14 @@ class Broker:
     def __init__(self, inp: Input, options: dict[str, Any]):
         self.inp, self.spec, self.options = inp, inp.live, options
         self.trimmed: list[Trimmed] = []
+        self.latest = options.get("start_at") == "latest"
+        self.shard: tuple[int, int] = options.get("shard") or (0, 1)  # (rank, processes)
+        self.started: dict[str, dict] = {}  # seek: where partitions without a saved position start (at latest)
+
+    def owns(self, number: int) -> bool:
+        """Whether this process reads the partition or shard `number` (its number modulo the processes)."""
+        rank, world = self.shard
+        return number % world == rank
 
     def seek(self, positions: dict[str, dict]) -> list[Trimmed]:
         raise NotImplementedError
@@ -110,6 +130,23 @@ def server_url(url: str) -> str:
     return f"{scheme}://{rest.split('/', 1)[0].split('?', 1)[0]}"
 
 
+def start_at(value: str | None) -> str:
+    """`start_at` checked: "earliest" (the default) or "latest"."""
+    value = value or "earliest"
+    if value not in START_AT:
+        raise UsageError(f"--start-at {value!r}: expected {' or '.join(START_AT)}")
+    return value
+
+
+def check_shareable(inputs: list[Input], world: int) -> None:
+    """Refuse to share a stream without partitions (Redis, NATS) between `world` processes."""
+    for inp in inputs:
+        if inp.live is not None and inp.live.scheme not in SHAREABLE:
+            raise UsageError(f"{inp.path}: a {inp.live.scheme}:// stream is one sequence of entries, read by one "
+                             f"process; {world} processes can share the partitions of a Kafka topic or the shards of "
+                             "a Kinesis stream")
+
+
 def open_broker(inp: Input, options: dict[str, Any]) -> Broker:
     module, extra, _ = SCHEMES[inp.live.scheme]
     try:
@@ -122,9 +159,11 @@ def open_broker(inp: Input, options: dict[str, Any]) -> Broker:
 def read(inp: Input, file_index: int, data_format: str, *, start: dict[str, Any] | None = None,
          label: str | int | None = None, header: bool | None = None, weight: str | int | None = None,
          columns: list[str | int] | None = None, n_features: int | None = None, zero_based: bool = False,
-         stream_field: str | None = None, allow_trimmed: bool = False, bad=None, **_: Any) -> Iterator[Chunk]:
+         stream_field: str | None = None, allow_trimmed: bool = False, start_at: str = "earliest",
+         shard: tuple[int, int] | None = None, stop=None, bad=None, **_: Any) -> Iterator[Chunk]:
     """Chunks of the live stream `inp` from the position `start` (a chunk's `at`; None: every partition's start),
-    never ending; an empty chunk when the stream is quiet (see the module's docstring)."""
+    never ending (but once `stop`, a threading.Event, is set: the read-ahead thread's consumer is done); an empty
+    chunk when the stream is quiet (see the module's docstring)."""
     if data_format not in FORMATS:
         raise UsageError(f"{inp.path}: a live stream's records are {', '.join(FORMATS)}, not {data_format}")
     if header:
@@ -133,7 +172,7 @@ def read(inp: Input, file_index: int, data_format: str, *, start: dict[str, Any]
     parts: dict[str, dict] = dict(start.get("partitions") or {})
     meta = {"lost": dict(start.get("lost") or {}), "fields": start.get("fields")}
     parser = _Parser(inp.path, data_format, label, weight, columns, n_features, zero_based, meta["fields"], bad)
-    broker = open_broker(inp, {"stream_field": stream_field or "data"})
+    broker = open_broker(inp, {"stream_field": stream_field or "data", "start_at": start_at, "shard": shard})
     try:
         try:
             trims = broker.seek(parts)
@@ -141,10 +180,11 @@ def read(inp: Input, file_index: int, data_format: str, *, start: dict[str, Any]
             raise DataError(f"cannot reach the broker ({type(e).__name__}: {e})", source=inp.path,
                             reason="unreachable") from None
         _lost(inp.path, trims, meta, allow_trimmed)
+        parts = {**broker.started, **parts}  # started at latest: held from the first batch on
         skips = {p: int(v["skip"]) for p, v in parts.items() if v and "skip" in v}
         last_record = time.monotonic()
         down: float | None = None  # since when the broker is unreachable
-        while True:
+        while stop is None or not stop.is_set():
             try:
                 fetched = broker.poll(POLL_S)
             except broker.TRANSIENT as e:  # retried; the quiet chunks below go on, so a signal still stops

@@ -78,6 +78,9 @@ class JetStream(Broker):
         except self.TRANSIENT as e:
             raise DataError(f"cannot reach the server: {type(e).__name__} {e}", source=self.inp.path,
                             reason="unreachable") from None
+        if "last" not in pos and self.latest:  # after the last message now there
+            self.next_seq, self.fresh = int(info.state.last_seq) + 1, False
+            self.started[self.stream] = {"last": int(info.state.last_seq)}
         self._subscribe(info)
         trims, self.trimmed = self.trimmed, []
         return trims

@@ -6,6 +6,9 @@ one is given). Offsets count a partition's records, so a partition whose low wat
 past the saved offset lost the records between; `auto.offset.reset=error` makes a fetch there an error instead of a
 silent jump, which is counted the same way. Partitions added to the topic later are read from their start.
 
+Under several processes a partition is read by the process whose rank is its number modulo the processes
+(base.py: Sharing); a process left without a partition is refused, naming how many the topic has.
+
 Other librdkafka settings (`security.protocol`, `sasl.*`) come from --storage-options as a JSON object.
 """
 
@@ -63,15 +66,24 @@ class Kafka(Broker):
                 raise UsageError(f"{self.inp.path}: the topic has no partition {missing[0]} (it has 0..{found[-1]})")
             found = self.chosen
         self.listed = time.monotonic()
-        return found
+        mine = [p for p in found if self.owns(p)]
+        if not mine:
+            rank, world = self.shard
+            raise UsageError(f"{self.inp.path}: {len(found)} partition(s) ({', '.join(map(str, found))}) for {world} "
+                             f"processes: process {rank} has none (partition p goes to process p mod {world}); "
+                             "run fewer processes or add partitions")
+        return mine
 
     def seek(self, positions: dict[str, dict]) -> list[Trimmed]:
         trims = []
         for p in self._partitions():
             pos = positions.get(str(p)) or {}
             start = int(pos.get("next", 0))
-            low, _ = self.consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)
-            if low > start:
+            low, high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)
+            if not pos and self.latest:  # only what comes from now on
+                start = high
+                self.started[str(p)] = {"next": high}
+            elif low > start:
                 trims.append(self._trimmed(p, start, low))
                 start = low
             self.assigned[p] = start

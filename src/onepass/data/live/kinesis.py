@@ -7,6 +7,12 @@ or merged is closed; its records stay until retention, and reading it to the end
 read only once its parents (`ParentShardId`, `AdjacentParentShardId`) are done, or gone past retention before this
 reader knew them, so each key's records come in order across a split or a merge.
 
+Start at latest: an open shard without a saved position is read `AT_TIMESTAMP` of the moment the reader looked
+(kept in the position as `since`, so that a resumed run that read nothing of it yet starts there too); shards
+closed by then are taken as done. Under several processes a shard is read by the process whose rank is its number
+(``shardId-000000000007``: 7) modulo the processes; a parent read by another process counts as done once closed
+(each process trains its own part: order across processes is not kept, every record is read once).
+
 Loss: Kinesis sequence numbers have gaps, so lost records cannot be counted. A saved shard that is no longer listed,
 or whose last record read is no longer there (`AT_SEQUENCE_NUMBER` returns a later one), was trimmed past the
 position: reported with an unknown count.
@@ -19,6 +25,7 @@ The endpoint, region and credentials come the standard way (AWS_* variables, ~/.
 from __future__ import annotations
 
 import time
+from datetime import datetime, timezone
 from typing import Any
 
 import boto3
@@ -60,6 +67,7 @@ class Kinesis(Broker):
             raise UsageError(f"{inp.path}: {e}") from None
         self.shards: dict[str, dict] = {}
         self.last: dict[str, str] = {}  # shard -> the last sequence number read
+        self.since: dict[str, float] = {}  # shard -> the time from which it is read (started at latest)
         self.done: set[str] = set()
         self.iterators: dict[str, str] = {}
         self.listed = 0.0
@@ -103,7 +111,24 @@ class Kinesis(Broker):
                     trims.append(Trimmed(shard, None, f"shard {shard} after sequence number {pos['last']}"))
                     self.iterators[shard] = self._call("get_shard_iterator", StreamName=self.stream, ShardId=shard,
                                                        ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+            elif "since" in pos:
+                self.since[shard] = float(pos["since"])
         self.saved = {s for s, p in positions.items() if p and not p.get("done")}
+        rank, world = self.shard
+        if not any(self.owns(_number(s)) for s in self.shards):
+            raise UsageError(f"{self.inp.path}: {len(self.shards)} shard(s) for {world} processes: process {rank} "
+                             f"has none (shard n goes to process n mod {world}); run fewer processes")
+        if self.latest:
+            now = time.time()
+            for shard, info in self.shards.items():
+                if positions.get(shard) or not self.owns(_number(shard)):
+                    continue
+                if "EndingSequenceNumber" in info.get("SequenceNumberRange", {}):  # closed: nothing comes any more
+                    self.done.add(shard)
+                    self.started[shard] = {"done": True}
+                else:
+                    self.since[shard] = now
+                    self.started[shard] = {"since": now}
         return trims
 
     def _still_there(self, shard: str, seq: str) -> bool:
@@ -118,9 +143,14 @@ class Kinesis(Broker):
     def _readable(self) -> list[str]:
         """Shards to read now: not done, and each parent done or gone (and not one this reader was reading)."""
         def ready(parent: str | None) -> bool:
-            return parent is None or parent in self.done or (parent not in self.shards and parent not in self.saved)
+            if parent is None or parent in self.done:
+                return True
+            if parent not in self.shards:
+                return parent not in self.saved
+            return not self.owns(_number(parent)) and "EndingSequenceNumber" in \
+                self.shards[parent].get("SequenceNumberRange", {})  # another process's: closed
 
-        return sorted(s for s, info in self.shards.items() if s not in self.done
+        return sorted(s for s, info in self.shards.items() if s not in self.done and self.owns(_number(s))
                       and ready(info.get("ParentShardId")) and ready(info.get("AdjacentParentShardId")))
 
     def poll(self, timeout: float) -> list[tuple[str, list[Message], bool]]:
@@ -157,6 +187,9 @@ class Kinesis(Broker):
     def _iterator(self, shard: str) -> str:
         if shard in self.last:
             kind = {"ShardIteratorType": "AFTER_SEQUENCE_NUMBER", "StartingSequenceNumber": self.last[shard]}
+        elif shard in self.since:
+            kind = {"ShardIteratorType": "AT_TIMESTAMP",
+                    "Timestamp": datetime.fromtimestamp(self.since[shard], timezone.utc)}
         else:
             kind = {"ShardIteratorType": "TRIM_HORIZON"}
         return self._call("get_shard_iterator", StreamName=self.stream, ShardId=shard, **kind)["ShardIterator"]
@@ -166,6 +199,12 @@ class Kinesis(Broker):
 
     def where(self, partition: str, message_id: str) -> str:
         return f"shard {partition} sequence number {message_id}"
+
+
+def _number(shard: str) -> int:
+    """A shard's number: ``shardId-000000000007`` is 7 (which process reads it)."""
+    digits = shard.rsplit("-", 1)[-1]
+    return int(digits) if digits.isdigit() else sum(shard.encode())
 
 
 def open(inp, options) -> Kinesis:
