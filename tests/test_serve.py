@@ -82,8 +82,16 @@ def runs(tmp_path_factory):
                             hyperparameters={"predictor_type": "multiclass_classifier", "num_classes": 3}).out,
         "regressor": train("linear_learner", (x, x[:, 0] * 2 + 1), root / "regressor",
                            hyperparameters={"predictor_type": "regressor"}).out,
+        "fm": train("factorization_machines", (x, y_bin), root / "fm",
+                    hyperparameters={"predictor_type": "binary_classifier", "num_factors": 2}).out,
+        "ntm": train("ntm", _counts(x), root / "ntm", hyperparameters={"num_topics": 2}).out,
     }
     return root, x[:7], out
+
+
+def _counts(x: np.ndarray) -> np.ndarray:
+    """Word counts (what NTM reads) from the same records."""
+    return np.round(np.abs(x) * 2).astype(np.float32)
 
 
 def _predicted(run: Path, x: np.ndarray, tmp: Path) -> list[dict]:
@@ -112,25 +120,35 @@ def _bodies(x: np.ndarray) -> dict[str, tuple[str, bytes]]:
         "jsonlines": ("application/jsonlines", "\n".join(json.dumps({"features": r.tolist()}) for r in x).encode()),
         "recordio": ("application/x-recordio-protobuf", dense_rec.getvalue()),
         "recordio-sparse": ("application/x-recordio-protobuf", sparse_rec.getvalue()),
+        "npy": ("application/x-npy", _npy(x)),  # the SDK's NumpySerializer
     }
+
+
+def _npy(x: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, x, allow_pickle=x.dtype == object)
+    return buf.getvalue()
 
 
 def _close(a, b) -> bool:
     return np.allclose(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("algo", ["kmeans", "pca", "binary", "multiclass", "regressor"])
+@pytest.mark.parametrize("algo", ["kmeans", "pca", "binary", "multiclass", "regressor", "fm", "ntm"])
 def test_every_request_format_answers_as_onepass_predict(runs, algo, tmp_path):
     root, x, out = runs
+    x = _counts(x) if algo == "ntm" else x
     expected = _predicted(out[algo], x, tmp_path)
     key = "projections" if algo == "pca" else "predictions"
     with serving(Settings(model=str(out[algo]))) as port:
-        for name, (ctype, body) in _bodies(x).items():
+        bodies = {**_bodies(x), "npy-one-record": ("application/x-npy", _npy(x[0]))}  # a 1-D array: one record
+        for name, (ctype, body) in bodies.items():
             status, headers, content = call(port, "POST", "/invocations", body, Content_Type=ctype)
             assert status == 200, (name, content)
             answer = json.loads(content)[key]
-            assert len(answer) == len(expected), name
-            for got, want in zip(answer, expected):
+            want_all = expected[:1] if name == "npy-one-record" else expected
+            assert len(answer) == len(want_all), name
+            for got, want in zip(answer, want_all):
                 assert got.keys() == want.keys() and all(_close(got[k], want[k]) for k in want), name
             assert headers["x-onepass-model"] == Model.load(out[algo]).checksum
 
@@ -181,6 +199,12 @@ def test_client_mistakes_get_4xx_with_a_message_never_500(runs):
             (400, dict(Content_Type="application/jsonlines"), b"{\"features\": [1,2,3,4,5]}\n{oops", "line 2"),
             (400, dict(Content_Type="application/x-recordio-protobuf"), b"\x00\x01\x02\x03garbage!", "magic"),
             (400, dict(Content_Type="text/csv"), b"", "empty"),
+            (406, dict(Content_Type="text/csv", Accept="application/x-npy"), b"1,2,3,4,5", "Accept"),  # as SageMaker
+            (400, dict(Content_Type="application/x-npy"), b"\x93NUMPY garbage", "application/x-npy"),
+            (400, dict(Content_Type="application/x-npy"), _npy(np.array([{"a": 1}], dtype=object)), "pickle"),
+            (400, dict(Content_Type="application/x-npy"), _npy(np.zeros((2, 5, 1))), "shape (2, 5, 1)"),
+            (400, dict(Content_Type="application/x-npy"), _npy(np.array([[1, 2, np.nan, 4, 5]])), "feature 3"),
+            (400, dict(Content_Type="application/x-npy"), _npy(np.ones((2, 3))), "the model expects 5"),
             (413, dict(Content_Type="text/csv"), b"1,2,3,4,5\n" * 1000, "limit"),
         ]
         for status, headers, body, words in cases:
