@@ -9,6 +9,8 @@ import os
 import shutil
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -319,6 +321,50 @@ def test_the_boto3_runtime_client_talks_to_the_server(runs):
                                        Accept="application/json")
         answer = json.loads(reply["Body"].read())["predictions"]
         assert len(answer) == len(x) and set(answer[0]) == {"closest_cluster", "distance_to_cluster"}
+
+
+SDK_VENV = Path(__file__).parent.parent / ".venv-sdk"
+
+
+def _sdk_python() -> Path:
+    """.venv-sdk's Python with the SageMaker SDK v2 (tests/requirements-sdk.txt; .ci/run installs it): made here
+    when missing, skipped, saying why, only when that install fails (no network, no venv module)."""
+    python = SDK_VENV / "bin" / "python"
+    if not list(SDK_VENV.glob("lib/python*/site-packages/sagemaker-2.*.dist-info")):  # importing it takes seconds
+        made = subprocess.run(f"{sys.executable} -m venv {SDK_VENV} && {python} -m pip install -q -r "
+                              f"{Path(__file__).parent / 'requirements-sdk.txt'}", shell=True, capture_output=True,
+                              text=True)
+        if made.returncode:
+            pytest.skip(f"the SageMaker SDK v2 did not install into {SDK_VENV}: {made.stderr.strip()[-300:]}")
+    return python
+
+
+def test_the_sagemaker_sdk_predictor_reads_what_the_server_answers(runs, tmp_path):
+    """The real SDK v2's Predictor, serializers and deserializers, through boto3's sagemaker-runtime client."""
+    python = _sdk_python()
+    root, x, out = runs
+    np.save(tmp_path / "x.npy", x)
+    keys = {"kmeans": "predictions", "pca": "projections"}
+    with serving(Settings(model=str(out["kmeans"]))) as kmeans, serving(Settings(model=str(out["pca"]))) as pca:
+        ports = {"kmeans": kmeans, "pca": pca}
+        want = {algo: json.loads(call(port, "POST", "/invocations", _bodies(x)["csv"][1],
+                                      Content_Type="text/csv")[2])[keys[algo]] for algo, port in ports.items()}
+        client = subprocess.run([str(python), str(Path(__file__).parent / "sdk_client.py"), str(tmp_path / "x.npy"),
+                                 str(tmp_path / "got.json"), *map(str, ports.values())], capture_output=True,
+                                text=True, timeout=180)
+    assert client.returncode == 0, client.stderr[-2000:]
+    got = json.loads((tmp_path / "got.json").read_text())
+    for algo, port in ports.items():
+        assert len(got[str(port)]) == 8
+        for name, answer in got[str(port)].items():
+            if name == "csv->csv":  # CSVDeserializer: a list of rows of strings, the outputs' values in order
+                assert _close(np.asarray(answer, dtype=float),
+                              [[v for o in w.values() for v in np.ravel(o)] for w in want[algo]]), (algo, name)
+                continue
+            rows = answer if name == "csv->jsonlines" else answer[keys[algo]]  # JSONLinesDeserializer: a line each
+            expected = want[algo][:1] if name == "npy-one-record->json" else want[algo]
+            assert len(rows) == len(expected) and all(r.keys() == w.keys() and all(_close(r[k], w[k]) for k in w)
+                                                      for r, w in zip(rows, expected)), (algo, name)
 
 
 def test_the_container_entry_point_follows_sagemakers_environment():
