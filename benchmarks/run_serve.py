@@ -8,6 +8,10 @@ For each model (k-means k = 10, the binary linear learner, PCA, on 50 features):
 (requests/s, p50 and p99 latency at the load where throughput peaks over 1, 4 and 16 connections) and 1,000-record
 CSV requests (records/s). The bare app reads the body and answers a constant of the same shape, so the ratio is what
 parsing, predicting and encoding cost over the HTTP stack itself. Writes a JSON file and prints a Markdown table.
+
+The peer, where benchmarks/.venv-mlserver holds it (benchmarks/requirements-mlserver.txt): MLServer 1.7.1 serving
+scikit-learn's KMeans (k = 10) and LogisticRegression fitted on the same records, through its V2 inference protocol
+(JSON tensors; the same records, one and 1,000 at a time), one process (parallel_workers 0) as onepass serves.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ async def ping(request):
 app = Starlette(routes=[Route("/invocations", invocations, methods=["POST"]), Route("/ping", ping)])
 '''
 LUA = '''wrk.method = "POST"
-wrk.headers["Content-Type"] = "text/csv"
+wrk.headers["Content-Type"] = "{ctype}"
 wrk.body = io.open("{body}", "rb"):read("*a")
 done = function(summary, latency, requests)
   io.write(string.format("RESULT %d %d %f %f %f\\n", summary.requests, summary.errors.status + summary.errors.connect
@@ -59,14 +63,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_ready(port: int, timeout: float = 60) -> None:
+def wait_ready(port: int, timeout: float = 60, path: str = "/ping") -> None:
     import http.client
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            c.request("GET", "/ping")
+            c.request("GET", path)
             if c.getresponse().status == 200:
                 return
         except OSError:
@@ -75,26 +79,63 @@ def wait_ready(port: int, timeout: float = 60) -> None:
     raise RuntimeError(f"no server on port {port}")
 
 
-def wrk(port: int, body: Path, connections: int, seconds: float, work: Path) -> dict:
+def wrk(port: int, body: Path, connections: int, seconds: float, work: Path, path: str = "/invocations") -> dict:
     script = work / f"post_{body.stem}.lua"
-    script.write_text(LUA.format(body=body))
+    ctype = "application/json" if body.suffix == ".json" else "text/csv"
+    script.write_text(LUA.format(body=body, ctype=ctype))
     out = subprocess.run(["wrk", "-t", "1", "-c", str(connections), "-d", f"{int(seconds)}s", "-s", str(script),
-                          f"http://127.0.0.1:{port}/invocations"], capture_output=True, text=True, check=True).stdout
+                          f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True, check=True).stdout
     n, errors, duration, p50, p99 = re.search(r"RESULT (\S+) (\S+) (\S+) (\S+) (\S+)", out).groups()
     return {"requests": int(n), "errors": int(errors), "rps": int(n) / float(duration), "p50_ms": float(p50),
             "p99_ms": float(p99), "connections": connections}
 
 
-def serve(cmd: list[str], port: int) -> subprocess.Popen:
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_ready(port)
+def serve(cmd: list[str], port: int, ready: str = "/ping", cwd: Path | None = None) -> subprocess.Popen:
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=cwd)
+    wait_ready(port, path=ready)
     return proc
+
+
+def mlserver(x: np.ndarray, y: np.ndarray, work: Path, venv: Path, loads: tuple, seconds: float) -> dict:
+    """MLServer (sklearn runtime) serving KMeans and LogisticRegression fitted on x, loaded by wrk as onepass is."""
+    import joblib
+    from sklearn.cluster import KMeans
+    from sklearn.linear_model import LogisticRegression
+
+    root, port = work / "mlserver", free_port()
+    fitted = {"kmeans": KMeans(10, n_init=1, random_state=0).fit(x), "linear": LogisticRegression().fit(x, y)}
+    for name, model in fitted.items():
+        (root / name).mkdir(parents=True)
+        joblib.dump(model, root / name / "model.joblib")
+        (root / name / "model-settings.json").write_text(json.dumps(
+            {"name": name, "implementation": "mlserver_sklearn.SKLearnModel", "parameters": {"uri": "./model.joblib"}}))
+    (root / "settings.json").write_text(json.dumps({"http_port": port, "grpc_port": free_port(), "metrics_port":
+                                                    free_port(), "parallel_workers": 0, "metrics_endpoint": None}))
+    bodies = {}
+    for n, name in ((1, "v2_one.json"), (1000, "v2_batch.json")):
+        bodies[n] = work / name
+        bodies[n].write_text(json.dumps({"inputs": [{"name": "input-0", "shape": [n, x.shape[1]], "datatype": "FP32",
+                                                     "data": x[:n].ravel().tolist()}]}))
+    proc = serve([str(venv / "bin" / "mlserver"), "start", str(root)], port, ready="/v2/models/linear/ready")
+    out = {}
+    try:
+        for name in fitted:
+            path = f"/v2/models/{name}/infer"
+            single = [wrk(port, bodies[1], c, seconds, work, path) for c in loads]
+            out[f"mlserver {name} (sklearn)"] = {"single": single, "batch": wrk(port, bodies[1000], 4, seconds, work,
+                                                                                path)}
+    finally:
+        proc.terminate()
+        proc.wait()
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--out", default=str(HERE / "results_serve.json"))
+    ap.add_argument("--mlserver", default=str(HERE / ".venv-mlserver"), help="the venv holding MLServer (skipped, "
+                                                                              "saying so, when it has none)")
     args = ap.parse_args()
     import onepass
 
@@ -131,6 +172,10 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait()
+    if (Path(args.mlserver) / "bin" / "mlserver").exists():
+        results["systems"].update(mlserver(x, y, work, Path(args.mlserver), loads, args.seconds))
+    else:
+        print(f"MLServer not compared: no {args.mlserver}/bin/mlserver (see benchmarks/requirements-mlserver.txt)")
     results["machine"]["load_after"] = os.getloadavg()[0]
     Path(args.out).write_text(json.dumps(results, indent=1))
     bare = max(s["rps"] for s in results["systems"]["bare starlette"]["single"])
