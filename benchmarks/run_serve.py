@@ -9,6 +9,10 @@ For each model (k-means k = 10, the binary linear learner, PCA, on 50 features):
 CSV requests (records/s). The bare app reads the body and answers a constant of the same shape, so the ratio is what
 parsing, predicting and encoding cost over the HTTP stack itself. Writes a JSON file and prints a Markdown table.
 
+All servers run at once, measured in turn over --rounds passes (each figure its best round), so that a load from
+other jobs that moves during the run falls on each alike; beside throughput, each server's own CPU time a request
+(psutil), which that load hardly moves: on an idle machine with one server process, throughput follows it.
+
 The peer, where benchmarks/.venv-mlserver holds it (benchmarks/requirements-mlserver.txt): MLServer 1.7.1 serving
 scikit-learn's KMeans (k = 10) and LogisticRegression fitted on the same records, through its V2 inference protocol
 (JSON tensors; the same records, one and 1,000 at a time), one process (parallel_workers 0) as onepass serves.
@@ -96,8 +100,9 @@ def serve(cmd: list[str], port: int, ready: str = "/ping", cwd: Path | None = No
     return proc
 
 
-def mlserver(x: np.ndarray, y: np.ndarray, work: Path, venv: Path, loads: tuple, seconds: float) -> dict:
-    """MLServer (sklearn runtime) serving KMeans and LogisticRegression fitted on x, loaded by wrk as onepass is."""
+def start_mlserver(x: np.ndarray, y: np.ndarray, work: Path, venv: Path) -> tuple[subprocess.Popen, dict]:
+    """MLServer (sklearn runtime) serving KMeans and LogisticRegression fitted on x: its process and, by name,
+    (port, path, single-record body, 1,000-record body)."""
     import joblib
     from sklearn.cluster import KMeans
     from sklearn.linear_model import LogisticRegression
@@ -117,22 +122,33 @@ def mlserver(x: np.ndarray, y: np.ndarray, work: Path, venv: Path, loads: tuple,
         bodies[n].write_text(json.dumps({"inputs": [{"name": "input-0", "shape": [n, x.shape[1]], "datatype": "FP32",
                                                      "data": x[:n].ravel().tolist()}]}))
     proc = serve([str(venv / "bin" / "mlserver"), "start", str(root)], port, ready="/v2/models/linear/ready")
-    out = {}
-    try:
-        for name in fitted:
-            path = f"/v2/models/{name}/infer"
-            single = [wrk(port, bodies[1], c, seconds, work, path) for c in loads]
-            out[f"mlserver {name} (sklearn)"] = {"single": single, "batch": wrk(port, bodies[1000], 4, seconds, work,
-                                                                                path)}
-    finally:
-        proc.terminate()
-        proc.wait()
+    return proc, {f"mlserver {name} (sklearn)": (proc, port, f"/v2/models/{name}/infer", bodies[1], bodies[1000])
+                  for name in fitted}
+
+
+def cpu_seconds(proc: subprocess.Popen) -> float:
+    """CPU time of a server and its children so far: per request, a cost that the other jobs' load hardly moves."""
+    import psutil
+
+    total = 0.0
+    for p in [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]:
+        t = p.cpu_times()
+        total += t.user + t.system
+    return total
+
+
+def measure(target: tuple, connections: int, seconds: float, work: Path, batch: bool = False) -> dict:
+    proc, port, path, one, many = target
+    before = cpu_seconds(proc)
+    out = wrk(port, many if batch else one, connections, seconds, work, path)
+    out["cpu_us_per_request"] = (cpu_seconds(proc) - before) / max(out["requests"], 1) * 1e6
     return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--rounds", type=int, default=3, help="passes over all servers, each figure its best")
     ap.add_argument("--out", default=str(HERE / "results_serve.json"))
     ap.add_argument("--mlserver", default=str(HERE / ".venv-mlserver"), help="the venv holding MLServer (skipped, "
                                                                               "saying so, when it has none)")
@@ -153,38 +169,53 @@ def main() -> None:
     (work / "bare.py").write_text(BARE)
     loads = (1, 4, 16)
     results: dict[str, dict] = {"machine": {"cores": os.cpu_count(), "load_before": os.getloadavg()[0]},
-                                "seconds": args.seconds, "systems": {}}
-    port = free_port()
-    proc = serve([sys.executable, "-m", "uvicorn", "--app-dir", str(work), "bare:app", "--port", str(port),
-                  "--log-level", "warning", "--no-access-log"], port)
+                                "seconds": args.seconds, "rounds": args.rounds, "systems": {}}
+    targets, procs = {}, []
     try:
-        single = [wrk(port, one, c, args.seconds, work) for c in loads]
-        results["systems"]["bare starlette"] = {"single": single, "batch": wrk(port, batch, 4, args.seconds, work)}
-    finally:
-        proc.terminate()
-        proc.wait()
-    for name, run in runs.items():
         port = free_port()
-        proc = serve([sys.executable, "-m", "onepass", "serve", str(run), "--port", str(port)], port)
-        try:
-            single = [wrk(port, one, c, args.seconds, work) for c in loads]
-            results["systems"][f"onepass {name}"] = {"single": single, "batch": wrk(port, batch, 4, args.seconds, work)}
-        finally:
+        procs.append(serve([sys.executable, "-m", "uvicorn", "--app-dir", str(work), "bare:app", "--port", str(port),
+                            "--log-level", "warning", "--no-access-log"], port))
+        targets["bare starlette"] = (procs[-1], port, "/invocations", one, batch)
+        for name, run in runs.items():
+            port = free_port()
+            procs.append(serve([sys.executable, "-m", "onepass", "serve", str(run), "--port", str(port)], port))
+            targets[f"onepass {name}"] = (procs[-1], port, "/invocations", one, batch)
+        if (Path(args.mlserver) / "bin" / "mlserver").exists():
+            proc, more = start_mlserver(x, y, work, Path(args.mlserver))
+            procs.append(proc)
+            targets.update(more)
+        else:
+            print(f"MLServer not compared: no {args.mlserver}/bin/mlserver (see benchmarks/requirements-mlserver.txt)")
+        # Rounds over all servers in turn (all started, idle but for the one measured): the other jobs' load moves
+        # during a run, and interleaving spreads that over every server alike; each figure is its best round.
+        runs_of: dict[str, dict] = {name: {"single": {c: [] for c in loads}, "batch": []} for name in targets}
+        for _ in range(args.rounds):
+            for name, target in targets.items():
+                for c in loads:
+                    runs_of[name]["single"][c].append(measure(target, c, args.seconds, work))
+                runs_of[name]["batch"].append(measure(target, 4, args.seconds, work, batch=True))
+        best = lambda rs: max(rs, key=lambda r: r["rps"])  # noqa: E731
+        for name, r in runs_of.items():
+            results["systems"][name] = {"single": [best(r["single"][c]) for c in loads], "batch": best(r["batch"]),
+                                        "cpu_us_per_request": min(m["cpu_us_per_request"] for c in loads
+                                                                  for m in r["single"][c])}
+    finally:
+        for proc in procs:
             proc.terminate()
             proc.wait()
-    if (Path(args.mlserver) / "bin" / "mlserver").exists():
-        results["systems"].update(mlserver(x, y, work, Path(args.mlserver), loads, args.seconds))
-    else:
-        print(f"MLServer not compared: no {args.mlserver}/bin/mlserver (see benchmarks/requirements-mlserver.txt)")
     results["machine"]["load_after"] = os.getloadavg()[0]
     Path(args.out).write_text(json.dumps(results, indent=1))
     bare = max(s["rps"] for s in results["systems"]["bare starlette"]["single"])
-    print("| server | single-record req/s (peak) | vs bare | p50 / p99 ms at peak | 1,000-record batches: records/s |")
-    print("|---|---|---|---|---|")
+    bare_cpu = results["systems"]["bare starlette"]["cpu_us_per_request"]
+    print("| server | single-record req/s (peak) | vs bare | p50 / p99 ms at peak | server CPU us a single-record "
+          "request (vs bare) | 1,000-record batches: records/s | batches: records a server CPU-second |")
+    print("|---|---|---|---|---|---|---|")
     for name, r in results["systems"].items():
         peak = max(r["single"], key=lambda s: s["rps"])
         print(f"| {name} | {peak['rps']:,.0f} ({peak['connections']} conn.) | {peak['rps'] / bare:.2f} x | "
-              f"{peak['p50_ms']:.2f} / {peak['p99_ms']:.2f} | {r['batch']['rps'] * 1000:,.0f} |")
+              f"{peak['p50_ms']:.2f} / {peak['p99_ms']:.2f} | {r['cpu_us_per_request']:.0f} "
+              f"({bare_cpu / r['cpu_us_per_request']:.2f} x) | {r['batch']['rps'] * 1000:,.0f} | "
+              f"{1000 / r['batch']['cpu_us_per_request'] * 1e6:,.0f} |")
 
 
 if __name__ == "__main__":
