@@ -67,7 +67,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_ready(port: int, timeout: float = 60, path: str = "/ping") -> None:
+def wait_ready(port: int, timeout: float = 300, path: str = "/ping") -> None:
     import http.client
 
     deadline = time.monotonic() + timeout

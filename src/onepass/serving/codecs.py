@@ -23,6 +23,7 @@ which the app answers with its status (400, 406, 415).
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 from dataclasses import dataclass
@@ -188,9 +189,14 @@ def _fast_csv(body: bytes) -> np.ndarray | None:
     width = body[:body.index(b"\n")].count(b",") + 1
     lines = body.count(b"\n")
     x = np.empty((lines, width), dtype=np.float32)
-    n = _fastcsv.parse_block(body, _fast_targets(width, list(range(width)), None, None), ",", x, width, None, None,
-                             lines)
+    n = _fastcsv.parse_block(body, _targets(width), ",", x, width, None, None, lines)
     return x[:n] if n == lines else None
+
+
+@functools.lru_cache(maxsize=64)
+def _targets(width: int) -> bytes | None:
+    """Every column a feature, in order (built once a width: 4 us, a tenth of a single-record parse)."""
+    return _fast_targets(width, list(range(width)), None, None)
 
 
 def _json_items(body: bytes) -> list:
