@@ -96,7 +96,12 @@ def wrk(port: int, body: Path, connections: int, seconds: float, work: Path, pat
 
 def serve(cmd: list[str], port: int, ready: str = "/ping", cwd: Path | None = None) -> subprocess.Popen:
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=cwd)
-    wait_ready(port, path=ready)
+    try:
+        wait_ready(port, path=ready)
+    except BaseException:  # not ready in time: not left running
+        proc.terminate()
+        proc.wait()
+        raise
     return proc
 
 
