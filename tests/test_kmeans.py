@@ -319,3 +319,22 @@ def test_scikit_learn_estimator_takes_a_scipy_sparse_matrix():
     assert np.array_equal(sparse.labels_, dense.labels_)
     assert np.array_equal(sparse.predict(sp.csr_matrix(x[:100])), dense.predict(x[:100]))
     np.testing.assert_allclose(sparse.transform(sp.csr_matrix(x[:100])), dense.transform(x[:100]), rtol=1e-4)
+
+
+def test_a_few_records_get_the_answer_of_the_batch_search(tmp_path):
+    """predict of a served request's few records (NumPy, float64 differences) and of a batch (the search built for
+    batches) agree: the same clusters, distances within float32 rounding."""
+    from onepass.train import train
+
+    x = gaussian_mixture(1500, 4).astype(np.float32)
+    model = train("kmeans", x, tmp_path / "run", hyperparameters={"k": 10}).model
+    batch = model.predict(torch.from_numpy(x))  # 1,500 x 10 x 8: over SMALL_PREDICT
+    for rows in (x[:1], x[5:9]):
+        few = model.predict(torch.from_numpy(rows))
+        at = slice(0, 1) if len(rows) == 1 else slice(5, 9)
+        assert torch.equal(few["closest_cluster"], batch["closest_cluster"][at])
+        torch.testing.assert_close(few["distance_to_cluster"], batch["distance_to_cluster"][at], rtol=1e-5,
+                                   atol=1e-5)
+    near = model.centers[3:4].clone()  # a record on a centre: distance 0, that cluster
+    assert model.predict(near)["closest_cluster"].item() == 3
+    assert model.predict(near)["distance_to_cluster"].item() == 0

@@ -9,6 +9,8 @@ import os
 import shutil
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -82,8 +84,16 @@ def runs(tmp_path_factory):
                             hyperparameters={"predictor_type": "multiclass_classifier", "num_classes": 3}).out,
         "regressor": train("linear_learner", (x, x[:, 0] * 2 + 1), root / "regressor",
                            hyperparameters={"predictor_type": "regressor"}).out,
+        "fm": train("factorization_machines", (x, y_bin), root / "fm",
+                    hyperparameters={"predictor_type": "binary_classifier", "num_factors": 2}).out,
+        "ntm": train("ntm", _counts(x), root / "ntm", hyperparameters={"num_topics": 2}).out,
     }
     return root, x[:7], out
+
+
+def _counts(x: np.ndarray) -> np.ndarray:
+    """Word counts (what NTM reads) from the same records."""
+    return np.round(np.abs(x) * 2).astype(np.float32)
 
 
 def _predicted(run: Path, x: np.ndarray, tmp: Path) -> list[dict]:
@@ -112,25 +122,35 @@ def _bodies(x: np.ndarray) -> dict[str, tuple[str, bytes]]:
         "jsonlines": ("application/jsonlines", "\n".join(json.dumps({"features": r.tolist()}) for r in x).encode()),
         "recordio": ("application/x-recordio-protobuf", dense_rec.getvalue()),
         "recordio-sparse": ("application/x-recordio-protobuf", sparse_rec.getvalue()),
+        "npy": ("application/x-npy", _npy(x)),  # the SDK's NumpySerializer
     }
+
+
+def _npy(x: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, x, allow_pickle=x.dtype == object)
+    return buf.getvalue()
 
 
 def _close(a, b) -> bool:
     return np.allclose(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("algo", ["kmeans", "pca", "binary", "multiclass", "regressor"])
+@pytest.mark.parametrize("algo", ["kmeans", "pca", "binary", "multiclass", "regressor", "fm", "ntm"])
 def test_every_request_format_answers_as_onepass_predict(runs, algo, tmp_path):
     root, x, out = runs
+    x = _counts(x) if algo == "ntm" else x
     expected = _predicted(out[algo], x, tmp_path)
     key = "projections" if algo == "pca" else "predictions"
     with serving(Settings(model=str(out[algo]))) as port:
-        for name, (ctype, body) in _bodies(x).items():
+        bodies = {**_bodies(x), "npy-one-record": ("application/x-npy", _npy(x[0]))}  # a 1-D array: one record
+        for name, (ctype, body) in bodies.items():
             status, headers, content = call(port, "POST", "/invocations", body, Content_Type=ctype)
             assert status == 200, (name, content)
             answer = json.loads(content)[key]
-            assert len(answer) == len(expected), name
-            for got, want in zip(answer, expected):
+            want_all = expected[:1] if name == "npy-one-record" else expected
+            assert len(answer) == len(want_all), name
+            for got, want in zip(answer, want_all):
                 assert got.keys() == want.keys() and all(_close(got[k], want[k]) for k in want), name
             assert headers["x-onepass-model"] == Model.load(out[algo]).checksum
 
@@ -181,6 +201,12 @@ def test_client_mistakes_get_4xx_with_a_message_never_500(runs):
             (400, dict(Content_Type="application/jsonlines"), b"{\"features\": [1,2,3,4,5]}\n{oops", "line 2"),
             (400, dict(Content_Type="application/x-recordio-protobuf"), b"\x00\x01\x02\x03garbage!", "magic"),
             (400, dict(Content_Type="text/csv"), b"", "empty"),
+            (406, dict(Content_Type="text/csv", Accept="application/x-npy"), b"1,2,3,4,5", "Accept"),  # as SageMaker
+            (400, dict(Content_Type="application/x-npy"), b"\x93NUMPY garbage", "application/x-npy"),
+            (400, dict(Content_Type="application/x-npy"), _npy(np.array([{"a": 1}], dtype=object)), "pickle"),
+            (400, dict(Content_Type="application/x-npy"), _npy(np.zeros((2, 5, 1))), "shape (2, 5, 1)"),
+            (400, dict(Content_Type="application/x-npy"), _npy(np.array([[1, 2, np.nan, 4, 5]])), "feature 3"),
+            (400, dict(Content_Type="application/x-npy"), _npy(np.ones((2, 3))), "the model expects 5"),
             (413, dict(Content_Type="text/csv"), b"1,2,3,4,5\n" * 1000, "limit"),
         ]
         for status, headers, body, words in cases:
@@ -295,6 +321,50 @@ def test_the_boto3_runtime_client_talks_to_the_server(runs):
                                        Accept="application/json")
         answer = json.loads(reply["Body"].read())["predictions"]
         assert len(answer) == len(x) and set(answer[0]) == {"closest_cluster", "distance_to_cluster"}
+
+
+SDK_VENV = Path(__file__).parent.parent / ".venv-sdk"
+
+
+def _sdk_python() -> Path:
+    """.venv-sdk's Python with the SageMaker SDK v2 (tests/requirements-sdk.txt; .ci/run installs it): made here
+    when missing, skipped, saying why, only when that install fails (no network, no venv module)."""
+    python = SDK_VENV / "bin" / "python"
+    if not list(SDK_VENV.glob("lib/python*/site-packages/sagemaker-2.*.dist-info")):  # importing it takes seconds
+        made = subprocess.run(f"{sys.executable} -m venv {SDK_VENV} && {python} -m pip install -q -r "
+                              f"{Path(__file__).parent / 'requirements-sdk.txt'}", shell=True, capture_output=True,
+                              text=True)
+        if made.returncode:
+            pytest.skip(f"the SageMaker SDK v2 did not install into {SDK_VENV}: {made.stderr.strip()[-300:]}")
+    return python
+
+
+def test_the_sagemaker_sdk_predictor_reads_what_the_server_answers(runs, tmp_path):
+    """The real SDK v2's Predictor, serializers and deserializers, through boto3's sagemaker-runtime client."""
+    python = _sdk_python()
+    root, x, out = runs
+    np.save(tmp_path / "x.npy", x)
+    keys = {"kmeans": "predictions", "pca": "projections"}
+    with serving(Settings(model=str(out["kmeans"]))) as kmeans, serving(Settings(model=str(out["pca"]))) as pca:
+        ports = {"kmeans": kmeans, "pca": pca}
+        want = {algo: json.loads(call(port, "POST", "/invocations", _bodies(x)["csv"][1],
+                                      Content_Type="text/csv")[2])[keys[algo]] for algo, port in ports.items()}
+        client = subprocess.run([str(python), str(Path(__file__).parent / "sdk_client.py"), str(tmp_path / "x.npy"),
+                                 str(tmp_path / "got.json"), *map(str, ports.values())], capture_output=True,
+                                text=True, timeout=180)
+    assert client.returncode == 0, client.stderr[-2000:]
+    got = json.loads((tmp_path / "got.json").read_text())
+    for algo, port in ports.items():
+        assert len(got[str(port)]) == 8
+        for name, answer in got[str(port)].items():
+            if name == "csv->csv":  # CSVDeserializer: a list of rows of strings, the outputs' values in order
+                assert _close(np.asarray(answer, dtype=float),
+                              [[v for o in w.values() for v in np.ravel(o)] for w in want[algo]]), (algo, name)
+                continue
+            rows = answer if name == "csv->jsonlines" else answer[keys[algo]]  # JSONLinesDeserializer: a line each
+            expected = want[algo][:1] if name == "npy-one-record->json" else want[algo]
+            assert len(rows) == len(expected) and all(r.keys() == w.keys() and all(_close(r[k], w[k]) for k in w)
+                                                      for r, w in zip(rows, expected)), (algo, name)
 
 
 def test_the_container_entry_point_follows_sagemakers_environment():

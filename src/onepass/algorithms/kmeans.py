@@ -550,17 +550,19 @@ class KMeansModel(Model):
     @takes_arrays
     def predict(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """x: dense or sparse CSR records."""
-        C = self.centers.to(x.device, torch.float64)
         x = _records(x, x.device)
-        if not _csr.is_csr(x) and x.shape[0] * C.shape[0] * C.shape[1] <= SMALL_PREDICT:
-            # a few records (a served request): exact float64 distances at once, 18 us a record against 142 us
-            # through the search built for batches (k = 10, 50 features)
-            diff = x[:, None, :] - C[None]
-            d2 = (diff * diff).sum(-1)
+        if not _csr.is_csr(x) and x.device.type == "cpu" and x.shape[0] * self.centers.numel() <= SMALL_PREDICT:
+            # a few records (a served request): exact float64 distances at once in NumPy, 10 us for one record
+            # against 28 us through the same steps in torch and 142 us through the search built for batches (k =
+            # 10, 50 features)
+            xs, C = x.numpy(), self.centers.numpy().astype(np.float64)
+            diff = xs[:, None, :] - C[None]
+            d2 = np.einsum("nkd,nkd->nk", diff, diff)
             idx = d2.argmin(1)  # the first of equals, as the batch search
-            d2 = d2.gather(1, idx[:, None])[:, 0]
-        else:
-            idx, d2 = _nearest(x, C)
+            d2 = d2[np.arange(len(idx)), idx]
+            return {"closest_cluster": torch.from_numpy(idx.astype(np.float32)),
+                    "distance_to_cluster": torch.from_numpy(np.sqrt(d2).astype(np.float32))}
+        idx, d2 = _nearest(x, self.centers.to(x.device, torch.float64))
         return {"closest_cluster": idx.to(torch.float32), "distance_to_cluster": d2.sqrt().to(torch.float32)}
 
     @takes_arrays
