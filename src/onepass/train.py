@@ -27,6 +27,7 @@ import torch
 from . import _blas, algorithms, distributed
 from .algorithms.base import Model
 from .data.bad_records import BadRecords, resolve as resolve_bad_records
+from .data.hashing import summary as hashing_summary
 from .data import memory
 from .data.batches import Stream
 from .data.live import is_live
@@ -41,8 +42,9 @@ METRICS_FILE = "metrics.jsonl"
 # milliseconds and the write (serialize, hash, two fsyncs) 5-10 ms of it; a crash then loses at most a second.
 EPOCH_CHECKPOINT_GAP_S = 1.0
 DATA_KEYS = ("data_format", "label_column", "zero_based", "weight_column", "columns", "query", "on_bad_record",
-             "max_bad_fraction", "text_column", "stream_field")  # the data options a checkpoint keeps (RUN_KEYS)
+             "max_bad_fraction", "text_column", "stream_field", "categorical_columns")  # the data options a checkpoint keeps (RUN_KEYS)
 RUN_KEYS = ("mini_batch_size", "seed") + DATA_KEYS
+SLOTS_TENSOR = "categorical_slots"  # the state's tensor of hashed categorical columns' slot fingerprints
 
 
 @dataclass
@@ -253,6 +255,9 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
         session.check_inputs(stream)
     if stream.bad is not None and state is not None and resume:  # go on counting where the checkpoint stood
         stream.bad.restore(state.meta.get("bad_records"))
+    hashing = getattr(stream, "hashing", None)  # categorical columns hashed into features (data/hashing.py)
+    if hashing is not None and state is not None and SLOTS_TENSOR in state.tensors:  # their collision tally too
+        hashing.tally.restore(state.tensors[SLOTS_TENSOR].cpu().numpy())
     check_sparse(algo, stream)
     if epochs > 1 and not stream.rereadable:
         raise UsageError(f"--epochs {epochs} needs a source that can be read again; {stream.name} "
@@ -303,6 +308,8 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
         if state is None:
             return
         state.meta["run"] = run
+        if hashing is not None:
+            _keep_hashing(state, hashing)
         if session:
             session.checkpoint(out, state, reason)  # every process's part together, then rank 0's manifest
         else:
@@ -415,6 +422,9 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
         state, model = session.finish(out, state, algo, metrics)
     else:
         model = algo.finalize(state)
+    if hashing is not None:  # predict, evaluate and serve hash the same columns alike
+        model.meta["categorical_columns"] = hashing.columns
+    if not session or (hashing is not None and session.rank == 0):
         model.save(out / MODEL_FILE)
     if hasattr(algo, "end_epoch"):  # the finished model's figures: its best epoch's, not the last epoch's
         val_metrics = model.meta.get("validation", {})
@@ -423,6 +433,8 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
         tally = BadRecords(run["max_bad_fraction"])
         tally.restore(state.meta.get("bad_records"))
         summary["bad_records"] = tally.summary()
+    if hashing is not None:
+        summary["categorical"] = hashing_summary(hashing.to_meta())
     if getattr(stream, "header_note", None):  # what --csv-header auto decided, said where the user looks
         summary["csv_header"] = stream.header_note
     if test_source is not None:
@@ -430,6 +442,15 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
         summary.update({f"test:{k}": v for k, v in evaluate(model, test_stream, hp, algo).items()})
     metrics.log("finished", model=str(out / MODEL_FILE), model_meta=model.meta, **summary)
     return TrainResult(state, model, out, summary)
+
+
+def _keep_hashing(state: State, hashing) -> None:
+    """The categorical columns' collision tally in the state: counts in its meta, the slots' fingerprints as a
+    tensor, so that a resumed run goes on counting (data/hashing.py)."""
+    table = hashing.tally.snapshot()
+    if table is not None:
+        state.tensors[SLOTS_TENSOR] = torch.from_numpy(table)
+    state.meta["categorical"] = hashing.to_meta()
 
 
 def _stream_spec(data, options: dict[str, Any], what: str) -> dict[str, Any]:

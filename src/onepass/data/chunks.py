@@ -30,6 +30,8 @@ class Chunk:
     at:       a live stream's chunk: the stream's position before its record s (`at(s)`), which replaces offset
               and base (data/live/base.py).
     quiet:    a live stream had no record for a while: an empty chunk, so that the records waiting are trained.
+    cats:     the values of the categorical columns (`categorical`), an object array of shape (n, c) of text, which
+              the stream hashes into features (hashing.py); None without categorical columns.
     """
 
     x: np.ndarray | CSR
@@ -44,6 +46,7 @@ class Chunk:
     ids: np.ndarray | None = None
     at: Callable[[int], dict[str, Any]] | None = None
     quiet: bool = False
+    cats: np.ndarray | None = None
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -90,6 +93,26 @@ def resolve_columns(label: str | int | None, weight: str | int | None, names: li
             raise UsageError(f"--columns names column {names[i]!r} of {source} twice")
         x_cols.append(i)
     return y_col, w_col, x_cols
+
+
+def resolve_categorical(categorical: list[str | int] | None, names: list[str], source: str, x_cols: list[int],
+                        y_col: int | None, w_col: int | None,
+                        columns: list[str | int] | None = None) -> tuple[list[int], list[int]]:
+    """The categorical columns by index (hashing.py), and the numeric feature columns without them. A categorical
+    column that is not there, or is the label or the weight, or is named by `columns` too, is a usage error."""
+    if not categorical:
+        return [], x_cols
+    cat_cols = []
+    for c in categorical:
+        i = resolve_label(c, names, source, "--categorical-columns")
+        if i in (y_col, w_col):
+            raise UsageError(f"--categorical-columns names column {names[i]!r} of {source}, which is the "
+                             f"{'label' if i == y_col else 'weight'}")
+        if columns and i in x_cols:
+            raise UsageError(f"column {names[i]!r} of {source} is in both --columns (numeric) and "
+                             "--categorical-columns")
+        cat_cols.append(i)
+    return cat_cols, [i for i in x_cols if i not in cat_cols]
 
 
 def check_weights(w: np.ndarray, source: str, first: int, *, unit: str = "row", line_of=None) -> None:

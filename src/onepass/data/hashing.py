@@ -1,0 +1,202 @@
+"""Categorical columns without a vocabulary pass: each (column, value) pair hashed into a fixed number of slots.
+
+The hash.  MurmurHash3 x86_32 (Appleby's reference `MurmurHash3_x86_32`, as scikit-learn's `murmurhash3_32` and the
+`mmh3` package compute it, unsigned) of the UTF-8 bytes of ``column + "\\x00" + value`` with seed `SEED` = 0. For
+example ``murmur3_32(b"site\\x00a.com")``; ``murmur3_32(b"hello") == 0x248BFA47`` (seed 0). Any language that has
+MurmurHash3 reproduces the features:
+
+    slot = n_numeric + murmur3_32(utf8(column + "\\0" + value), seed=0) % (feature_dim - n_numeric)
+
+Layout.  A record of m numeric feature columns and some categorical columns becomes a sparse row of `feature_dim`
+(the algorithm's hyperparameter) features: the numeric columns keep indices 0..m-1, in the order they are read
+(`columns`, or the file's order), with their values; each categorical column adds a 1 at its value's slot in
+m..feature_dim-1. Two columns of one record landing on the same slot add up (2). `column` is the column's name as
+given (``--categorical-columns user,item``); a column given by index is named by that index (``"3"``).
+
+Values.  Text as it stands (CSV: the field with the spaces and tabs around it trimmed); an integer as its decimal
+digits (``7``, JSON ``7`` and Parquet int64 7 all give ``"7"``); a float as Python's shortest repr (``2.5``); a
+boolean as ``true`` / ``false``; a missing value (an empty CSV field, JSON null, SQL NULL, Parquet null) as the
+empty string: "missing" is a category of its own. A JSON object or list, bytes or a date is refused, naming the
+source and the record. Store ids as text or integers: a float column written ``7.0`` in one file and ``7`` in
+another hashes apart.
+
+Collisions.  Counted in bounded memory, one int64 a slot (`SlotTally`): the hash of the first key seen in a slot
+(its full 32 bits, where the slot keeps log2(slots) of them); a key of another hash landing there marks the slot
+collided. So `collided` counts the slots that at least two different keys share and `occupied` the slots used: both
+depend on the set of keys only, not on their order or repetition, so a second epoch or a resumed run (which may
+see a few records again) counts the same. Keys that differ but agree in all 32 bits (one pair in 2^32 / slots)
+are not seen.
+
+Speed.  The hash runs vectorised in NumPy over a whole chunk of keys: one pass of a few array operations per
+4 bytes of the longest key (keys are grouped by length so that one long value costs only its own group).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import DataError, UsageError
+from .sparse import CSR
+
+SEED = 0
+_C1, _C2 = np.uint32(0xCC9E2D51), np.uint32(0x1B873593)
+_EMPTY, _COLLIDED = -1, -2  # SlotTally's marks; any other value is the 32-bit hash of the slot's first key
+
+
+def _rotl(x: np.ndarray, r: int) -> np.ndarray:
+    return (x << np.uint32(r)) | (x >> np.uint32(32 - r))
+
+
+def _mix(k: np.ndarray) -> np.ndarray:
+    return _rotl(k * _C1, 15) * _C2
+
+
+def murmur3_32(keys: Sequence[bytes] | bytes, seed: int = SEED) -> np.ndarray | int:
+    """MurmurHash3 x86_32 of each key (unsigned, uint32); of one `bytes`, an int."""
+    if isinstance(keys, bytes):
+        return int(murmur3_32([keys], seed)[0])
+    n = len(keys)
+    out = np.empty(n, dtype=np.uint32)
+    if n == 0:
+        return out
+    lens = np.fromiter(map(len, keys), dtype=np.int64, count=n)
+    # by groups of keys of a similar length (rounded up to 16 bytes), so that the padded matrix stays small
+    group = (lens + 15) // 16
+    for g in np.unique(group):
+        rows = np.flatnonzero(group == g)
+        out[rows] = _hash_group([keys[r] for r in rows], lens[rows], int(g) * 16 + 4, seed)
+    return out
+
+
+def _hash_group(keys: list[bytes], lens: np.ndarray, width: int, seed: int) -> np.ndarray:
+    n = len(keys)
+    buf = np.zeros((n, width), dtype=np.uint8)  # zero-padded: the tail word of a key is its last bytes, then zeros
+    flat = np.frombuffer(b"".join(keys), dtype=np.uint8)
+    starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
+    rows = np.repeat(np.arange(n), lens)
+    buf[rows, np.arange(len(flat)) - np.repeat(starts, lens)] = flat
+    words = buf.view("<u4").astype(np.uint32)
+    h = np.full(n, seed & 0xFFFFFFFF, dtype=np.uint32)
+    blocks = lens // 4
+    with np.errstate(over="ignore"):
+        for j in range(int(blocks.max(initial=0))):
+            mixed = _rotl(h ^ _mix(words[:, j]), 13) * np.uint32(5) + np.uint32(0xE6546B64)
+            h = np.where(j < blocks, mixed, h)
+        tail = words[np.arange(n), blocks]
+        h = np.where(lens % 4 != 0, h ^ _mix(tail), h)
+        h ^= lens.astype(np.uint32)
+        h ^= h >> np.uint32(16)
+        h *= np.uint32(0x85EBCA6B)
+        h ^= h >> np.uint32(13)
+        h *= np.uint32(0xC2B2AE35)
+        h ^= h >> np.uint32(16)
+    return h
+
+
+def text_of(value: Any) -> str | None:
+    """A categorical value's text (see the module docstring), or None for a value that cannot be one."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bool, np.bool_)):
+        return "true" if value else "false"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        f = float(value)
+        return "" if f != f else repr(f)  # NaN (pandas' missing value) is missing
+    return None
+
+
+def bad_value(column: str, value: Any, source: str, **where: Any) -> DataError:
+    """The error of a categorical value that is neither text nor a number (`where`: line= or row=)."""
+    kind = {dict: "an object", list: "a list"}.get(type(value), type(value).__name__)
+    return DataError(f"categorical column {column!r} holds {kind} ({str(value)[:40]}), not text or a number",
+                     source=source, reason="bad categorical", **where)
+
+
+class Hashing:
+    """How a stream's categorical columns become features: `names` (as given), hashed into `n_features` slots
+    after the numeric columns."""
+
+    def __init__(self, columns: Sequence[str | int], n_features: int | None, source: str = ""):
+        if n_features is None:
+            raise UsageError("--categorical-columns hashes values into feature_dim slots: give feature_dim "
+                             "(e.g. feature_dim=1048576; more slots, fewer collisions)")
+        names = [str(c) for c in columns]
+        if len(set(names)) != len(names) or not all(names):
+            raise UsageError(f"--categorical-columns {','.join(names)}: each column once, none empty")
+        self.columns, self.names, self.n_features = list(columns), names, int(n_features)
+        self.tally = SlotTally()
+
+    def features(self, x: np.ndarray, cats: np.ndarray, source: str) -> CSR:
+        """Numeric columns x (n, m) and categorical values `cats` (n, c, text) as sparse rows of `n_features`."""
+        n, m = x.shape
+        slots = self.n_features - m
+        if slots < 1:
+            raise UsageError(f"{source}: feature_dim = {self.n_features} leaves no slot for the categorical columns "
+                             f"after the {m} numeric ones")
+        keys = [f"{name}\x00{v}".encode("utf-8", "surrogatepass") for row in cats for name, v in zip(self.names, row)]
+        h = murmur3_32(keys).astype(np.int64)
+        cat_cols = m + h % slots
+        self.tally.add(h % slots, h, slots)
+        num_rows, num_cols = np.nonzero(x)
+        rows = np.concatenate([num_rows, np.repeat(np.arange(n), cats.shape[1])])
+        cols = np.concatenate([num_cols, cat_cols])
+        vals = np.concatenate([x[num_rows, num_cols], np.ones(len(cat_cols), dtype=np.float32)])
+        # sorted, unique indices within a row (CSR's contract): two columns on one slot add up
+        key, inverse = np.unique(rows * self.n_features + cols, return_inverse=True)
+        data = np.bincount(inverse.ravel(), weights=vals, minlength=len(key)).astype(np.float32)
+        indptr = np.searchsorted(key // self.n_features, np.arange(n + 1)).astype(np.int64)
+        return CSR(indptr, key % self.n_features, data, (n, self.n_features))
+
+    def to_meta(self) -> dict[str, Any]:
+        return {"categorical_columns": self.columns, "hash": "murmur3_x86_32", "seed": SEED,
+                **self.tally.to_meta()}
+
+
+class SlotTally:
+    """Per-slot fingerprints of the first key seen (see "Collisions" in the module docstring); thread-safe: the
+    reader thread adds, the trainer takes snapshots."""
+
+    def __init__(self):
+        self.table: np.ndarray | None = None
+        self.lock = threading.Lock()
+
+    def add(self, slots: np.ndarray, hashes: np.ndarray, size: int) -> None:
+        with self.lock:
+            if self.table is None or len(self.table) != size:
+                self.table = np.full(size, _EMPTY, dtype=np.int64)
+            pairs = np.unique(slots * (1 << 32) + hashes)  # by slot, then hash
+            s, h = pairs >> 32, pairs & 0xFFFFFFFF
+            s, first, counts = np.unique(s, return_index=True, return_counts=True)
+            h = h[first]
+            now = self.table[s]
+            collided = (counts > 1) | (now == _COLLIDED) | ((now >= 0) & (now != h))
+            self.table[s] = np.where(collided, _COLLIDED, np.where(now == _EMPTY, h, now))
+
+    def restore(self, table: np.ndarray | None) -> None:
+        with self.lock:
+            self.table = None if table is None else np.array(table, dtype=np.int64)
+
+    def snapshot(self) -> np.ndarray | None:
+        with self.lock:
+            return None if self.table is None else self.table.copy()
+
+    def to_meta(self) -> dict[str, int]:
+        t = self.snapshot()
+        if t is None:
+            return {"slots": 0, "occupied_slots": 0, "collided_slots": 0}
+        return {"slots": len(t), "occupied_slots": int((t != _EMPTY).sum()), "collided_slots": int((t == _COLLIDED).sum())}
+
+
+def summary(meta: dict[str, Any]) -> str:
+    """A line for the user: how the categorical columns filled their slots."""
+    used, coll, slots = meta["occupied_slots"], meta["collided_slots"], meta["slots"]
+    share = f" ({coll / used:.2%} of those used)" if used else ""
+    return (f"categorical columns {','.join(map(str, meta['categorical_columns']))}: {used:,} of {slots:,} hash slots "
+            f"used, {coll:,} shared by two or more values{share}")
