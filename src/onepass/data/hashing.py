@@ -200,3 +200,30 @@ def summary(meta: dict[str, Any]) -> str:
     share = f" ({coll / used:.2%} of those used)" if used else ""
     return (f"categorical columns {','.join(map(str, meta['categorical_columns']))}: {used:,} of {slots:,} hash slots "
             f"used, {coll:,} shared by two or more values{share}")
+
+
+def arrow_texts(columns: dict[int, Any], names: list[str], source: str, row: int,
+                events: list | None = None) -> np.ndarray:
+    """The text of columnar categorical values (Parquet, Arrow: `columns` maps a column's index to its pyarrow
+    array, whose first value is row `row`) as an object array (n, c), less the rows that `events` (a reader's bad
+    records, as (good rows before it, error)) left out."""
+    import pyarrow as pa  # (the readers that call this have it loaded already)
+
+    n = len(next(iter(columns.values())))
+    out = np.empty((n, len(columns)), dtype=object)
+    for j, (i, col) in enumerate(columns.items()):
+        t = col.type
+        if pa.types.is_dictionary(t):
+            col, t = col.cast(t.value_type), t.value_type
+        if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_integer(t):
+            out[:, j] = col.cast(pa.string()).fill_null("").to_numpy(zero_copy_only=False)
+        elif pa.types.is_floating(t) or pa.types.is_boolean(t):
+            out[:, j] = [text_of(v) for v in col.to_pylist()]
+        else:
+            first = next((r for r in range(n) if col[r].is_valid), 0)
+            raise bad_value(names[i], col[first].as_py(), source, row=row + first)
+    if events:  # the rows the reader left out: event k (in order) is the row after k good rows and k earlier events
+        keep = np.ones(n, dtype=bool)
+        keep[[good + k for k, (good, _) in enumerate(events)]] = False
+        out = out[keep]
+    return out

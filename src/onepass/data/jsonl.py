@@ -23,7 +23,8 @@ import pyarrow as pa
 import pyarrow.json as pajson
 
 from ..errors import DataError
-from .chunks import Chunk, check_weights, resolve_columns
+from .chunks import Chunk, check_weights, resolve_categorical, resolve_columns
+from .hashing import bad_value, text_of
 from .csv import _READ_ERRORS, _broken, _read_first_line, line_blocks, newlines, utf8_line
 from .opening import open_input
 from .sources import Input
@@ -77,9 +78,12 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
 
 def read(inp: Input, file_index: int, *, label: str | int | None = None, header: bool | None = None,
          start: int = 0, line: int = 1, block_size: int | None = None, weight: str | int | None = None,
-         columns: list[str | int] | None = None, bad=None) -> Iterator[Chunk]:
+         columns: list[str | int] | None = None, bad=None,
+         categorical: list[str | int] | None = None) -> Iterator[Chunk]:
     """Yield chunks of `inp` from byte offset `start` (0, or an offset that a chunk reported, whose line is `line`).
-    `bad` (on_bad_record="skip"): bad lines are left out and attached to the chunks (bad_records.py)."""
+    `bad` (on_bad_record="skip"): bad lines are left out and attached to the chunks (bad_records.py).
+    `categorical`: fields whose values (text or numbers) go with each record as `Chunk.cats`, to be hashed
+    (hashing.py); they are read by Python's json module, a second parse of each line (about 2 x the time)."""
     block_size = block_size or BLOCK_SIZE  # read at call time, so that tests can shrink it
     name = inp.path if inp.path != "-" else "<stdin>"
     f = None
@@ -94,7 +98,8 @@ def read(inp: Input, file_index: int, *, label: str | int | None = None, header:
         names = list(parse_object(first, name, blanks + 1, hint=" (JSON lines: one object a line; a JSON array or "
                                   "a document over several lines is not read)"))
         y_col, w_col, x_cols = resolve_columns(label, weight, names, name, columns)
-        if not x_cols:
+        cat_cols, x_cols = resolve_categorical(categorical, names, name, x_cols, y_col, w_col, columns)
+        if not x_cols and not cat_cols:
             raise DataError(f"no feature fields: every field ({', '.join(map(repr, names))}) is the label or the "
                             "weight", source=name, line=blanks + 1, reason="no features")
         if start == 0:
@@ -105,7 +110,7 @@ def read(inp: Input, file_index: int, *, label: str | int | None = None, header:
             except _READ_ERRORS as e:
                 raise _broken(e, name, line) from None
             pending = b""
-        taken = _Fields(names, x_cols, y_col, w_col, strict=not columns)
+        taken = _Fields(names, x_cols, y_col, w_col, strict=not columns, categorical=[names[i] for i in cat_cols])
         for buf, end, offset, at in line_blocks(f, name, start, line, pending, block_size):
             if not _TEXT.search(buf, 0, end):
                 continue
@@ -116,8 +121,12 @@ def read(inp: Input, file_index: int, *, label: str | int | None = None, header:
                 if bad is None:
                     raise
                 x, y, w, events = taken.salvage(bytes(memoryview(buf)[:end]), at, name, e)
+            cats = None
+            if cat_cols:
+                x, y, w, events, cats = taken.categorical(bytes(memoryview(buf)[:end]), at, name, x, y, w, events,
+                                                          bad is not None)
             fraction = min(1.0, (offset + end) / inp.size) if inp.size else 0.0
-            yield Chunk(x, y, file_index, offset, 0, at, fraction, w, events)
+            yield Chunk(x, y, file_index, offset, 0, at, fraction, w, events, cats=cats)
     except _READ_ERRORS as e:  # opening the input
         raise _broken(e, name, None) from None
     finally:
@@ -128,15 +137,18 @@ def read(inp: Input, file_index: int, *, label: str | int | None = None, header:
 class _Fields:
     """The fields taken from each record, and how to parse a block of records into arrays."""
 
-    def __init__(self, names: list[str], x_cols: list[int], y_col: int | None, w_col: int | None, strict: bool):
+    def __init__(self, names: list[str], x_cols: list[int], y_col: int | None, w_col: int | None, strict: bool,
+                 categorical: list[str] = ()):
         self.x = [names[i] for i in x_cols]
         self.y = names[y_col] if y_col is not None else None
         self.w = names[w_col] if w_col is not None else None
         self.used = [*self.x, *(n for n in (self.y, self.w) if n is not None)]
         self.known = set(names) if strict else None  # strict: a field the first record lacks is an error
+        self.cats = list(categorical)
         schema = pa.schema([(n, pa.float32()) for n in self.used])
+        # categorical fields (text or numbers) are not in pyarrow's schema: read by Python (`categorical`)
         self.parse = pajson.ParseOptions(explicit_schema=schema,
-                                         unexpected_field_behavior="error" if strict else "ignore")
+                                         unexpected_field_behavior="error" if strict and not self.cats else "ignore")
 
     def arrays(self, buf: bytes, end: int, first_line: int,
                name: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
@@ -209,6 +221,47 @@ class _Fields:
                     None if self.w is None else empty, events)
         kept = b"\n".join(lines)
         return (*self.arrays(kept, len(kept), first_line, name), events)
+
+    def categorical(self, block: bytes, first_line: int, name: str, x: np.ndarray, y, w, events, skip: bool):
+        """(x, y, w, events, cats): the categorical fields' text of the block's records (those `events` did not
+        leave out) by Python's json module; a record lacking one, or holding an object or a list there, is refused
+        naming its line, or under `skip` left out of x, y, w too and counted."""
+        dropped = {e.line for _, e in events or ()}
+        cats, lines, wrong = [], [], []
+        for i, text in enumerate(block.split(b"\n")):
+            lineno = first_line + i
+            if not text.strip() or lineno in dropped:
+                continue
+            record = parse_object(text, name, lineno)
+            row = []
+            for n in self.cats:
+                value = text_of(record[n]) if n in record else None
+                if value is None:
+                    error = DataError(f"categorical field {n!r} is missing", source=name, line=lineno,
+                                      reason="missing value") if n not in record else \
+                        bad_value(n, record[n], source=name, line=lineno)
+                    if not skip:
+                        raise error
+                    wrong.append((len(cats), error))
+                    break
+                row.append(value)
+            else:
+                cats.append(row)
+                lines.append(lineno)
+                continue
+            cats.append(None)
+            lines.append(lineno)
+        if wrong:  # under skip: these records leave x, y, w too, and join the events in line order
+            keep = np.ones(len(cats), dtype=bool)
+            keep[[r for r, _ in wrong]] = False
+            x, y, w = x[keep], None if y is None else y[keep], None if w is None else w[keep]
+            kept_lines = np.asarray(lines)[keep]
+            errors = sorted([e for _, e in events or ()] + [e for _, e in wrong], key=lambda e: e.line)
+            events = [(int(np.searchsorted(kept_lines, e.line)), e) for e in errors]
+            cats = [c for c in cats if c is not None]
+        out = np.empty((len(cats), len(self.cats)), dtype=object)
+        out[:] = cats if cats else np.empty((0, len(self.cats)), dtype=object)
+        return x, y, w, events, out
 
     def record_lines(self, block: bytes, first_line: int, name: str) -> list[int]:
         """The line number of each record in a block (the slow path, for messages)."""
