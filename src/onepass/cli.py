@@ -28,7 +28,7 @@ import numpy as np
 from . import __version__, algorithms, datasets, distributed, merge, predictions
 from ._files import atomic_output, read_file
 from .algorithms.base import Model
-from .data.batches import Stream
+from .data.batches import CATEGORICAL_FORMATS, Stream
 from .data.hashing import summary as hashing_summary
 from .data.sources import FORMATS
 from ._process import tune_allocator
@@ -535,10 +535,9 @@ def _stream(args, n_features: int | None = None, model=None) -> Stream:
     """The --data source with the data options every reading command shares; a model's categorical columns unless
     --categorical-columns says otherwise."""
     categorical = getattr(args, "categorical_columns", None)
-    if categorical is None and model is not None:
-        categorical = model.meta.get("categorical_columns")
+    inherited = model.meta.get("categorical_columns") if categorical is None and model is not None else None
     id_column = getattr(args, "id_column", None)
-    return Stream(args.data, data_format=args.data_format, label_column=_label(args.label_column),
+    stream = Stream(args.data, data_format=args.data_format, label_column=_label(args.label_column),
                   header=_header(args.csv_header), n_features=n_features, zero_based=bool(args.zero_based),
                   weight_column=_label(args.weight_column), columns=args.columns,
                   storage_options=args.storage_options, query=args.query,
@@ -546,6 +545,9 @@ def _stream(args, n_features: int | None = None, model=None) -> Stream:
                   max_bad_fraction=getattr(args, "max_bad_fraction", None),
                   id_column=int(id_column) if id_column and id_column.lstrip("-").isdigit() else id_column,
                   text_column=getattr(args, "text_column", None), categorical_columns=categorical)
+    if inherited and stream.format in CATEGORICAL_FORMATS:  # raw values, as trained (LibSVM: hashed already)
+        stream = stream.replace(categorical_columns=inherited)
+    return stream
 
 
 def _say_header(command: str, stream: Stream) -> None:

@@ -123,18 +123,19 @@ class Hashing:
     """How a stream's categorical columns become features: `names` (as given), hashed into `n_features` slots
     after the numeric columns."""
 
-    def __init__(self, columns: Sequence[str | int], n_features: int | None, source: str = ""):
-        if n_features is None:
-            raise UsageError("--categorical-columns hashes values into feature_dim slots: give feature_dim "
-                             "(e.g. feature_dim=1048576; more slots, fewer collisions)")
+    def __init__(self, columns: Sequence[str | int], n_features: int | None):
         names = [str(c) for c in columns]
         if len(set(names)) != len(names) or not all(names):
             raise UsageError(f"--categorical-columns {','.join(names)}: each column once, none empty")
-        self.columns, self.names, self.n_features = list(columns), names, int(n_features)
+        self.columns, self.names = list(columns), names
+        self.n_features = None if n_features is None else int(n_features)  # a Stream's own may come from train()
         self.tally = SlotTally()
 
     def features(self, x: np.ndarray, cats: np.ndarray, source: str) -> CSR:
         """Numeric columns x (n, m) and categorical values `cats` (n, c, text) as sparse rows of `n_features`."""
+        if self.n_features is None:
+            raise UsageError("--categorical-columns hashes values into feature_dim slots: give feature_dim "
+                             "(e.g. --feature-dim 1048576; more slots, fewer collisions)")
         n, m = x.shape
         slots = self.n_features - m
         if slots < 1:
