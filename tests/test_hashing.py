@@ -99,7 +99,7 @@ def test_csv_parquet_jsonl_and_sqlite_give_the_same_model(tmp_path):
     assert (tally["occupied_slots"], tally["collided_slots"]) == _slots(records, 511)
 
 
-def test_predict_on_raw_categoricals_equals_predict_on_the_hashed_libsvm(tmp_path, capsys):
+def test_predict_and_serve_on_raw_categoricals_equal_predict_on_the_hashed_libsvm(tmp_path, capsys):
     """A user can hash elsewhere (the documented layout) and predict from LibSVM: the same scores."""
     records = _records(1500)
     _write(records, tmp_path / "clicks.csv", "csv")
@@ -125,6 +125,21 @@ def test_predict_on_raw_categoricals_equals_predict_on_the_hashed_libsvm(tmp_pat
     inspect = capsys.readouterr().out
     used, _ = _slots(records, 511)
     assert f"{used} of 511 hash slots used" in inspect and "categorical columns (hashed" in inspect
+    # served: raw values in a CSV line (the training fields' order) or named in JSON get predict's scores
+    pytest.importorskip("uvicorn")
+    from test_serve import call, serving
+    from onepass.serving import Settings
+    csv_body = "".join(f"{r['age']},{r['user']},{r['site']}\n" for r in records[:5])
+    json_body = json.dumps({"instances": [{k: r[k] for k in ("age", "user", "site")} for r in records[:5]]})
+    with serving(Settings(model=str(tmp_path / "run"))) as port:
+        for body, kind in ((csv_body, "text/csv"), (json_body, "application/json")):
+            status, _, answer = call(port, "POST", "/invocations", body, content_type=kind, accept="application/json")
+            assert status == 200, answer
+            assert [p["score"] for p in json.loads(answer)["predictions"]] == pytest.approx(
+                [json.loads(line)["score"] for line in raw[:5]], rel=1e-6)
+        bad = json.dumps({"instances": [{"age": 1, "user": ["a"], "site": 3}]})
+        status, _, answer = call(port, "POST", "/invocations", bad, content_type="application/json")
+        assert status == 400 and b"record 1: categorical field 'user' holds list" in answer
 
 
 def test_resume_continues_bit_for_bit_with_the_collision_tally(tmp_path):

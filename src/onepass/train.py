@@ -423,7 +423,7 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
     else:
         model = algo.finalize(state)
     if hashing is not None:  # predict, evaluate and serve hash the same columns alike
-        model.meta["categorical_columns"] = hashing.columns
+        model.meta.update(hashing.model_meta())
     if not session or (hashing is not None and session.rank == 0):
         model.save(out / MODEL_FILE)
     if hasattr(algo, "end_epoch"):  # the finished model's figures: its best epoch's, not the last epoch's

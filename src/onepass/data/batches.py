@@ -152,7 +152,7 @@ class Stream:
         self.options = {"n_features": n_features, "zero_based": bool(zero_based)} \
             if self.sparse and self.hashing is None else {}
         if self.hashing is not None:
-            self.options["categorical"] = self.hashing.columns
+            self.options["categorical"] = self.hashing  # its columns; it hears the layout the reader finds
         if weight_column is not None and weight_column != "none":
             if self.format in SPARSE_FORMATS:
                 raise UsageError(f"--weight-column: {self.format} records have no columns to take a weight from")

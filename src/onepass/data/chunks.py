@@ -99,7 +99,8 @@ def resolve_categorical(categorical: list[str | int] | None, names: list[str], s
                         y_col: int | None, w_col: int | None,
                         columns: list[str | int] | None = None) -> tuple[list[int], list[int]]:
     """The categorical columns by index (hashing.py), and the numeric feature columns without them. A categorical
-    column that is not there, or is the label or the weight, or is named by `columns` too, is a usage error."""
+    column that is not there, or is the label or the weight, or is named by `columns` too, is a usage error.
+    `categorical` may be a stream's `Hashing`, which hears the numeric columns' names and the record's layout."""
     if not categorical:
         return [], x_cols
     cat_cols = []
@@ -112,7 +113,11 @@ def resolve_categorical(categorical: list[str | int] | None, names: list[str], s
             raise UsageError(f"column {names[i]!r} of {source} is in both --columns (numeric) and "
                              "--categorical-columns")
         cat_cols.append(i)
-    return cat_cols, [i for i in x_cols if i not in cat_cols]
+    x_cols = [i for i in x_cols if i not in cat_cols]
+    heard = getattr(categorical, "heard", None)  # the stream's Hashing keeps the layout, for predict and serve
+    if heard is not None:
+        heard([names[i] for i in x_cols], [names[i] for i in sorted(x_cols + cat_cols)])
+    return cat_cols, x_cols
 
 
 def check_weights(w: np.ndarray, source: str, first: int, *, unit: str = "row", line_of=None) -> None:

@@ -130,8 +130,21 @@ class Hashing:
         self.columns, self.names = list(columns), names
         self.n_features = None if n_features is None else int(n_features)  # a Stream's own may come from train()
         self.tally = SlotTally()
+        self.layout: dict[str, list[str]] | None = None  # the first input's: numeric columns, fields in file order
 
-    def features(self, x: np.ndarray, cats: np.ndarray, source: str) -> CSR:
+    def __iter__(self):
+        return iter(self.columns)
+
+    def __len__(self) -> int:
+        return len(self.columns)
+
+    def heard(self, numeric: list[str], fields: list[str]) -> None:
+        """What a reader found: the numeric feature columns' names (in x's order) and the feature fields of a
+        record in the input's order (numeric and categorical), which a served CSV request follows."""
+        if self.layout is None:
+            self.layout = {"numeric": list(numeric), "fields": list(fields)}
+
+    def features(self, x: np.ndarray, cats: np.ndarray, source: str, count: bool = True) -> CSR:
         """Numeric columns x (n, m) and categorical values `cats` (n, c, text) as sparse rows of `n_features`."""
         if self.n_features is None:
             raise UsageError("--categorical-columns hashes values into feature_dim slots: give feature_dim "
@@ -144,7 +157,8 @@ class Hashing:
         keys = [f"{name}\x00{v}".encode("utf-8", "surrogatepass") for row in cats for name, v in zip(self.names, row)]
         h = murmur3_32(keys).astype(np.int64)
         cat_cols = m + h % slots
-        self.tally.add(h % slots, h, slots)
+        if count:  # (a served request is not counted)
+            self.tally.add(h % slots, h, slots)
         num_rows, num_cols = np.nonzero(x)
         rows = np.concatenate([num_rows, np.repeat(np.arange(n), cats.shape[1])])
         cols = np.concatenate([num_cols, cat_cols])
@@ -154,6 +168,10 @@ class Hashing:
         data = np.bincount(inverse.ravel(), weights=vals, minlength=len(key)).astype(np.float32)
         indptr = np.searchsorted(key // self.n_features, np.arange(n + 1)).astype(np.int64)
         return CSR(indptr, key % self.n_features, data, (n, self.n_features))
+
+    def model_meta(self) -> dict[str, Any]:
+        """What a model keeps so that predict, evaluate and serve hash alike."""
+        return {"categorical_columns": self.columns, "categorical_layout": self.layout}
 
     def to_meta(self) -> dict[str, Any]:
         return {"categorical_columns": self.columns, "hash": "murmur3_x86_32", "seed": SEED,
