@@ -262,8 +262,8 @@ class Stream:
                 yield from chunks
                 continue
             for ch in chunks:  # the categorical values hashed into features, with the numeric columns
-                yield ch if ch.quiet else replace(ch, x=self.hashing.features(ch.x, ch.cats, self.inputs[i].path),
-                                                  cats=None)
+                yield ch if ch.quiet else replace(ch, x=self.hashing.features(
+                    ch.x, ch.cats, self.inputs[i].path, trim=self.format == "csv"), cats=None)
 
     def _heard_header(self, name: str, has_header: bool, fields: list[str]) -> None:
         self.headers[name] = (has_header, [f.strip() for f in fields])

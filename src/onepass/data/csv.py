@@ -337,7 +337,7 @@ def _chunks(f, inp, name, file_index, offset, line, carry, ncols, x_cols, y_col,
             seen_any = True
             cats = None
             if cat_cols:  # ids holds the text columns: the id column's first, then the categorical ones
-                cats = np.char.strip(ids[:, len(texts) - len(cat_cols):].astype(str), " \t").astype(object)
+                cats = ids[:, len(texts) - len(cat_cols):]  # as written: hashing trims spaces and tabs
             ids = ids[:, 0] if k_col is not None else None
             yield Chunk(x, y, file_index, offset, 0, line, (offset + end) / inp.size if inp.size else 0.0, w,
                         events, ids, cats=cats)

@@ -27,8 +27,12 @@ depend on the set of keys only, not on their order or repetition, so a second ep
 see a few records again) counts the same. Keys that differ but agree in all 32 bits (one pair in 2^32 / slots)
 are not seen.
 
-Speed.  The hash runs vectorised in NumPy over a whole chunk of keys: one pass of a few array operations per
-4 bytes of the longest key (keys are grouped by length so that one long value costs only its own group).
+Speed.  The hash runs in C (_murmur.c) over a column's values as one Arrow string array, with no Python object
+per key; where the extension was not built, vectorised in NumPy (the same values, about 50 x slower). The rows are
+built without a sort of the batch, and the collision tally in O(keys). Measured on the 2 shared cores, loaded:
+500,000 CSV records of a number and 3 categorical columns (100,000, 5,000 and 300 values) read at 93,000
+records/s, against 595,000 for the same file read as 4 numeric columns; most of the difference is pyarrow's
+parse of text fields, not the hash (0.08 s of the 3.6 s).
 """
 
 from __future__ import annotations
@@ -40,6 +44,11 @@ import numpy as np
 
 from ..errors import DataError, UsageError
 from .sparse import CSR
+
+try:  # the C hash (_murmur.c); without it the NumPy one below, the same values
+    from . import _murmur
+except ImportError:  # pragma: no cover - a build without a C compiler
+    _murmur = None
 
 SEED = 0
 _C1, _C2 = np.uint32(0xCC9E2D51), np.uint32(0x1B873593)
@@ -96,6 +105,29 @@ def _hash_group(keys: list[bytes], lens: np.ndarray, width: int, seed: int) -> n
     return h
 
 
+def hash_column(name: str, values: np.ndarray | Any, trim: bool = False) -> np.ndarray:
+    """murmur3_32 of ``name + "\\x00" + value`` for each value (text: an object array or a pyarrow string array),
+    by the C extension (_murmur.c) where it was built, else by NumPy."""
+    prefix = f"{name}\x00".encode("utf-8", "surrogatepass")
+    import pyarrow as pa  # (loaded already by every reader)
+
+    arr = None
+    if _murmur is not None:
+        try:
+            arr = values if isinstance(values, pa.Array) else pa.array(values, type=pa.string())
+        except (pa.ArrowException, UnicodeError):  # text that is not UTF-8 (a lone surrogate from JSON)
+            pass
+    if arr is None:
+        texts = values.to_pylist() if hasattr(values, "to_pylist") else values
+        return murmur3_32([prefix + (v.strip(" \t") if trim else v).encode("utf-8", "surrogatepass") for v in texts])
+    arr = arr.cast(pa.string()) if arr.type != pa.string() else arr
+    _, offsets, data = arr.buffers()
+    offsets = np.frombuffer(offsets, dtype=np.int32, count=arr.offset + len(arr) + 1)[arr.offset:]
+    out = np.empty(len(arr), dtype=np.uint32)
+    _murmur.hash_values(prefix, b"" if data is None else data, offsets, len(arr), out, SEED, trim)
+    return out
+
+
 def text_of(value: Any) -> str | None:
     """A categorical value's text (see the module docstring), or None for a value that cannot be one."""
     if value is None:
@@ -144,30 +176,39 @@ class Hashing:
         if self.layout is None:
             self.layout = {"numeric": list(numeric), "fields": list(fields)}
 
-    def features(self, x: np.ndarray, cats: np.ndarray, source: str, count: bool = True) -> CSR:
-        """Numeric columns x (n, m) and categorical values `cats` (n, c, text) as sparse rows of `n_features`."""
+    def features(self, x: np.ndarray, cats: np.ndarray, source: str, count: bool = True, trim: bool = False) -> CSR:
+        """Numeric columns x (n, m) and categorical values `cats` (n, c: text) as sparse rows of `n_features`;
+        `trim`: leave out spaces and tabs around each value first (CSV fields)."""
         if self.n_features is None:
             raise UsageError("--categorical-columns hashes values into feature_dim slots: give feature_dim "
                              "(e.g. --feature-dim 1048576; more slots, fewer collisions)")
         n, m = x.shape
+        c = cats.shape[1]
         slots = self.n_features - m
         if slots < 1:
             raise UsageError(f"{source}: feature_dim = {self.n_features} leaves no slot for the categorical columns "
                              f"after the {m} numeric ones")
-        keys = [f"{name}\x00{v}".encode("utf-8", "surrogatepass") for row in cats for name, v in zip(self.names, row)]
-        h = murmur3_32(keys).astype(np.int64)
-        cat_cols = m + h % slots
+        h = np.empty((n, c), dtype=np.int64)
+        for j, name in enumerate(self.names):
+            h[:, j] = hash_column(name, cats[:, j], trim)
+        at = h % slots
         if count:  # (a served request is not counted)
-            self.tally.add(h % slots, h, slots)
-        num_rows, num_cols = np.nonzero(x)
-        rows = np.concatenate([num_rows, np.repeat(np.arange(n), cats.shape[1])])
-        cols = np.concatenate([num_cols, cat_cols])
-        vals = np.concatenate([x[num_rows, num_cols], np.ones(len(cat_cols), dtype=np.float32)])
-        # sorted, unique indices within a row (CSR's contract): two columns on one slot add up
-        key, inverse = np.unique(rows * self.n_features + cols, return_inverse=True)
-        data = np.bincount(inverse.ravel(), weights=vals, minlength=len(key)).astype(np.float32)
-        indptr = np.searchsorted(key // self.n_features, np.arange(n + 1)).astype(np.int64)
-        return CSR(indptr, key % self.n_features, data, (n, self.n_features))
+            self.tally.add(at.ravel(), h.ravel(), slots)
+        # Each row: its non-zero numeric columns (indices < m), then its slots in order, a slot that two of its
+        # columns share once with their count: sorted and unique, CSR's contract, without a sort of the batch.
+        cat = np.sort(at + m, axis=1)
+        first = np.ones((n, c), dtype=bool)
+        first[:, 1:] = cat[:, 1:] != cat[:, :-1]
+        starts = np.flatnonzero(first.ravel())  # a run of equal slots never crosses rows: each row starts one
+        counts = np.zeros((n, c), dtype=np.float32)
+        counts.ravel()[starts] = np.diff(np.append(starts, n * c))
+        nonzero = x != 0
+        keep = np.concatenate([nonzero, first], axis=1)
+        cols = np.concatenate([np.broadcast_to(np.arange(m, dtype=np.int64), (n, m)), cat], axis=1)[keep]
+        data = np.concatenate([x.astype(np.float32, copy=False), counts], axis=1)[keep]
+        indptr = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(keep.sum(axis=1), out=indptr[1:])
+        return CSR(indptr, cols, data, (n, self.n_features))
 
     def model_meta(self) -> dict[str, Any]:
         """What a model keeps so that predict, evaluate and serve hash alike."""
@@ -187,16 +228,16 @@ class SlotTally:
         self.lock = threading.Lock()
 
     def add(self, slots: np.ndarray, hashes: np.ndarray, size: int) -> None:
+        """Note keys (their slots and 32-bit hashes), in O(keys), no sort: an empty slot takes one of the hashes
+        that land on it, then every hash that differs from its slot's marks the slot collided."""
         with self.lock:
             if self.table is None or len(self.table) != size:
                 self.table = np.full(size, _EMPTY, dtype=np.int64)
-            pairs = np.unique(slots * (1 << 32) + hashes)  # by slot, then hash
-            s, h = pairs >> 32, pairs & 0xFFFFFFFF
-            s, first, counts = np.unique(s, return_index=True, return_counts=True)
-            h = h[first]
-            now = self.table[s]
-            collided = (counts > 1) | (now == _COLLIDED) | ((now >= 0) & (now != h))
-            self.table[s] = np.where(collided, _COLLIDED, np.where(now == _EMPTY, h, now))
+            t = self.table
+            empty = t[slots] == _EMPTY
+            t[slots[empty]] = hashes[empty]
+            now = t[slots]
+            t[slots[(now != hashes) & (now != _COLLIDED)]] = _COLLIDED
 
     def restore(self, table: np.ndarray | None) -> None:
         with self.lock:
