@@ -15,6 +15,7 @@ import torch
 import onepass
 from onepass import State
 from onepass.data import Stream
+from onepass.data import hashing
 from onepass.data.hashing import murmur3_32
 from onepass.errors import DataError, UsageError
 
@@ -70,6 +71,14 @@ def test_hash_of_known_strings_equals_the_documented_values():
     assert list(murmur3_32(keys)) == [murmur3_32(k) for k in keys]
     # scikit-learn's murmurhash3_32(key, seed=0, positive=True) agrees on these 40 keys; its values, kept here
     assert murmur3_32(keys[39]) == 0x2486B774 and murmur3_32(keys[3]) == 0x51D4D0D7
+
+
+def test_the_c_hash_and_the_numpy_hash_agree(monkeypatch):
+    values = np.array(["alice", " bob\t", "", "été", "x" * 300, "12"], dtype=object)
+    fast = hashing.hash_column("user", values, trim=True)
+    monkeypatch.setattr(hashing, "_murmur", None)
+    assert list(hashing.hash_column("user", values, trim=True)) == list(fast)
+    assert fast[1] == murmur3_32(b"user\x00bob") and fast[2] == murmur3_32(b"user\x00")
 
 
 def test_slots_follow_the_documented_layout(tmp_path):
