@@ -210,3 +210,22 @@ def test_a_sql_value_that_is_neither_text_nor_a_number_names_the_row(tmp_path):
                     categorical_columns=["user"], n_features=16)
     with pytest.raises(DataError, match="row 2: categorical column 'user' holds bytes"):
         list(stream.batches(10))
+
+
+def test_predict_reads_the_numeric_columns_the_model_was_trained_on(tmp_path, capsys):
+    """Hashed rows are always feature_dim wide, so a width check cannot catch a different set of numeric columns:
+    the model keeps them, and predict reads those, whatever else the file holds."""
+    records = [{**r, "z": i % 7} for i, r in enumerate(_records(600))]
+    path = tmp_path / "clicks.csv"
+    path.write_text("y,age,z,user,site\n" + "".join(f"{r['y']},{r['age']},{r['z']},{r['user']},{r['site']}\n"
+                                                      for r in records))
+    onepass.train("factorization-machines", str(path), tmp_path / "run", hyperparameters=FM, device="cpu",
+                  threads=1, label_column="y", columns=["age"], categorical_columns=["user", "site"])
+    for name, extra in (("plain", []), ("given", ["--columns", "age"])):
+        assert cli.main(["predict", str(tmp_path / "run"), "--data", str(path), "--label-column", "y",
+                         "--output", str(tmp_path / f"{name}.jsonl"), *extra]) == 0
+    assert (tmp_path / "plain.jsonl").read_text() == (tmp_path / "given.jsonl").read_text()
+    (tmp_path / "other.csv").write_text("y,user,site\n1,u1,3\n")
+    assert cli.main(["predict", str(tmp_path / "run"), "--data", str(tmp_path / "other.csv"), "--label-column",
+                     "y"]) == UsageError.exit_code
+    assert "other.csv has no column 'age', a numeric feature column of the model" in capsys.readouterr().err

@@ -547,6 +547,9 @@ def _stream(args, n_features: int | None = None, model=None) -> Stream:
                   text_column=getattr(args, "text_column", None), categorical_columns=categorical)
     if inherited and stream.format in CATEGORICAL_FORMATS:  # raw values, as trained (LibSVM: hashed already)
         stream = stream.replace(categorical_columns=inherited)
+        layout = model.meta.get("categorical_layout")
+        if layout and not args.columns:  # the numeric columns it was trained on, in their order
+            stream.hashing.numeric = layout["numeric"]
     return stream
 
 

@@ -114,6 +114,12 @@ def resolve_categorical(categorical: list[str | int] | None, names: list[str], s
                              "--categorical-columns")
         cat_cols.append(i)
     x_cols = [i for i in x_cols if i not in cat_cols]
+    expected = getattr(categorical, "numeric", None)  # a model's numeric columns, when `columns` was not given
+    if expected is not None and not columns:
+        missing = [n for n in expected if n not in names]
+        if missing:
+            raise UsageError(f"{source} has no column {missing[0]!r}, a numeric feature column of the model")
+        x_cols = [names.index(n) for n in expected]
     heard = getattr(categorical, "heard", None)  # the stream's Hashing keeps the layout, for predict and serve
     if heard is not None:
         heard([names[i] for i in x_cols], [names[i] for i in sorted(x_cols + cat_cols)])

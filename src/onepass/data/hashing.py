@@ -163,6 +163,7 @@ class Hashing:
         self.n_features = None if n_features is None else int(n_features)  # a Stream's own may come from train()
         self.tally = SlotTally()
         self.layout: dict[str, list[str]] | None = None  # the first input's: numeric columns, fields in file order
+        self.numeric: list[str] | None = None  # set from a model: the numeric columns to read (predict, evaluate)
 
     def __iter__(self):
         return iter(self.columns)
