@@ -110,7 +110,7 @@ def test_csv_parquet_jsonl_and_sqlite_give_the_same_model(tmp_path):
 
 def test_predict_and_serve_on_raw_categoricals_equal_predict_on_the_hashed_libsvm(tmp_path, capsys):
     """A user can hash elsewhere (the documented layout) and predict from LibSVM: the same scores."""
-    records = _records(1500)
+    records = _records(800)
     _write(records, tmp_path / "clicks.csv", "csv")
     assert cli.main(["train", "linear-learner", "--data", str(tmp_path / "clicks.csv"), "--label-column", "y",
                      "--categorical-columns", "user,site", "--feature-dim", "512", "--predictor-type",
@@ -128,7 +128,7 @@ def test_predict_and_serve_on_raw_categoricals_equal_predict_on_the_hashed_libsv
                          "--output", str(tmp_path / f"{name}.jsonl"), "--zero-based"]
                         + (["--label-column", "y"] if fmt == "csv" else [])) == 0
     raw, hashed = ((tmp_path / f"{n}.jsonl").read_text().splitlines() for n in ("raw", "hashed"))
-    assert len(raw) == 1500 and raw == hashed
+    assert len(raw) == 800 and raw == hashed
     capsys.readouterr()
     assert cli.main(["inspect", str(tmp_path / "run")]) == 0
     inspect = capsys.readouterr().out
@@ -229,3 +229,21 @@ def test_predict_reads_the_numeric_columns_the_model_was_trained_on(tmp_path, ca
     assert cli.main(["predict", str(tmp_path / "run"), "--data", str(tmp_path / "other.csv"), "--label-column",
                      "y"]) == UsageError.exit_code
     assert "other.csv has no column 'age', a numeric feature column of the model" in capsys.readouterr().err
+
+
+def test_merge_and_finalize_keep_the_columns_and_the_union_of_the_tallies(tmp_path):
+    records = _records(2000)
+    for i, part in enumerate((records[:1000], records[1000:])):
+        _write(part, tmp_path / f"part{i}.csv", "csv")
+        onepass.train("factorization-machines", str(tmp_path / f"part{i}.csv"), tmp_path / f"run{i}",
+                      hyperparameters={**FM, "feature_dim": 61}, device="cpu", threads=1, label_column="y",
+                      categorical_columns=["user", "site"])
+    assert cli.main(["merge", str(tmp_path / "run0"), str(tmp_path / "run1"), "--out", str(tmp_path / "merged")]) == 0
+    tally = State.load(tmp_path / "merged").meta["categorical"]
+    assert (tally["occupied_slots"], tally["collided_slots"]) == _slots(records, 60)
+    assert cli.main(["finalize", str(tmp_path / "merged"), "--binary-classifier-model-selection-criteria",
+                     "recall_at_target_precision", "--out", str(tmp_path / "chosen.safetensors")]) == 0
+    for model in (tmp_path / "merged", tmp_path / "chosen.safetensors"):
+        meta = onepass.load_model(model).meta
+        assert meta["categorical_columns"] == ["user", "site"]
+        assert meta["categorical_layout"] == {"numeric": ["age"], "fields": ["age", "user", "site"]}

@@ -29,7 +29,7 @@ from . import __version__, algorithms, datasets, distributed, merge, predictions
 from ._files import atomic_output, read_file
 from .algorithms.base import Model
 from .data.batches import CATEGORICAL_FORMATS, Stream
-from .data.hashing import summary as hashing_summary
+from .data.hashing import keep_in_model, summary as hashing_summary
 from .data.sources import FORMATS
 from ._process import tune_allocator
 from .errors import Interrupted, OnepassError, UsageError
@@ -486,7 +486,7 @@ def cmd_finalize(args, extra: list[str]) -> int:
     choice = _extra_options(extra, "finalize")
     if args.k_range:  # every request checked before anything is written: a refusal leaves the old model as it was
         _k_range(args.k_range, 1, state.meta["n_active"])
-    model = algo.finalize(state, **choice)
+    model = keep_in_model(algo.finalize(state, **choice), state.meta)  # hashed categorical columns
     if state.algorithm == "linear_learner" and args.plot and model.meta["predictor_type"] != "binary_classifier":
         raise UsageError("--plot: the precision-recall plot is for binary classifiers")
     out = Path(args.out) if args.out else (Path(args.state) if Path(args.state).is_dir()
@@ -700,7 +700,7 @@ def cmd_merge(args, extra: list[str]) -> int:
     merged = functools.reduce(merge, states)  # refuses other algorithms and configurations
     merged.meta["complete"] = True
     merged.meta["merged_from"] = [str(p) for p in args.states]
-    model = algorithms.get(merged.algorithm).finalize(merged)  # before writing: a refusal leaves nothing
+    model = keep_in_model(algorithms.get(merged.algorithm).finalize(merged), merged.meta)  # before writing
     _make_folder(target.parent, "--out")
     path = merged.save(target)
     if out.suffix != ".safetensors":

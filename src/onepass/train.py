@@ -27,7 +27,7 @@ import torch
 from . import _blas, algorithms, distributed
 from .algorithms.base import Model
 from .data.bad_records import BadRecords, resolve as resolve_bad_records
-from .data.hashing import summary as hashing_summary
+from .data.hashing import SLOTS_TENSOR, summary as hashing_summary
 from .data import memory
 from .data.batches import Stream
 from .data.live import is_live
@@ -44,7 +44,6 @@ EPOCH_CHECKPOINT_GAP_S = 1.0
 DATA_KEYS = ("data_format", "label_column", "zero_based", "weight_column", "columns", "query", "on_bad_record",
              "max_bad_fraction", "text_column", "stream_field", "categorical_columns")  # the data options a checkpoint keeps (RUN_KEYS)
 RUN_KEYS = ("mini_batch_size", "seed") + DATA_KEYS
-SLOTS_TENSOR = "categorical_slots"  # the state's tensor of hashed categorical columns' slot fingerprints
 
 
 @dataclass
@@ -256,6 +255,14 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
     if stream.bad is not None and state is not None and resume:  # go on counting where the checkpoint stood
         stream.bad.restore(state.meta.get("bad_records"))
     hashing = getattr(stream, "hashing", None)  # categorical columns hashed into features (data/hashing.py)
+
+    def finalized(st: State):
+        """The state's model; with hashed categorical columns, knowing them, so that predict and serve hash alike."""
+        model = algo.finalize(st)
+        if hashing is not None:
+            model.meta.update(hashing.model_meta())
+        return model
+
     if hashing is not None and state is not None and SLOTS_TENSOR in state.tensors:  # their collision tally too
         hashing.tally.restore(state.tensors[SLOTS_TENSOR].cpu().numpy())
     check_sparse(algo, stream)
@@ -295,7 +302,7 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
         position = None
     if max_records is not None and state is not None and state.meta.get("records_seen", 0) >= max_records \
             and not state.meta.get("complete"):  # paused there already (a tuner's crash after the pause)
-        return TrainResult(state, algo.finalize(state), out, _brief(algo.describe(state)), paused=True)
+        return TrainResult(state, finalized(state), out, _brief(algo.describe(state)), paused=True)
     last_ckpt_records = state.meta.get("records_seen", 0) if state else 0
     last_ckpt_time = time.monotonic()
     val_metrics: dict[str, float] = {}
@@ -357,7 +364,7 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
                                 state.meta["bad_records"] = batch.bad
                             progress.update(state.meta["records_seen"], batch.fraction, epoch, epochs)
                         if publisher is not None and publisher.due(state.meta["records_seen"]):
-                            version = publisher.publish(algo.finalize(state), state.meta["records_seen"])
+                            version = publisher.publish(finalized(state), state.meta["records_seen"])
                             metrics.log("published", model=str(version), records_seen=state.meta["records_seen"],
                                         position=state.meta.get("position"))
                         if stop.signal is not None:
@@ -373,7 +380,7 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
                             metrics.log("paused", records_seen=state.meta["records_seen"], epoch=epoch,
                                         message=f"paused after {state.meta['records_seen']:,} records (max_records); "
                                                 "continue with resume")
-                            return TrainResult(state, algo.finalize(state), out, _brief(algo.describe(state)),
+                            return TrainResult(state, finalized(state), out, _brief(algo.describe(state)),
                                                paused=True)
                 position = None
                 if state is None:
@@ -391,11 +398,11 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
                 if val_stream is not None or hasattr(algo, "end_epoch"):
                     # this epoch's figures (an algorithm that keeps its best epochs reports that apart)
                     if not hasattr(algo, "end_epoch"):
-                        val_metrics = evaluate(algo.finalize(state), val_cache, hp, algo)
+                        val_metrics = evaluate(finalized(state), val_cache, hp, algo)
                     elif hasattr(algo, "epoch_metrics"):
                         val_metrics = algo.epoch_metrics(state)
                     else:  # the finalized model's own figures
-                        val_metrics = algo.finalize(state).meta.get("validation", {})
+                        val_metrics = finalized(state).meta.get("validation", {})
                     metrics.log("validation", epoch=epoch + 1, **val_metrics)
                 _log_cache(metrics, epoch + 1, cache, val_cache)
                 metrics.log("epoch", epoch=epoch + 1, **algo.describe(state))
@@ -421,10 +428,8 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
     if session:  # rank 0 merges every process's state and alone writes the final state and model
         state, model = session.finish(out, state, algo, metrics)
     else:
-        model = algo.finalize(state)
-    if hashing is not None:  # predict, evaluate and serve hash the same columns alike
-        model.meta.update(hashing.model_meta())
-    if not session or (hashing is not None and session.rank == 0):
+        model = finalized(state)
+    if not session:
         model.save(out / MODEL_FILE)
     if hasattr(algo, "end_epoch"):  # the finished model's figures: its best epoch's, not the last epoch's
         val_metrics = model.meta.get("validation", {})

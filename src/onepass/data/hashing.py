@@ -216,8 +216,36 @@ class Hashing:
         return {"categorical_columns": self.columns, "categorical_layout": self.layout}
 
     def to_meta(self) -> dict[str, Any]:
-        return {"categorical_columns": self.columns, "hash": "murmur3_x86_32", "seed": SEED,
+        return {"categorical_columns": self.columns, "hash": "murmur3_x86_32", "seed": SEED, "layout": self.layout,
                 **self.tally.to_meta()}
+
+
+SLOTS_TENSOR = "categorical_slots"  # a state's tensor of the slots' fingerprints (SlotTally.table)
+
+
+def keep_in_model(model, state_meta: dict[str, Any]):
+    """`model` (finalized from a state trained on hashed categorical columns) with what predict, evaluate and serve
+    need to hash alike: the columns and the layout, from the state's meta."""
+    c = state_meta.get("categorical")
+    if c:
+        model.meta.update(categorical_columns=c["categorical_columns"], categorical_layout=c.get("layout"))
+    return model
+
+
+def merged(out, a, b):
+    """`out`, the merge of states a and b, with their collision tallies merged: both states' slots, a slot
+    collided where either's was or their first keys differ (the counts the union of their keys gives)."""
+    ta, tb = a.tensors.get(SLOTS_TENSOR), b.tensors.get(SLOTS_TENSOR)
+    if ta is None or tb is None or ta.shape != tb.shape:
+        return out
+    ta, tb = ta.cpu().numpy(), tb.cpu().numpy()
+    t = np.where(ta == _EMPTY, tb, np.where((tb == _EMPTY) | (ta == tb), ta, _COLLIDED))
+    import torch  # (the states' own)
+
+    out.tensors[SLOTS_TENSOR] = torch.from_numpy(t)
+    out.meta["categorical"] = {**a.meta["categorical"], "occupied_slots": int((t != _EMPTY).sum()),
+                               "collided_slots": int((t == _COLLIDED).sum())}
+    return out
 
 
 class SlotTally:
