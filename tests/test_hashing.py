@@ -114,7 +114,8 @@ def test_predict_and_serve_on_raw_categoricals_equal_predict_on_the_hashed_libsv
     _write(records, tmp_path / "clicks.csv", "csv")
     assert cli.main(["train", "linear-learner", "--data", str(tmp_path / "clicks.csv"), "--label-column", "y",
                      "--categorical-columns", "user,site", "--feature-dim", "512", "--predictor-type",
-                     "binary_classifier", "--out", str(tmp_path / "run"), "--quiet", "--threads", "1"]) == 0
+                     "binary_classifier", "--epochs", "1", "--out", str(tmp_path / "run"), "--quiet", "--threads",
+                     "1"]) == 0
     lines = []
     for r in records:  # age at index 0, then 1 + murmur3 % 511 for each column
         feats = {0: r["age"]} if r["age"] else {}
