@@ -145,6 +145,9 @@ class Stream:
         self.headers: dict[str, tuple[bool, list[str]]] = {}  # CSV, header None: what each file's line 1 was taken as
         self.hashing: Hashing | None = None
         if categorical_columns:
+            if self.live:
+                raise UsageError("--categorical-columns: a live stream's records are not hashed yet; read files, "
+                                 "a query or standard input")
             if self.format not in CATEGORICAL_FORMATS:
                 raise UsageError(f"--categorical-columns: {self.format} input has no columns to hash (formats that "
                                  f"can: {', '.join(CATEGORICAL_FORMATS)})")
