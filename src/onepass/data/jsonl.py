@@ -24,7 +24,7 @@ import pyarrow.json as pajson
 
 from ..errors import DataError
 from .chunks import Chunk, check_weights, resolve_categorical, resolve_columns
-from .hashing import bad_value, text_of
+from .hashing import arrow_texts, bad_value, text_of
 from .csv import _READ_ERRORS, _broken, _read_first_line, line_blocks, newlines, utf8_line
 from .opening import open_input
 from .sources import Input
@@ -121,8 +121,8 @@ def read(inp: Input, file_index: int, *, label: str | int | None = None, header:
                 if bad is None:
                     raise
                 x, y, w, events = taken.salvage(bytes(memoryview(buf)[:end]), at, name, e)
-            cats = None
-            if cat_cols:
+            cats = taken.parsed_categorical(name) if cat_cols and events is None else None
+            if cat_cols and cats is None:  # mixed kinds, a null, an object or a list, or bad lines: by Python
                 x, y, w, events, cats = taken.categorical(bytes(memoryview(buf)[:end]), at, name, x, y, w, events,
                                                           bad is not None)
             fraction = min(1.0, (offset + end) / inp.size) if inp.size else 0.0
@@ -146,9 +146,12 @@ class _Fields:
         self.known = set(names) if strict else None  # strict: a field the first record lacks is an error
         self.cats = list(categorical)
         schema = pa.schema([(n, pa.float32()) for n in self.used])
-        # categorical fields (text or numbers) are not in pyarrow's schema: read by Python (`categorical`)
+        # categorical fields (text or numbers) are not in pyarrow's schema: it infers their type in each block
+        # (`categorical` takes them when that is text or numbers, else reads the block's lines by Python)
         self.parse = pajson.ParseOptions(explicit_schema=schema,
-                                         unexpected_field_behavior="error" if strict and not self.cats else "ignore")
+                                         unexpected_field_behavior="error" if strict and not self.cats else "infer")
+        self.numeric_only = pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
+        self.table: pa.Table | None = None  # the last block's, for its categorical fields
 
     def arrays(self, buf: bytes, end: int, first_line: int,
                name: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
@@ -177,6 +180,7 @@ class _Fields:
                 last = first_line + buf.count(b"\n", 0, end)
                 raise DataError(f"pyarrow read {rows} records from lines {first_line}-{last}, which hold a "
                                 "different number", source=name, line=first_line, reason="parse error")
+        self.table = table
         cols = {n: table.column(n).to_numpy() for n in self.used}
         if any(table.column(n).null_count for n in self.used) or not all(
                 np.isfinite(c).all() for n, c in cols.items() if n != self.w):
@@ -192,9 +196,15 @@ class _Fields:
         return x, y, w
 
     def _read(self, block: memoryview, sub_block: int) -> pa.Table:
-        return pajson.read_json(pa.py_buffer(block), read_options=pajson.ReadOptions(use_threads=True,
-                                                                                     block_size=sub_block),
-                                parse_options=self.parse)
+        read = pajson.ReadOptions(use_threads=True, block_size=sub_block)
+        try:
+            return pajson.read_json(pa.py_buffer(block), read_options=read, parse_options=self.parse)
+        except pa.ArrowException as e:
+            if not self.cats or "straddle" in str(e):
+                raise
+            # categorical fields of mixed kinds (text here, a number or an object there): the numbers by pyarrow,
+            # the categorical fields by Python (`categorical`)
+            return pajson.read_json(pa.py_buffer(block), read_options=read, parse_options=self.numeric_only)
 
     def salvage(self, block: bytes, first_line: int, name: str, error: DataError):
         """Under on_bad_record="skip", a block the fast path refused: (x, y, w, bad) of its good lines, parsed by the
@@ -221,6 +231,22 @@ class _Fields:
                     None if self.w is None else empty, events)
         kept = b"\n".join(lines)
         return (*self.arrays(kept, len(kept), first_line, name), events)
+
+    def parsed_categorical(self, name: str) -> np.ndarray | None:
+        """The categorical fields' text from pyarrow's parse of the last block, when every one of them came as text
+        or numbers and none is null (a null may be a missing field, which the slow path names); else None."""
+        t, self.table = self.table, None
+        if t is None or any(n not in t.column_names or t.column(n).null_count for n in self.cats):
+            return None
+        cols = {}
+        for n in self.cats:
+            col = t.column(n).combine_chunks()
+            kind = col.type
+            if not (pa.types.is_string(kind) or pa.types.is_integer(kind) or pa.types.is_floating(kind)
+                    or pa.types.is_boolean(kind)):
+                return None
+            cols[len(cols)] = col
+        return arrow_texts(cols, list(self.cats), name, 0)
 
     def categorical(self, block: bytes, first_line: int, name: str, x: np.ndarray, y, w, events, skip: bool):
         """(x, y, w, events, cats): the categorical fields' text of the block's records (those `events` did not
