@@ -30,8 +30,9 @@ class Chunk:
     at:       a live stream's chunk: the stream's position before its record s (`at(s)`), which replaces offset
               and base (data/live/base.py).
     quiet:    a live stream had no record for a while: an empty chunk, so that the records waiting are trained.
-    cats:     the values of the categorical columns (`categorical`), an object array of shape (n, c) of text, which
-              the stream hashes into features (hashing.py); None without categorical columns.
+    cats:     the values of the categorical columns (`categorical`) as text: an object array (n, c), or a list of c
+              columns (pyarrow string arrays or object arrays), which the stream hashes into features (hashing.py);
+              None without categorical columns.
     """
 
     x: np.ndarray | CSR

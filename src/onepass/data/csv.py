@@ -337,8 +337,12 @@ def _chunks(f, inp, name, file_index, offset, line, carry, ncols, x_cols, y_col,
             seen_any = True
             cats = None
             if cat_cols:  # ids holds the text columns: the id column's first, then the categorical ones
-                cats = ids[:, len(texts) - len(cat_cols):]  # as written: hashing trims spaces and tabs
-            ids = ids[:, 0] if k_col is not None else None
+                cats = ids[len(texts) - len(cat_cols):]  # as written: hashing trims spaces and tabs
+            if k_col is not None:
+                ids = ids[0] if isinstance(ids[0], np.ndarray) else np.asarray(
+                    ids[0].to_numpy(zero_copy_only=False), dtype=object)
+            else:
+                ids = None
             yield Chunk(x, y, file_index, offset, 0, line, (offset + end) / inp.size if inp.size else 0.0, w,
                         events, ids, cats=cats)
     finally:
@@ -391,14 +395,11 @@ def _parse(block, x_cols: list[int], y_col: int | None, w_col: int | None, optio
     return (x, y, w, ids), None
 
 
-def _texts(table: pa.Table, cols: list[int]) -> np.ndarray | None:
-    """The text of columns `cols` of every record, an object array (n, len(cols)); None for no columns."""
+def _texts(table: pa.Table, cols: list[int]) -> list[pa.Array] | None:
+    """The text of columns `cols` of every record, one pyarrow string array a column; None for no columns."""
     if not cols:
         return None
-    out = np.empty((table.num_rows, len(cols)), dtype=object)
-    for j, k in enumerate(cols):
-        out[:, j] = table.column(f"c{k}").cast(pa.string()).to_numpy(zero_copy_only=False)
-    return out
+    return [table.column(f"c{k}").cast(pa.string()).combine_chunks() for k in cols]
 
 
 def _to_numpy(table: pa.Table, x_cols: list[int], y_col: int | None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -536,11 +537,9 @@ def _salvage(block: bytes, first_line: int, ncols: int, delimiter: str, name: st
         x[:, j] = cols[i][keep]
     y = cols[y_col][keep].astype(np.float32) if y_col is not None else None
     w = cols[w_col][keep].astype(np.float32) if w_col is not None else None
-    ids = None
+    ids = None  # the text columns, one object array each
     if texts:
-        ids = np.empty((len(ok), len(texts)), dtype=object)
-        ids[:] = [[records[i][1][k] for k in texts] for i in ok]
-        ids = ids[keep]
+        ids = [np.array([records[i][1][k] for i in ok], dtype=object)[keep] for k in texts]
     return x, y, w, ids, events
 
 

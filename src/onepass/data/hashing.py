@@ -177,21 +177,23 @@ class Hashing:
         if self.layout is None:
             self.layout = {"numeric": list(numeric), "fields": list(fields)}
 
-    def features(self, x: np.ndarray, cats: np.ndarray, source: str, count: bool = True, trim: bool = False) -> CSR:
-        """Numeric columns x (n, m) and categorical values `cats` (n, c: text) as sparse rows of `n_features`;
-        `trim`: leave out spaces and tabs around each value first (CSV fields)."""
+    def features(self, x: np.ndarray, cats, source: str, count: bool = True, trim: bool = False) -> CSR:
+        """Numeric columns x (n, m) and categorical values `cats` (text: an object array (n, c), or a list of c
+        columns, pyarrow string arrays or object arrays) as sparse rows of `n_features`; `trim`: leave out spaces
+        and tabs around each value first (CSV fields)."""
+        columns = list(cats.T) if isinstance(cats, np.ndarray) else list(cats)
         if self.n_features is None:
             raise UsageError("--categorical-columns hashes values into feature_dim slots: give feature_dim "
                              "(e.g. --feature-dim 1048576; more slots, fewer collisions)")
         n, m = x.shape
-        c = cats.shape[1]
+        c = len(columns)
         slots = self.n_features - m
         if slots < 1:
             raise UsageError(f"{source}: feature_dim = {self.n_features} leaves no slot for the categorical columns "
                              f"after the {m} numeric ones")
         h = np.empty((n, c), dtype=np.int64)
         for j, name in enumerate(self.names):
-            h[:, j] = hash_column(name, cats[:, j], trim)
+            h[:, j] = hash_column(name, columns[j], trim)
         at = h % slots
         if count:  # (a served request is not counted)
             self.tally.add(at.ravel(), h.ravel(), slots)
@@ -292,27 +294,27 @@ def summary(meta: dict[str, Any]) -> str:
 
 
 def arrow_texts(columns: dict[int, Any], names: list[str], source: str, row: int,
-                events: list | None = None) -> np.ndarray:
-    """The text of columnar categorical values (Parquet, Arrow: `columns` maps a column's index to its pyarrow
-    array, whose first value is row `row`) as an object array (n, c), less the rows that `events` (a reader's bad
-    records, as (good rows before it, error)) left out."""
+                events: list | None = None) -> list:
+    """The text of columnar categorical values (Parquet, Arrow, JSON lines: `columns` maps a column's index to its
+    pyarrow array, whose first value is row `row`) as a list of pyarrow string arrays, less the rows that `events`
+    (a reader's bad records, as (good rows before it, error)) left out."""
     import pyarrow as pa  # (the readers that call this have it loaded already)
 
-    n = len(next(iter(columns.values())))
-    out = np.empty((n, len(columns)), dtype=object)
-    for j, (i, col) in enumerate(columns.items()):
+    out = []
+    for i, col in columns.items():
+        col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
         t = col.type
         if pa.types.is_dictionary(t):
             col, t = col.cast(t.value_type), t.value_type
         if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_integer(t):
-            out[:, j] = col.cast(pa.string()).fill_null("").to_numpy(zero_copy_only=False)
+            out.append(col.cast(pa.string()).fill_null(""))
         elif pa.types.is_floating(t) or pa.types.is_boolean(t):
-            out[:, j] = [text_of(v) for v in col.to_pylist()]
+            out.append(pa.array([text_of(v) for v in col.to_pylist()], pa.string()))
         else:
-            first = next((r for r in range(n) if col[r].is_valid), 0)
+            first = next((r for r in range(len(col)) if col[r].is_valid), 0)
             raise bad_value(names[i], col[first].as_py(), source, row=row + first)
     if events:  # the rows the reader left out: event k (in order) is the row after k good rows and k earlier events
-        keep = np.ones(n, dtype=bool)
+        keep = np.ones(len(out[0]), dtype=bool)
         keep[[good + k for k, (good, _) in enumerate(events)]] = False
-        out = out[keep]
+        out = [c.filter(pa.array(keep)) for c in out]
     return out
