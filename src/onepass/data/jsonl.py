@@ -83,7 +83,8 @@ def read(inp: Input, file_index: int, *, label: str | int | None = None, header:
     """Yield chunks of `inp` from byte offset `start` (0, or an offset that a chunk reported, whose line is `line`).
     `bad` (on_bad_record="skip"): bad lines are left out and attached to the chunks (bad_records.py).
     `categorical`: fields whose values (text or numbers) go with each record as `Chunk.cats`, to be hashed
-    (hashing.py); they are read by Python's json module, a second parse of each line (about 2 x the time)."""
+    (hashing.py): parsed by pyarrow where a block holds one kind (all text, all numbers), else by Python's json
+    module (mixed kinds, nulls, an object or a list, which it names)."""
     block_size = block_size or BLOCK_SIZE  # read at call time, so that tests can shrink it
     name = inp.path if inp.path != "-" else "<stdin>"
     f = None
