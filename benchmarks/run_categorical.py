@@ -164,6 +164,16 @@ def main() -> None:
         auc, wall = onepass_train(algo, ["--data", str(o_train), "--test", str(o_test), "--feature-dim", str(width),
                                          "--zero-based"] + extra, DATA / "run_onehot")
         lines.append(f"| {label} | one-hot LibSVM ({width} features) | {auc:.4f} | {wall:.1f} |")
+    lines += ["", "## Notes", "",
+              "- The hashed CSV reads slower than the same file with integer ids because its text fields go through "
+              "pyarrow's CSV parser (and a copy into Arrow string arrays) where plain numbers take onepass's C fast "
+              "path (`_fastcsv.c`); the hash itself (`_murmur.c`, MurmurHash3 x86_32 over each Arrow string array) is "
+              "a small share. JSON lines: pyarrow parses a block's categorical fields when they are all text or all "
+              "numbers; mixed kinds fall back to Python's json module per line.",
+              "- scikit-learn's FeatureHasher is timed on the hashing alone, its input already a list of Python "
+              "strings in memory; onepass's rows include reading and parsing the file.",
+              "- Hashing into 4,096 slots loses nothing on adult against an exact one-hot vocabulary (AUC within "
+              "0.003 either way); the training summary reports 1-2 shared slots of about 100 used."]
     (HERE / "RESULTS_CATEGORICAL.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
