@@ -150,7 +150,8 @@ class _Fields:
         # categorical fields (text or numbers) are not in pyarrow's schema: it infers their type in each block
         # (`categorical` takes them when that is text or numbers, else reads the block's lines by Python)
         self.parse = pajson.ParseOptions(explicit_schema=schema,
-                                         unexpected_field_behavior="error" if strict and not self.cats else "infer")
+                                         unexpected_field_behavior="infer" if self.cats else
+                                         "error" if strict else "ignore")
         self.numeric_only = pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
         self.table: pa.Table | None = None  # the last block's, for its categorical fields
 
@@ -182,6 +183,8 @@ class _Fields:
                 raise DataError(f"pyarrow read {rows} records from lines {first_line}-{last}, which hold a "
                                 "different number", source=name, line=first_line, reason="parse error")
         self.table = table
+        if self.cats and self.known is not None and not set(table.column_names) <= self.known:
+            self.diagnose(bytes(block), first_line, name, None)  # a field the first record lacks: named
         cols = {n: table.column(n).to_numpy() for n in self.used}
         if any(table.column(n).null_count for n in self.used) or not all(
                 np.isfinite(c).all() for n, c in cols.items() if n != self.w):
