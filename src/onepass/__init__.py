@@ -56,7 +56,8 @@ def merge(a: State, b: State) -> State:
     States of other algorithms or configurations are refused with IncompatibleStateError (by the algorithm's
     own check, `algorithms.base.check_mergeable`).
     """
-    return get_algorithm(a.algorithm).merge(a, b)
+    from .data import hashing  # hashed categorical columns: their collision tallies merge too
+    return hashing.merged(get_algorithm(a.algorithm).merge(a, b), a, b)
 
 
 def tune(algorithm: str, data, validation, out, **options):

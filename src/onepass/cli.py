@@ -28,7 +28,8 @@ import numpy as np
 from . import __version__, algorithms, datasets, distributed, merge, predictions
 from ._files import atomic_output, read_file
 from .algorithms.base import Model
-from .data.batches import Stream
+from .data.batches import CATEGORICAL_FORMATS, Stream
+from .data.hashing import keep_in_model, summary as hashing_summary
 from .data.sources import FORMATS
 from ._process import tune_allocator
 from .errors import Interrupted, OnepassError, UsageError
@@ -106,6 +107,11 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text-column", default=None, metavar="NAME",
                    help="ntm: the column of raw text (CSV, JSON lines, Parquet) to tokenize and count; plain text "
                         "files, one document a line, are --data-format text")
+    p.add_argument("--categorical-columns", default=None, type=_column_list, metavar="NAMES",
+                   help="linear-learner, factorization-machines: columns whose values (text or integers) are each "
+                        "hashed into the feature_dim slots after the numeric columns, no vocabulary needed "
+                        "(MurmurHash3 of 'column\\0value'; see the README); CSV, Parquet, Arrow, JSON lines, SQL. "
+                        "predict and evaluate take them from the model")
 
 
 def _add_bad_record_options(p: argparse.ArgumentParser) -> None:
@@ -376,7 +382,8 @@ def _stream_options(args) -> dict[str, Any]:
                 zero_based=args.zero_based, weight_column=_label(args.weight_column), columns=args.columns,
                 storage_options=args.storage_options, query=args.query,
                 on_bad_record=getattr(args, "on_bad_record", None),
-                max_bad_fraction=getattr(args, "max_bad_fraction", None), text_column=args.text_column)
+                max_bad_fraction=getattr(args, "max_bad_fraction", None), text_column=args.text_column,
+                categorical_columns=args.categorical_columns)
 
 
 def _check_options(given: dict[str, Any], algo, options: list[str]) -> None:
@@ -486,7 +493,7 @@ def cmd_finalize(args, extra: list[str]) -> int:
     choice = _extra_options(extra, "finalize")
     if args.k_range:  # every request checked before anything is written: a refusal leaves the old model as it was
         _k_range(args.k_range, 1, state.meta["n_active"])
-    model = algo.finalize(state, **choice)
+    model = keep_in_model(algo.finalize(state, **choice), state.meta)  # hashed categorical columns
     if state.algorithm == "linear_learner" and args.plot and model.meta["predictor_type"] != "binary_classifier":
         raise UsageError("--plot: the precision-recall plot is for binary classifiers")
     out = Path(args.out) if args.out else (Path(args.state) if Path(args.state).is_dir()
@@ -531,17 +538,26 @@ def _k_range(text: str | None, k: int, most: int) -> list[int]:
     return list(range(a, b + 1))
 
 
-def _stream(args, n_features: int | None = None) -> Stream:
-    """The --data source with the data options every reading command shares."""
+def _stream(args, n_features: int | None = None, model=None) -> Stream:
+    """The --data source with the data options every reading command shares; a model's categorical columns unless
+    --categorical-columns says otherwise."""
+    categorical = getattr(args, "categorical_columns", None)
+    inherited = model.meta.get("categorical_columns") if categorical is None and model is not None else None
     id_column = getattr(args, "id_column", None)
-    return Stream(args.data, data_format=args.data_format, label_column=_label(args.label_column),
+    stream = Stream(args.data, data_format=args.data_format, label_column=_label(args.label_column),
                   header=_header(args.csv_header), n_features=n_features, zero_based=bool(args.zero_based),
                   weight_column=_label(args.weight_column), columns=args.columns,
                   storage_options=args.storage_options, query=args.query,
                   on_bad_record=getattr(args, "on_bad_record", None),
                   max_bad_fraction=getattr(args, "max_bad_fraction", None),
                   id_column=int(id_column) if id_column and id_column.lstrip("-").isdigit() else id_column,
-                  text_column=getattr(args, "text_column", None))
+                  text_column=getattr(args, "text_column", None), categorical_columns=categorical)
+    if inherited and stream.format in CATEGORICAL_FORMATS:  # raw values, as trained (LibSVM: hashed already)
+        stream = stream.replace(categorical_columns=inherited)
+        layout = model.meta.get("categorical_layout")
+        if layout and not args.columns:  # the numeric columns it was trained on, in their order
+            stream.hashing.numeric = layout["numeric"]
+    return stream
 
 
 def _say_header(command: str, stream: Stream) -> None:
@@ -558,7 +574,7 @@ def cmd_predict(args, extra: list[str]) -> int:
     if hasattr(model, "forecast_stream"):  # DeepAR: series records in, SageMaker's forecasts out
         return _forecast(model, args)
     n_features = model.meta.get("n_features")
-    stream = _stream(args, n_features)
+    stream = _stream(args, n_features, model)
     algo = algorithms.get(model.algorithm)
     if (args.text_column is not None or stream.format == "text") and hasattr(algo, "examples"):
         stream = algo.examples(stream, {}, model)  # raw text, counted over the model's vocabulary
@@ -632,7 +648,7 @@ def cmd_evaluate(args, extra: list[str]) -> int:
     algo = algorithms.get(model.algorithm)
     if args.label_column is None and getattr(algo, "SUPERVISED", False):
         args.label_column = "first"  # as training reads it: SageMaker's layout
-    stream = _stream(args, model.meta.get("n_features"))
+    stream = _stream(args, model.meta.get("n_features"), model)
     check_sparse(algo, stream)
     hp = {"mini_batch_size": args.mini_batch_size, "eval_metrics": ["msd", "ssd"]}
     metrics = evaluate(model, _Width(stream, model.meta.get("n_features")), hp, algo)
@@ -691,7 +707,7 @@ def cmd_merge(args, extra: list[str]) -> int:
     merged = functools.reduce(merge, states)  # refuses other algorithms and configurations
     merged.meta["complete"] = True
     merged.meta["merged_from"] = [str(p) for p in args.states]
-    model = algorithms.get(merged.algorithm).finalize(merged)  # before writing: a refusal leaves nothing
+    model = keep_in_model(algorithms.get(merged.algorithm).finalize(merged), merged.meta)  # before writing
     _make_folder(target.parent, "--out")
     path = merged.save(target)
     if out.suffix != ".safetensors":
@@ -736,11 +752,16 @@ def _brief_report(path: Path, info: dict[str, Any], tensors: dict) -> list[str]:
         done = "finished" if meta.get("complete") else "not finished (a checkpoint: --resume continues it)"
         lines.append(f"  {meta.get('records_seen', 0):,} records of {meta.get('n_features')} features, {done}")
         lines += [f"  {k}: {_fmt(v)}" for k, v in _brief(info.get("summary", {})).items()]
+        if "categorical" in meta:  # hashed categorical columns and their collisions (data/hashing.py)
+            lines.append(f"  {hashing_summary(meta['categorical'])}")
         hp = info.get("hyperparameters", {})
         lines.append("  hyperparameters: " + ", ".join(f"{k}={v}" for k, v in hp.items()))
     else:
         model = Model.load(path)
         lines += ["  " + line for line in algorithms.get(model.algorithm).summary(model)]
+        if meta.get("categorical_columns"):
+            lines.append(f"  categorical columns (hashed; predict and serve hash them alike): "
+                         f"{','.join(map(str, meta['categorical_columns']))}")
     lines.append("  (--json: the whole header and every tensor)")
     return lines
 

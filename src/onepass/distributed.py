@@ -51,6 +51,7 @@ from safetensors.torch import save as _st_save
 
 from . import _files
 from .algorithms.base import Model
+from .data import hashing
 from .data.batches import Batch, Stream
 from .errors import IncompatibleStateError, Interrupted, OnepassError, StateFileError, UsageError
 from .progress import Metrics
@@ -438,7 +439,7 @@ class Session:
         state_blob = model_blob = None
         if self.rank == 0:
             states = [state] + [_decode_state(b).to(self.device) for b in parts[1:]]
-            merged = functools.reduce(algo.merge, states)
+            merged = functools.reduce(lambda a, b: hashing.merged(algo.merge(a, b), a, b), states)
             for key in ("run", "lineage", "seed"):  # what the algorithm's merge does not carry
                 if key in state.meta and key not in merged.meta:
                     merged.meta[key] = state.meta[key]
@@ -446,7 +447,7 @@ class Session:
                                distributed={"world_size": self.world,
                                             "records_seen": [s.meta["records_seen"] for s in states]})
             merged.save(out / STATE_FILE)
-            model = algo.finalize(merged)
+            model = hashing.keep_in_model(algo.finalize(merged), merged.meta)
             model.save(out / MODEL_FILE)
             state_blob = _encode(_state_header(merged), merged.tensors)
             model_blob = _encode({"kind": "model", "algorithm": model.algorithm, "model_version": model.version,

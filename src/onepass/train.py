@@ -27,6 +27,7 @@ import torch
 from . import _blas, algorithms, distributed
 from .algorithms.base import Model
 from .data.bad_records import BadRecords, resolve as resolve_bad_records
+from .data.hashing import SLOTS_TENSOR, summary as hashing_summary
 from .data import memory
 from .data.batches import Stream
 from .data.live import is_live
@@ -41,7 +42,7 @@ METRICS_FILE = "metrics.jsonl"
 # milliseconds and the write (serialize, hash, two fsyncs) 5-10 ms of it; a crash then loses at most a second.
 EPOCH_CHECKPOINT_GAP_S = 1.0
 DATA_KEYS = ("data_format", "label_column", "zero_based", "weight_column", "columns", "query", "on_bad_record",
-             "max_bad_fraction", "text_column", "stream_field")  # the data options a checkpoint keeps (RUN_KEYS)
+             "max_bad_fraction", "text_column", "stream_field", "categorical_columns")  # the data options a checkpoint keeps (RUN_KEYS)
 RUN_KEYS = ("mini_batch_size", "seed") + DATA_KEYS
 
 
@@ -258,6 +259,17 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
         session.check_inputs(stream)
     if stream.bad is not None and state is not None and resume:  # go on counting where the checkpoint stood
         stream.bad.restore(state.meta.get("bad_records"))
+    hashing = getattr(stream, "hashing", None)  # categorical columns hashed into features (data/hashing.py)
+
+    def finalized(st: State):
+        """The state's model; with hashed categorical columns, knowing them, so that predict and serve hash alike."""
+        model = algo.finalize(st)
+        if hashing is not None:
+            model.meta.update(hashing.model_meta())
+        return model
+
+    if hashing is not None and state is not None and SLOTS_TENSOR in state.tensors:  # their collision tally too
+        hashing.tally.restore(state.tensors[SLOTS_TENSOR].cpu().numpy())
     check_sparse(algo, stream)
     if epochs > 1 and not stream.rereadable:
         raise UsageError(f"--epochs {epochs} needs a source that can be read again; {stream.name} "
@@ -295,7 +307,7 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
         position = None
     if max_records is not None and state is not None and state.meta.get("records_seen", 0) >= max_records \
             and not state.meta.get("complete"):  # paused there already (a tuner's crash after the pause)
-        return TrainResult(state, algo.finalize(state), out, _brief(algo.describe(state)), paused=True)
+        return TrainResult(state, finalized(state), out, _brief(algo.describe(state)), paused=True)
     last_ckpt_records = state.meta.get("records_seen", 0) if state else 0
     last_ckpt_time = time.monotonic()
     val_metrics: dict[str, float] = {}
@@ -308,6 +320,8 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
         if state is None:
             return
         state.meta["run"] = run
+        if hashing is not None:
+            _keep_hashing(state, hashing)
         if session:
             session.checkpoint(out, state, reason)  # every process's part together, then rank 0's manifest
         else:
@@ -355,7 +369,7 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
                                 state.meta["bad_records"] = batch.bad
                             progress.update(state.meta["records_seen"], batch.fraction, epoch, epochs)
                         if publisher is not None and publisher.due(state.meta["records_seen"]):
-                            version = publisher.publish(algo.finalize(state), state.meta["records_seen"])
+                            version = publisher.publish(finalized(state), state.meta["records_seen"])
                             metrics.log("published", model=str(version), records_seen=state.meta["records_seen"],
                                         position=state.meta.get("position"))
                         if stop.signal is not None:
@@ -371,7 +385,7 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
                             metrics.log("paused", records_seen=state.meta["records_seen"], epoch=epoch,
                                         message=f"paused after {state.meta['records_seen']:,} records (max_records); "
                                                 "continue with resume")
-                            return TrainResult(state, algo.finalize(state), out, _brief(algo.describe(state)),
+                            return TrainResult(state, finalized(state), out, _brief(algo.describe(state)),
                                                paused=True)
                 position = None
                 if state is None:
@@ -389,11 +403,11 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
                 if val_stream is not None or hasattr(algo, "end_epoch"):
                     # this epoch's figures (an algorithm that keeps its best epochs reports that apart)
                     if not hasattr(algo, "end_epoch"):
-                        val_metrics = evaluate(algo.finalize(state), val_cache, hp, algo)
+                        val_metrics = evaluate(finalized(state), val_cache, hp, algo)
                     elif hasattr(algo, "epoch_metrics"):
                         val_metrics = algo.epoch_metrics(state)
                     else:  # the finalized model's own figures
-                        val_metrics = algo.finalize(state).meta.get("validation", {})
+                        val_metrics = finalized(state).meta.get("validation", {})
                     metrics.log("validation", epoch=epoch + 1, **val_metrics)
                 _log_cache(metrics, epoch + 1, cache, val_cache)
                 metrics.log("epoch", epoch=epoch + 1, **algo.describe(state))
@@ -419,7 +433,8 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
     if session:  # rank 0 merges every process's state and alone writes the final state and model
         state, model = session.finish(out, state, algo, metrics)
     else:
-        model = algo.finalize(state)
+        model = finalized(state)
+    if not session:
         model.save(out / MODEL_FILE)
     if hasattr(algo, "end_epoch"):  # the finished model's figures: its best epoch's, not the last epoch's
         val_metrics = model.meta.get("validation", {})
@@ -428,6 +443,8 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
         tally = BadRecords(run["max_bad_fraction"])
         tally.restore(state.meta.get("bad_records"))
         summary["bad_records"] = tally.summary()
+    if hashing is not None:
+        summary["categorical"] = hashing_summary(hashing.to_meta())
     if getattr(stream, "header_note", None):  # what --csv-header auto decided, said where the user looks
         summary["csv_header"] = stream.header_note
     if test_source is not None:
@@ -446,6 +463,15 @@ def _half_life_name(algo, given: dict[str, Any]) -> str:
     if given.get(name) is not None:
         raise UsageError(f"--half-life and {name} say the same: give one")
     return name
+
+
+def _keep_hashing(state: State, hashing) -> None:
+    """The categorical columns' collision tally in the state: counts in its meta, the slots' fingerprints as a
+    tensor, so that a resumed run goes on counting (data/hashing.py)."""
+    table = hashing.tally.snapshot()
+    if table is not None:
+        state.tensors[SLOTS_TENSOR] = torch.from_numpy(table)
+    state.meta["categorical"] = hashing.to_meta()
 
 
 def _stream_spec(data, options: dict[str, Any], what: str) -> dict[str, Any]:

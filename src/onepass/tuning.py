@@ -295,8 +295,10 @@ def _finish(study, optuna, out: Path, algo, log: "_TrialLog", direction: str) ->
     best = rows[0]
     folder = out / "trials" / f"{best['trial']:04d}"
     if not (folder / MODEL_FILE).exists():  # paused at the budget: its model, finalized now
+        from .data.hashing import keep_in_model
         from .state import State
-        algo.finalize(State.load(folder / STATE_FILE)).save(folder / MODEL_FILE)
+        state = State.load(folder / STATE_FILE)
+        keep_in_model(algo.finalize(state), state.meta).save(folder / MODEL_FILE)
     tmp = out / ".best.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(folder, tmp)

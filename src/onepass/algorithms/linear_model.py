@@ -71,6 +71,7 @@ def metrics(model: LinearModel, sums: dict[str, Any]) -> dict[str, float]:
     """SageMaker's metric names from summed `evaluate` results."""
     edge = int(round((model.meta["threshold"] + summaries.SCORE_RANGE) * summaries.BINS
                      / (2 * summaries.SCORE_RANGE)))
+    edge = min(max(edge, 0), summaries.BINS)  # a threshold beyond the histogram's range (unscaled sparse features)
     return selection.model_metrics(_kind(model.meta), sums, 0, edge, model.meta.get("choice", {}).get("f_beta", 1.0))
 
 

@@ -16,7 +16,8 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from ..errors import DataError
-from .chunks import Chunk, arrow_arrays, check_numeric, resolve_columns
+from .chunks import Chunk, arrow_arrays, check_numeric, resolve_categorical, resolve_columns
+from .hashing import arrow_texts
 from .csv import _READ_ERRORS as READ_ERRORS
 from .opening import open_input
 from .sources import Input
@@ -29,7 +30,8 @@ _READ_ERRORS = (*READ_ERRORS, pa.ArrowException, UnicodeDecodeError, MemoryError
 
 def read(inp: Input, file_index: int, *, label: str | int | None = None, header: bool | None = None,
          start: int = 0, line: int = 0, block_size: int | None = None, weight: str | int | None = None,
-         columns: list[str | int] | None = None, bad=None) -> Iterator[Chunk]:
+         columns: list[str | int] | None = None, bad=None,
+         categorical: list[str | int] | None = None) -> Iterator[Chunk]:
     """Yield chunks from record batch `start` on. `bad` (on_bad_record="skip"): rows holding a null or a value that
     is not finite are left out and attached to the chunks; a chunk's base counts the good rows before it."""
     name = inp.path if inp.path != "-" else "<stdin>"
@@ -54,9 +56,11 @@ def read(inp: Input, file_index: int, *, label: str | int | None = None, header:
             batches = ((g, rb, _fraction(f, inp)) for g, rb in enumerate(reader))
         names = reader.schema.names
         y_col, w_col, x_cols = resolve_columns(label, weight, names, name, columns)
+        cat_cols, x_cols = resolve_categorical(categorical, names, name, x_cols, y_col, w_col, columns)
         used = sorted({*x_cols, *(c for c in (y_col, w_col) if c is not None)})
         check_numeric(reader.schema, used, name)
-        yield from _chunks(batches, names, used, x_cols, y_col, w_col, name, file_index, start, bad is not None)
+        yield from _chunks(batches, names, used, x_cols, y_col, w_col, name, file_index, start, bad is not None,
+                           cat_cols)
     except _READ_ERRORS as e:
         raise DataError(f"not a readable Arrow IPC file or stream ({e})", source=name, reason="bad arrow") from None
     finally:
@@ -66,7 +70,7 @@ def read(inp: Input, file_index: int, *, label: str | int | None = None, header:
 
 def _chunks(batches: Iterator[tuple[int, pa.RecordBatch, float]], names: list[str], used: list[int],
             x_cols: list[int], y_col: int | None, w_col: int | None, name: str, file_index: int,
-            start: int, skip: bool = False) -> Iterator[Chunk]:
+            start: int, skip: bool = False, cat_cols: list[int] = ()) -> Iterator[Chunk]:
     row, g = 0, -1
     while True:
         try:
@@ -86,7 +90,9 @@ def _chunks(batches: Iterator[tuple[int, pa.RecordBatch, float]], names: list[st
                 part = rb.slice(base, SLICE_ROWS)
                 x, y, w, *events = arrow_arrays({i: part.column(i) for i in used}, names, x_cols, y_col, w_col,
                                                 name, row + base, skip)
-                yield Chunk(x, y, file_index, g, good, row + base, fraction, w, *events)
+                cats = arrow_texts({i: part.column(i) for i in cat_cols}, names, name, row + base,
+                                   *events) if cat_cols else None
+                yield Chunk(x, y, file_index, g, good, row + base, fraction, w, *events, cats=cats)
                 good += len(x)
         row += rb.num_rows
     if row == 0:

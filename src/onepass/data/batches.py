@@ -24,6 +24,7 @@ from . import memory
 from .live import base as live
 from .bad_records import BadRecords, resolve as resolve_bad_records
 from .chunks import Chunk
+from .hashing import Hashing
 from .series import SeriesRecord, read_series
 from .sources import Input, detect_format, resolve
 from .sparse import CSR
@@ -48,6 +49,8 @@ EITHER_FORMATS = {"recordio-protobuf": recordio.first_is_sparse, "memory": memor
 COLUMN_FORMATS: tuple[str, ...] = ("csv", "parquet", "npy", "jsonl", "arrow", "npz", "memory")
 # formats whose readers can skip bad records (on_bad_record="skip"; they take `bad`)
 SKIP_FORMATS: tuple[str, ...] = ("csv", "parquet", "npy", "libsvm", "jsonl", "arrow", "npz", "sql", "memory")
+# formats whose readers take `categorical` (columns hashed into features: hashing.py)
+CATEGORICAL_FORMATS: tuple[str, ...] = ("csv", "parquet", "jsonl", "arrow", "sql")
 
 
 @dataclass
@@ -101,6 +104,10 @@ class Stream:
                   record with a warning and the loss counted, instead of a DataError (data/live/base.py).
     start_at:     a live stream read afresh: from its oldest record ("earliest", the default) or only the records
                   that come after the reader started ("latest"); a saved position (`start`, --resume) always wins.
+    categorical_columns: columns (names or indices) whose values are hashed into `n_features` (the algorithm's
+                  feature_dim) slots after the numeric columns, without a vocabulary (hashing.py: the hash, the
+                  layout, the collision count in `hashing.tally`); the batches are then sparse. CSV, Parquet, Arrow,
+                  JSON lines and SQL.
     """
 
     def __init__(self, source, data_format: str | None = None, label_column: str | int | None = None,
@@ -110,7 +117,8 @@ class Stream:
                  query: str | None = None, on_bad_record: str | None = None,
                  max_bad_fraction: float | None = None, id_column: str | int | None = None,
                  text_column: str | int | None = None, stream_field: str | None = None,
-                 allow_trimmed: bool | None = None, start_at: str | None = None):
+                 allow_trimmed: bool | None = None, start_at: str | None = None,
+                 categorical_columns: list[str | int] | None = None):
         # what the stream was made from: `replace` makes another with some of it changed (the trainer's shard,
         # a LibSVM width from the algorithm's feature_dim, what a checkpoint says on --resume)
         self.spec: dict[str, Any] = dict(
@@ -118,7 +126,8 @@ class Stream:
             zero_based=zero_based, weight_column=weight_column, columns=columns, shard=shard,
             storage_options=storage_options, query=query, on_bad_record=on_bad_record,
             max_bad_fraction=max_bad_fraction, id_column=id_column, text_column=text_column,
-            stream_field=stream_field, allow_trimmed=allow_trimmed, start_at=start_at)
+            stream_field=stream_field, allow_trimmed=allow_trimmed, start_at=start_at,
+            categorical_columns=categorical_columns)
         self.source = source
         self.text_column = text_column
         if memory.holds(source):  # arrays, tensors, (X, y) or an iterable of them or of Batches
@@ -140,7 +149,19 @@ class Stream:
         self.label_column = label_column
         self.header = header
         self.headers: dict[str, tuple[bool, list[str]]] = {}  # CSV, header None: what each file's line 1 was taken as
-        self.options = {"n_features": n_features, "zero_based": bool(zero_based)} if self.sparse else {}
+        self.hashing: Hashing | None = None
+        if categorical_columns:
+            if self.live:
+                raise UsageError("--categorical-columns: a live stream's records are not hashed yet; read files, "
+                                 "a query or standard input")
+            if self.format not in CATEGORICAL_FORMATS:
+                raise UsageError(f"--categorical-columns: {self.format} input has no columns to hash (formats that "
+                                 f"can: {', '.join(CATEGORICAL_FORMATS)})")
+            self.hashing = Hashing(list(categorical_columns), n_features)
+        self.options = {"n_features": n_features, "zero_based": bool(zero_based)} \
+            if self.sparse and self.hashing is None else {}
+        if self.hashing is not None:
+            self.options["categorical"] = self.hashing  # its columns; it hears the layout the reader finds
         if weight_column is not None and weight_column != "none":
             if self.format in SPARSE_FORMATS:
                 raise UsageError(f"--weight-column: {self.format} records have no columns to take a weight from")
@@ -191,6 +212,8 @@ class Stream:
         format, or for one that may be either by a look at the first record; a source that cannot be looked at
         (a FIFO) is taken as dense, and a sparse record in it is then refused (see _rebatch)."""
         peek = EITHER_FORMATS.get(self.format)
+        if self.hashing is not None:  # hashed categorical columns: sparse rows of feature_dim
+            return True
         if self.live:  # nothing to look at before the first message: dense, and a sparse record is refused
             return self.format in SPARSE_FORMATS
         return self.format in SPARSE_FORMATS or bool(peek and self.inputs and peek(self.inputs[0]))
@@ -241,9 +264,15 @@ class Stream:
                 continue
             if self.format == "csv":
                 extra["on_header"] = self._heard_header
-            yield from read(self.inputs[i], i, label=self.label_column, header=self.header,
-                            start=int(at["offset"]) if at else 0,
-                            line=int(at.get("offset_line", 1)) if at else 1, **self.options, **extra)
+            chunks = read(self.inputs[i], i, label=self.label_column, header=self.header,
+                          start=int(at["offset"]) if at else 0,
+                          line=int(at.get("offset_line", 1)) if at else 1, **self.options, **extra)
+            if self.hashing is None:
+                yield from chunks
+                continue
+            for ch in chunks:  # the categorical values hashed into features, with the numeric columns
+                yield ch if ch.quiet else replace(ch, x=self.hashing.features(
+                    ch.x, ch.cats, self.inputs[i].path, trim=self.format == "csv"), cats=None)
 
     def _heard_header(self, name: str, has_header: bool, fields: list[str]) -> None:
         self.headers[name] = (has_header, [f.strip() for f in fields])

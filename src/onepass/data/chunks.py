@@ -30,6 +30,9 @@ class Chunk:
     at:       a live stream's chunk: the stream's position before its record s (`at(s)`), which replaces offset
               and base (data/live/base.py).
     quiet:    a live stream had no record for a while: an empty chunk, so that the records waiting are trained.
+    cats:     the values of the categorical columns (`categorical`) as text: an object array (n, c), or a list of c
+              columns (pyarrow string arrays or object arrays), which the stream hashes into features (hashing.py);
+              None without categorical columns.
     """
 
     x: np.ndarray | CSR
@@ -44,6 +47,7 @@ class Chunk:
     ids: np.ndarray | None = None
     at: Callable[[int], dict[str, Any]] | None = None
     quiet: bool = False
+    cats: np.ndarray | None = None
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -90,6 +94,37 @@ def resolve_columns(label: str | int | None, weight: str | int | None, names: li
             raise UsageError(f"--columns names column {names[i]!r} of {source} twice")
         x_cols.append(i)
     return y_col, w_col, x_cols
+
+
+def resolve_categorical(categorical: list[str | int] | None, names: list[str], source: str, x_cols: list[int],
+                        y_col: int | None, w_col: int | None,
+                        columns: list[str | int] | None = None) -> tuple[list[int], list[int]]:
+    """The categorical columns by index (hashing.py), and the numeric feature columns without them. A categorical
+    column that is not there, or is the label or the weight, or is named by `columns` too, is a usage error.
+    `categorical` may be a stream's `Hashing`, which hears the numeric columns' names and the record's layout."""
+    if not categorical:
+        return [], x_cols
+    cat_cols = []
+    for c in categorical:
+        i = resolve_label(c, names, source, "--categorical-columns")
+        if i in (y_col, w_col):
+            raise UsageError(f"--categorical-columns names column {names[i]!r} of {source}, which is the "
+                             f"{'label' if i == y_col else 'weight'}")
+        if columns and i in x_cols:
+            raise UsageError(f"column {names[i]!r} of {source} is in both --columns (numeric) and "
+                             "--categorical-columns")
+        cat_cols.append(i)
+    x_cols = [i for i in x_cols if i not in cat_cols]
+    expected = getattr(categorical, "numeric", None)  # a model's numeric columns, when `columns` was not given
+    if expected is not None and not columns:
+        missing = [n for n in expected if n not in names]
+        if missing:
+            raise UsageError(f"{source} has no column {missing[0]!r}, a numeric feature column of the model")
+        x_cols = [names.index(n) for n in expected]
+    heard = getattr(categorical, "heard", None)  # the stream's Hashing keeps the layout, for predict and serve
+    if heard is not None:
+        heard([names[i] for i in x_cols], [names[i] for i in sorted(x_cols + cat_cols)])
+    return cat_cols, x_cols
 
 
 def check_weights(w: np.ndarray, source: str, first: int, *, unit: str = "row", line_of=None) -> None:

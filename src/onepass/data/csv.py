@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from ..errors import DataError
-from .chunks import Chunk, check_weights, resolve_columns, resolve_label
+from .chunks import Chunk, check_weights, resolve_categorical, resolve_columns, resolve_label
 from .opening import COMPRESSED, open_input
 from .sources import Input
 
@@ -165,14 +165,16 @@ def looks_like_header(fields: list[str]) -> bool:
 def read(inp: Input, file_index: int, *, label: str | int | None = None, header: bool | None = None,
          start: int = 0, line: int = 1, block_size: int | None = None,
          weight: str | int | None = None, columns: list[str | int] | None = None, bad=None,
-         on_header=None, keep: str | int | None = None) -> Iterator[Chunk]:
+         on_header=None, keep: str | int | None = None,
+         categorical: list[str | int] | None = None) -> Iterator[Chunk]:
     """Yield chunks of `inp` from byte offset `start` (0, or an offset that a chunk reported, whose line is `line`).
     Columns not taken (not in `columns`, nor the label or weight) must be there but need not be numbers.
     `bad` (on_bad_record="skip"): bad records are left out and attached to the chunks (bad_records.py).
     `header` None detects a header line (`looks_like_header`); `on_header(name, has_header, fields)`, when given,
     hears what was decided, so that the command line can say it. `keep`: a column (name or index) whose text goes
     with each record as its id (`Chunk.ids`, for `predict --id-column`), and is not a feature unless `columns`
-    names it."""
+    names it. `categorical`: columns whose text (trimmed of spaces and tabs) goes with each record as `Chunk.cats`,
+    to be hashed (hashing.py), and are not numeric features."""
     block_size = block_size or BLOCK_SIZE  # read at call time, so that tests can shrink it
     lower = inp.path.lower()
     for ext in COMPRESSED:
@@ -197,7 +199,8 @@ def read(inp: Input, file_index: int, *, label: str | int | None = None, header:
         k_col = resolve_label(keep, names, name, "--id-column") if keep is not None else None
         if k_col is not None and not columns:
             x_cols = [c for c in x_cols if c != k_col]
-        if not x_cols:
+        cat_cols, x_cols = resolve_categorical(categorical, names, name, x_cols, y_col, w_col, columns)
+        if not x_cols and not cat_cols:
             raise DataError(f"no feature columns: every column ({', '.join(map(repr, names))}) is the label or "
                             "the weight", source=name, line=blanks + 1, reason="no features")
         if start == 0:  # the records begin after the header, or with the line already read
@@ -211,7 +214,7 @@ def read(inp: Input, file_index: int, *, label: str | int | None = None, header:
             pending = b""
         try:
             yield from _chunks(f, inp, name, file_index, start, line, pending, ncols, x_cols, y_col, w_col,
-                               delimiter, block_size, has_header, bad, k_col)
+                               delimiter, block_size, has_header, bad, k_col, cat_cols)
         except DataError as e:
             if header is None and not has_header and e.line == blanks + 1 and e.reason == "not a number" and any(
                     _is_name(v) for v in fields):
@@ -245,7 +248,7 @@ def _read_first_line(f: BinaryIO, name: str) -> tuple[bytes, int, int]:
 
 
 def _chunks(f, inp, name, file_index, offset, line, carry, ncols, x_cols, y_col, w_col, delimiter, block_size,
-            has_header, bad=None, k_col=None) -> Iterator[Chunk]:
+            has_header, bad=None, k_col=None, cat_cols=()) -> Iterator[Chunk]:
     """Blocks of whole lines; `offset` is always the byte offset of `carry`'s first byte in the file, `line` its
     line number.
 
@@ -255,15 +258,17 @@ def _chunks(f, inp, name, file_index, offset, line, carry, ncols, x_cols, y_col,
     2.6-2.7 s instead of 2.8-2.9 s (each block parsed by two threads in turn), faster than pyarrow reads it whole."""
     column_names = [f"c{i}" for i in range(ncols)]
     used = sorted({*x_cols, *(c for c in (y_col, w_col) if c is not None)})  # the others are not converted
-    kept = [] if k_col is None or k_col in used else [k_col]  # an id column's text, not converted
+    # text columns: an id column's (first, when there is one) and the categorical columns', not converted
+    texts = ([] if k_col is None else [k_col]) + list(cat_cols)
+    kept = sorted(set(texts) - set(used))
     options = dict(column_names=column_names, parse_options=pacsv.ParseOptions(delimiter=delimiter),
                    convert_options=pacsv.ConvertOptions(
                        column_types={**{column_names[i]: pa.float32() for i in used},
                                      **{column_names[i]: pa.string() for i in kept}},
                        include_columns=[column_names[i] for i in sorted(used + kept)],
                        strings_can_be_null=False, quoted_strings_can_be_null=False),
-                   fast=_fast_targets(ncols, x_cols, y_col, w_col) if k_col is None else None, delimiter=delimiter,
-                   keep=k_col)
+                   fast=_fast_targets(ncols, x_cols, y_col, w_col) if not texts else None, delimiter=delimiter,
+                   keep=texts)
     workers = pa.cpu_count()
     pool = ThreadPoolExecutor(workers, thread_name_prefix="onepass-csv") if workers > 1 else None
     blocks = line_blocks(f, name, offset, line, carry, block_size)
@@ -313,7 +318,7 @@ def _chunks(f, inp, name, file_index, offset, line, carry, ncols, x_cols, y_col,
                 if bad is None:
                     _diagnose(bytes(block), line, ncols, delimiter, name, message, used)
                 return _salvage(bytes(block), line, ncols, delimiter, name, message, used, x_cols, y_col, w_col,
-                                k_col)
+                                texts)
 
             if parsed is None:
                 x, y, w, ids, events = slow("byte-order mark inside the file")
@@ -330,8 +335,16 @@ def _chunks(f, inp, name, file_index, offset, line, carry, ncols, x_cols, y_col,
                     elif w is not None and not (w >= 0).all():
                         x, y, w, ids, events = slow("a weight is negative")
             seen_any = True
+            cats = None
+            if cat_cols:  # ids holds the text columns: the id column's first, then the categorical ones
+                cats = ids[len(texts) - len(cat_cols):]  # as written: hashing trims spaces and tabs
+            if k_col is not None:
+                ids = ids[0] if isinstance(ids[0], np.ndarray) else np.asarray(
+                    ids[0].to_numpy(zero_copy_only=False), dtype=object)
+            else:
+                ids = None
             yield Chunk(x, y, file_index, offset, 0, line, (offset + end) / inp.size if inp.size else 0.0, w,
-                        events, ids)
+                        events, ids, cats=cats)
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -378,18 +391,26 @@ def _parse(block, x_cols: list[int], y_col: int | None, w_col: int | None, optio
     if not np.isfinite(x).all() or (y is not None and not np.isfinite(y).all()) or (
             w is not None and not np.isfinite(w).all()):
         return None, "a value is missing or not finite"
-    k = options["keep"]
-    ids = None if k is None else np.asarray(table.column(f"c{k}").cast(pa.string()).to_numpy(zero_copy_only=False),
-                                            dtype=object)
+    ids = _texts(table, options["keep"])
     return (x, y, w, ids), None
+
+
+def _texts(table: pa.Table, cols: list[int]) -> list[pa.Array] | None:
+    """The text of columns `cols` of every record, one pyarrow string array a column; None for no columns."""
+    if not cols:
+        return None
+    return [table.column(f"c{k}").cast(pa.string()).combine_chunks() for k in cols]
 
 
 def _to_numpy(table: pa.Table, x_cols: list[int], y_col: int | None) -> tuple[np.ndarray, np.ndarray | None]:
     # Arrow's own row-major copy, a record batch at a time (a missing value becomes NaN, which the caller
     # refuses): twice as fast as copying column by column into a NumPy matrix. By name: the table holds the
     # columns taken only.
-    parts = [np.asarray(b.to_tensor(row_major=True, null_to_nan=True))
-             for b in table.select([f"c{i}" for i in x_cols]).to_batches()]
+    if not x_cols:  # categorical columns only
+        parts = [np.empty((table.num_rows, 0), dtype=np.float32)]
+    else:
+        parts = [np.asarray(b.to_tensor(row_major=True, null_to_nan=True))
+                 for b in table.select([f"c{i}" for i in x_cols]).to_batches()]
     x = parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.empty((0, len(x_cols)), np.float32)
     y = np.array(table.column(f"c{y_col}").to_numpy(), dtype=np.float32) if y_col is not None else None
     return x, y
@@ -478,9 +499,9 @@ def _diagnose(block: bytes, first_line: int, ncols: int, delimiter: str, name: s
 
 
 def _salvage(block: bytes, first_line: int, ncols: int, delimiter: str, name: str, arrow_msg: str, used: list[int],
-             x_cols: list[int], y_col: int | None, w_col: int | None, k_col: int | None = None):
+             x_cols: list[int], y_col: int | None, w_col: int | None, texts: list[int] = ()):
     """Under on_bad_record="skip", a block the fast path refused: (x, y, w, ids, bad) of its good records, converted
-    by pyarrow's own string-to-float32 cast (the values the fast path gives), the text of their `k_col` (or None),
+    by pyarrow's own string-to-float32 cast (the values the fast path gives), the text of their `texts` (or None),
     and its bad records as (k, DataError), k good records before each. A block whose records all pass here is
     refused as a whole, as _diagnose does."""
     records: list[tuple[int, list[str] | DataError]] = []
@@ -516,7 +537,9 @@ def _salvage(block: bytes, first_line: int, ncols: int, delimiter: str, name: st
         x[:, j] = cols[i][keep]
     y = cols[y_col][keep].astype(np.float32) if y_col is not None else None
     w = cols[w_col][keep].astype(np.float32) if w_col is not None else None
-    ids = None if k_col is None else np.array([records[i][1][k_col] for i in ok], dtype=object)[keep]
+    ids = None  # the text columns, one object array each
+    if texts:
+        ids = [np.array([records[i][1][k] for i in ok], dtype=object)[keep] for k in texts]
     return x, y, w, ids, events
 
 

@@ -23,7 +23,8 @@ import pyarrow as pa
 import pyarrow.json as pajson
 
 from ..errors import DataError
-from .chunks import Chunk, check_weights, resolve_columns
+from .chunks import Chunk, check_weights, resolve_categorical, resolve_columns
+from .hashing import arrow_texts, bad_value, text_of
 from .csv import _READ_ERRORS, _broken, _read_first_line, line_blocks, newlines, utf8_line
 from .opening import open_input
 from .sources import Input
@@ -77,9 +78,13 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
 
 def read(inp: Input, file_index: int, *, label: str | int | None = None, header: bool | None = None,
          start: int = 0, line: int = 1, block_size: int | None = None, weight: str | int | None = None,
-         columns: list[str | int] | None = None, bad=None) -> Iterator[Chunk]:
+         columns: list[str | int] | None = None, bad=None,
+         categorical: list[str | int] | None = None) -> Iterator[Chunk]:
     """Yield chunks of `inp` from byte offset `start` (0, or an offset that a chunk reported, whose line is `line`).
-    `bad` (on_bad_record="skip"): bad lines are left out and attached to the chunks (bad_records.py)."""
+    `bad` (on_bad_record="skip"): bad lines are left out and attached to the chunks (bad_records.py).
+    `categorical`: fields whose values (text or numbers) go with each record as `Chunk.cats`, to be hashed
+    (hashing.py): parsed by pyarrow where a block holds one kind (all text, all numbers), else by Python's json
+    module (mixed kinds, nulls, an object or a list, which it names)."""
     block_size = block_size or BLOCK_SIZE  # read at call time, so that tests can shrink it
     name = inp.path if inp.path != "-" else "<stdin>"
     f = None
@@ -94,7 +99,8 @@ def read(inp: Input, file_index: int, *, label: str | int | None = None, header:
         names = list(parse_object(first, name, blanks + 1, hint=" (JSON lines: one object a line; a JSON array or "
                                   "a document over several lines is not read)"))
         y_col, w_col, x_cols = resolve_columns(label, weight, names, name, columns)
-        if not x_cols:
+        cat_cols, x_cols = resolve_categorical(categorical, names, name, x_cols, y_col, w_col, columns)
+        if not x_cols and not cat_cols:
             raise DataError(f"no feature fields: every field ({', '.join(map(repr, names))}) is the label or the "
                             "weight", source=name, line=blanks + 1, reason="no features")
         if start == 0:
@@ -105,7 +111,7 @@ def read(inp: Input, file_index: int, *, label: str | int | None = None, header:
             except _READ_ERRORS as e:
                 raise _broken(e, name, line) from None
             pending = b""
-        taken = _Fields(names, x_cols, y_col, w_col, strict=not columns)
+        taken = _Fields(names, x_cols, y_col, w_col, strict=not columns, categorical=[names[i] for i in cat_cols])
         for buf, end, offset, at in line_blocks(f, name, start, line, pending, block_size):
             if not _TEXT.search(buf, 0, end):
                 continue
@@ -116,8 +122,12 @@ def read(inp: Input, file_index: int, *, label: str | int | None = None, header:
                 if bad is None:
                     raise
                 x, y, w, events = taken.salvage(bytes(memoryview(buf)[:end]), at, name, e)
+            cats = taken.parsed_categorical(name) if cat_cols and events is None else None
+            if cat_cols and cats is None:  # mixed kinds, a null, an object or a list, or bad lines: by Python
+                x, y, w, events, cats = taken.categorical(bytes(memoryview(buf)[:end]), at, name, x, y, w, events,
+                                                          bad is not None)
             fraction = min(1.0, (offset + end) / inp.size) if inp.size else 0.0
-            yield Chunk(x, y, file_index, offset, 0, at, fraction, w, events)
+            yield Chunk(x, y, file_index, offset, 0, at, fraction, w, events, cats=cats)
     except _READ_ERRORS as e:  # opening the input
         raise _broken(e, name, None) from None
     finally:
@@ -128,15 +138,22 @@ def read(inp: Input, file_index: int, *, label: str | int | None = None, header:
 class _Fields:
     """The fields taken from each record, and how to parse a block of records into arrays."""
 
-    def __init__(self, names: list[str], x_cols: list[int], y_col: int | None, w_col: int | None, strict: bool):
+    def __init__(self, names: list[str], x_cols: list[int], y_col: int | None, w_col: int | None, strict: bool,
+                 categorical: list[str] = ()):
         self.x = [names[i] for i in x_cols]
         self.y = names[y_col] if y_col is not None else None
         self.w = names[w_col] if w_col is not None else None
         self.used = [*self.x, *(n for n in (self.y, self.w) if n is not None)]
         self.known = set(names) if strict else None  # strict: a field the first record lacks is an error
+        self.cats = list(categorical)
         schema = pa.schema([(n, pa.float32()) for n in self.used])
+        # categorical fields (text or numbers) are not in pyarrow's schema: it infers their type in each block
+        # (`categorical` takes them when that is text or numbers, else reads the block's lines by Python)
         self.parse = pajson.ParseOptions(explicit_schema=schema,
-                                         unexpected_field_behavior="error" if strict else "ignore")
+                                         unexpected_field_behavior="infer" if self.cats else
+                                         "error" if strict else "ignore")
+        self.numeric_only = pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
+        self.table: pa.Table | None = None  # the last block's, for its categorical fields
 
     def arrays(self, buf: bytes, end: int, first_line: int,
                name: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
@@ -165,6 +182,9 @@ class _Fields:
                 last = first_line + buf.count(b"\n", 0, end)
                 raise DataError(f"pyarrow read {rows} records from lines {first_line}-{last}, which hold a "
                                 "different number", source=name, line=first_line, reason="parse error")
+        self.table = table
+        if self.cats and self.known is not None and not set(table.column_names) <= self.known:
+            self.diagnose(bytes(block), first_line, name, None)  # a field the first record lacks: named
         cols = {n: table.column(n).to_numpy() for n in self.used}
         if any(table.column(n).null_count for n in self.used) or not all(
                 np.isfinite(c).all() for n, c in cols.items() if n != self.w):
@@ -180,9 +200,15 @@ class _Fields:
         return x, y, w
 
     def _read(self, block: memoryview, sub_block: int) -> pa.Table:
-        return pajson.read_json(pa.py_buffer(block), read_options=pajson.ReadOptions(use_threads=True,
-                                                                                     block_size=sub_block),
-                                parse_options=self.parse)
+        read = pajson.ReadOptions(use_threads=True, block_size=sub_block)
+        try:
+            return pajson.read_json(pa.py_buffer(block), read_options=read, parse_options=self.parse)
+        except pa.ArrowException as e:
+            if not self.cats or "straddle" in str(e):
+                raise
+            # categorical fields of mixed kinds (text here, a number or an object there): the numbers by pyarrow,
+            # the categorical fields by Python (`categorical`)
+            return pajson.read_json(pa.py_buffer(block), read_options=read, parse_options=self.numeric_only)
 
     def salvage(self, block: bytes, first_line: int, name: str, error: DataError):
         """Under on_bad_record="skip", a block the fast path refused: (x, y, w, bad) of its good lines, parsed by the
@@ -209,6 +235,63 @@ class _Fields:
                     None if self.w is None else empty, events)
         kept = b"\n".join(lines)
         return (*self.arrays(kept, len(kept), first_line, name), events)
+
+    def parsed_categorical(self, name: str) -> np.ndarray | None:
+        """The categorical fields' text from pyarrow's parse of the last block, when every one of them came as text
+        or numbers and none is null (a null may be a missing field, which the slow path names); else None."""
+        t, self.table = self.table, None
+        if t is None or any(n not in t.column_names or t.column(n).null_count for n in self.cats):
+            return None
+        cols = {}
+        for n in self.cats:
+            col = t.column(n).combine_chunks()
+            kind = col.type
+            if not (pa.types.is_string(kind) or pa.types.is_integer(kind) or pa.types.is_floating(kind)
+                    or pa.types.is_boolean(kind)):
+                return None
+            cols[len(cols)] = col
+        return arrow_texts(cols, list(self.cats), name, 0)
+
+    def categorical(self, block: bytes, first_line: int, name: str, x: np.ndarray, y, w, events, skip: bool):
+        """(x, y, w, events, cats): the categorical fields' text of the block's records (those `events` did not
+        leave out) by Python's json module; a record lacking one, or holding an object or a list there, is refused
+        naming its line, or under `skip` left out of x, y, w too and counted."""
+        dropped = {e.line for _, e in events or ()}
+        cats, lines, wrong = [], [], []
+        for i, text in enumerate(block.split(b"\n")):
+            lineno = first_line + i
+            if not text.strip() or lineno in dropped:
+                continue
+            record = parse_object(text, name, lineno)
+            row = []
+            for n in self.cats:
+                value = text_of(record[n]) if n in record else None
+                if value is None:
+                    error = DataError(f"categorical field {n!r} is missing", source=name, line=lineno,
+                                      reason="missing value") if n not in record else \
+                        bad_value(n, record[n], source=name, line=lineno)
+                    if not skip:
+                        raise error
+                    wrong.append((len(cats), error))
+                    break
+                row.append(value)
+            else:
+                cats.append(row)
+                lines.append(lineno)
+                continue
+            cats.append(None)
+            lines.append(lineno)
+        if wrong:  # under skip: these records leave x, y, w too, and join the events in line order
+            keep = np.ones(len(cats), dtype=bool)
+            keep[[r for r, _ in wrong]] = False
+            x, y, w = x[keep], None if y is None else y[keep], None if w is None else w[keep]
+            kept_lines = np.asarray(lines)[keep]
+            errors = sorted([e for _, e in events or ()] + [e for _, e in wrong], key=lambda e: e.line)
+            events = [(int(np.searchsorted(kept_lines, e.line)), e) for e in errors]
+            cats = [c for c in cats if c is not None]
+        out = np.empty((len(cats), len(self.cats)), dtype=object)
+        out[:] = cats if cats else np.empty((0, len(self.cats)), dtype=object)
+        return x, y, w, events, out
 
     def record_lines(self, block: bytes, first_line: int, name: str) -> list[int]:
         """The line number of each record in a block (the slow path, for messages)."""

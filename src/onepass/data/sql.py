@@ -23,7 +23,8 @@ from urllib.parse import quote, unquote
 import numpy as np
 
 from ..errors import DataError, UsageError
-from .chunks import Chunk, checked_rows, resolve_columns
+from .chunks import Chunk, checked_rows, resolve_categorical, resolve_columns
+from .hashing import bad_value, text_of
 from .sources import Input
 
 FETCH_ROWS = 10_000  # rows per fetch: the size of a round trip, and of a chunk
@@ -32,13 +33,16 @@ _NUMBERS = (int, float, bool, Decimal, np.number, np.bool_)
 
 def read(inp: Input, file_index: int, *, label: str | int | None = None, header: bool | None = None,
          start: int = 0, line: int = 0, block_size: int | None = None,
-         weight: str | int | None = None, bad=None) -> Iterator[Chunk]:
+         weight: str | int | None = None, bad=None,
+         categorical: list[str | int] | None = None) -> Iterator[Chunk]:
     """Yield chunks of the query's rows; a chunk's base is the rows before it (the query cannot restart midway).
     `bad` (on_bad_record="skip"): rows holding a NULL, a value that is not a number or not finite are left out and
-    attached to the chunks; base then counts the good rows."""
+    attached to the chunks; base then counts the good rows. `categorical`: columns whose values (text or numbers;
+    NULL is the empty text) go with each row as `Chunk.cats`, to be hashed (hashing.py)."""
     with _rows(inp) as (names, fetches):
         y_col, w_col, x_cols = resolve_columns(label, weight, names, inp.path)
-        if not x_cols:
+        cat_cols, x_cols = resolve_categorical(categorical, names, inp.path, x_cols, y_col, w_col)
+        if not x_cols and not cat_cols:
             raise DataError("the query returns no feature columns (only the label or the weight)", source=inp.path,
                             reason="no features")
         row = base = 0
@@ -46,19 +50,42 @@ def read(inp: Input, file_index: int, *, label: str | int | None = None, header:
             if not rows:
                 break
             known: dict[int, DataError] | None = {} if bad is not None else None
-            values = _numbers(rows, names, inp.path, row + 1, known)
+            values = _numbers(rows, names, inp.path, row + 1, known, set(cat_cols))
+            cats = _texts(rows, cat_cols, names, inp.path, row + 1, known) if cat_cols else None
             x = np.ascontiguousarray(values[:, x_cols], dtype=np.float32)
             y = values[:, y_col].astype(np.float32) if y_col is not None else None
             w = values[:, w_col].astype(np.float32) if w_col is not None else None
             x, y, w, events = checked_rows(x, y, w, inp.path, row + 1, skip=bad is not None, known=known)
-            yield Chunk(x, y, file_index, 0, base, row + 1, 0.0, w, events)
+            if events and cats is not None:  # the rows left out: event k is the row after k good ones and k events
+                keep = np.ones(len(cats), dtype=bool)
+                keep[[good + k for k, (good, _) in enumerate(events)]] = False
+                cats = cats[keep]
+            yield Chunk(x, y, file_index, 0, base, row + 1, 0.0, w, events, cats=cats)
             row, base = row + len(rows), base + len(x)
         if row == 0:
             raise DataError("the query returned no rows", source=inp.path, reason="empty")
 
 
+def _texts(rows: list, cat_cols: list[int], names: list[str], source: str, first: int,
+           known: dict[int, DataError] | None = None) -> np.ndarray:
+    """The categorical columns' text (hashing.text_of); a value of another kind (bytes, a date) raises, naming
+    column and row (or, given `known`, is noted there by row, the row to be left out)."""
+    out = np.empty((len(rows), len(cat_cols)), dtype=object)
+    for r, values in enumerate(rows):
+        for j, i in enumerate(cat_cols):
+            text = text_of(values[i])
+            if text is None:
+                error = bad_value(names[i], values[i], source, row=first + r)
+                if known is None:
+                    raise error
+                known.setdefault(r, error)
+                text = ""
+            out[r, j] = text
+    return out
+
+
 def _numbers(rows: list, names: list[str], source: str, first: int,
-             known: dict[int, DataError] | None = None) -> np.ndarray:
+             known: dict[int, DataError] | None = None, text: set[int] = frozenset()) -> np.ndarray:
     """The rows as a float64 matrix; a NULL or a value that is not a number raises, naming column and row (or,
     given `known`, is noted there by row and read as 0, the row to be left out)."""
     try:
@@ -69,6 +96,9 @@ def _numbers(rows: list, names: list[str], source: str, first: int,
         return arr.astype(np.float64, copy=False)
     out = np.empty((len(rows), len(names)), dtype=np.float64)
     for j, column in enumerate(zip(*rows)):
+        if j in text:  # categorical: not converted (left at 0, not taken)
+            out[:, j] = 0.0
+            continue
         for r, v in enumerate(column):
             if not isinstance(v, _NUMBERS):
                 if v is None:

@@ -40,7 +40,7 @@ from .. import algorithms
 from ..algorithms.base import Model
 from ..data.sparse import CSR
 from ..errors import OnepassError
-from . import codecs
+from . import categorical, codecs
 from .codecs import BadRequest
 from .models import Registry, Slot
 
@@ -113,7 +113,10 @@ def create_app(settings: Settings) -> Starlette:
         if hasattr(model, "predict_request"):  # a forecaster: series in, SageMaker's forecast objects out
             return await forecast(request, model, body)
         accept = codecs.choose_accept(request.headers.get("accept"), settings.default_accept)
-        records = codecs.parse(body, request.headers.get("content-type"), model.meta.get("n_features"))
+        if categorical.applies(model.meta, request.headers.get("content-type")):  # raw values, hashed as trained
+            records = codecs.Records(categorical.parse(body, request.headers.get("content-type"), model.meta))
+        else:
+            records = codecs.parse(body, request.headers.get("content-type"), model.meta.get("n_features"))
         if len(body) <= INLINE_BYTES:
             outputs = predict(model, records)
         else:
