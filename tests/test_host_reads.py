@@ -20,7 +20,7 @@ BUDGET = {
     "kmeans-sparse": (2, "as kmeans, and the entries of the records the reservoir takes (their count is data)"),
     "pca": (0, ""),
     "pca-randomized": (0, ""),
-    "linear_learner": (8, "held-out selection, the reservoir of scores, the loss"),
+    "linear_learner": (2, "the labels' check (a bad label stops the run, naming its record); the reservoir's keep mask"),
     "factorization_machines": (12, "not reduced here (another branch edits fm.py): sparse rows, the loss"),
     "ntm": (4, "not reduced here (another branch edits ntm.py): the loss and the step's counts"),
     "deepar": (4, "not reduced here (another branch edits deepar.py): the loss and the windows' counts"),

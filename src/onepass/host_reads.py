@@ -99,7 +99,7 @@ class _Dispatch(TorchDispatchMode):
 class _Function(TorchFunctionMode):
     """What the dispatcher does not see. Reads: `.tolist()` and `.cpu()` (a no-op on a CPU tensor). Values that
     would be on the device: a tensor moved by `.to(device)` (a no-op here too) or made with `device=`; a watched
-    tensor's `.numpy()` sets `numpy_of_device` (the next `torch.from_numpy` is its CPU branch's result)."""
+    tensor's `.numpy()` sets `numpy_of_device` (a `torch.from_numpy` right after it is its CPU branch's result)."""
 
     def __init__(self, counts: Counter):
         super().__init__()
@@ -109,13 +109,14 @@ class _Function(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = getattr(func, "__name__", "")
-        if args and _on_device(args[0]):
-            if name in ("tolist", "cpu"):
-                _count(self.counts, f"Tensor.{name}")
-            elif name == "numpy":
-                self.numpy_of_device = True
+        # only when nothing of torch's runs in between (np.argmin(t.numpy()) then torch.from_numpy)
+        self.numpy_of_device = name == "numpy" and bool(args) and _on_device(args[0])
+        if args and _on_device(args[0]) and name in ("tolist", "cpu"):
+            _count(self.counts, f"Tensor.{name}")
         out = func(*args, **kwargs)
         moved = name == "to" and any(isinstance(a, (str, torch.device)) for a in (*args[1:], kwargs.get("device")))
+        if moved and out is args[0]:  # a no-op here: the host's tensor stays unwatched, its device copy is watched
+            out = out.view_as(out)
         if moved or (kwargs.get("device") is not None and name != "to"):
             mark(t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor))
         return out
