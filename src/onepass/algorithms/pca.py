@@ -71,6 +71,10 @@ from .base import Model, check_mergeable, takes_arrays
 
 NAME = "pca"
 VERSION = 1
+# The trainer reads batches this many times mini_batch_size on a GPU, where a 5,000-record batch is mostly kernel
+# launches: the result does not depend on how the stream is cut (regular: exact float64 sums, the same up to
+# rounding; randomized: Frequent Directions' bound holds for any batch, a whole batch being shrunk at once).
+GPU_BATCH_FACTOR = 8
 STRUCTURAL = ("algorithm_mode", "extra_components", "feature_dim")  # fix the state's shape: --init-from keeps them
 ACCEPTS_SPARSE = True  # update, transform and evaluate take sparse CSR batches (the trainer asks)
 
