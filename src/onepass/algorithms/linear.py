@@ -367,8 +367,8 @@ def _validate(state: State, x: torch.Tensor, s: torch.Tensor, y: torch.Tensor, w
     validating = torch.ones_like(held) if progressive and not bool(held.any()) else held
     if bool(validating.any()):
         _rotate_summaries(state, int(index[0]))
-        validating = validating.to(s.device)
-        _summarize(state, "current_", s[validating], y[validating], w[validating])
+        rows = validating.nonzero().squeeze(1).to(s.device)  # indices found on the host: no mask on a GPU
+        _summarize(state, "current_", s[rows], y[rows], w[rows])
 
 
 def _rotate_summaries(state: State, position: int) -> None:
