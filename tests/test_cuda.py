@@ -139,3 +139,37 @@ def test_two_processes_train_on_cuda(tmp_path):
         refused = run_cli("train", "kmeans", "--data", str(data), "--out", str(tmp_path / "nccl"), *hp,
                           "--nproc", "2", "--dist-backend", "nccl", "--dist-timeout", "60")
         assert refused.returncode != 0 and "need a GPU each with NCCL" in refused.stderr, refused.stderr
+
+
+def test_batches_reach_the_gpu_pinned_one_ahead_with_their_values():
+    """The trainer's copy path: dense and sparse batches arrive on the GPU with the values read, in order, and the
+    update sees them ready (the compute stream waits for each copy)."""
+    from onepass.data.to_device import to_device
+
+    rng = np.random.default_rng(0)
+    read = [Batch(torch.tensor(rng.normal(size=(50, 4)), dtype=torch.float32), torch.arange(50.0) + i)
+            for i in range(3)] + [Batch(torch.tensor(rng.normal(size=(50, 4)) * (rng.random((50, 4)) < 0.3),
+                                                     dtype=torch.float32).to_sparse_csr())]
+    moved = list(to_device(iter(read), torch.device("cuda")))
+    assert [b.x.device.type for b in moved] == ["cuda"] * 4
+    for a, b in zip(read, moved):
+        assert torch.equal(a.x.to_dense(), b.x.cpu().to_dense())
+        assert (a.y is None and b.y is None) or torch.equal(a.y, b.y.cpu())
+
+
+def test_pca_reads_larger_batches_on_the_gpu_with_the_same_model(tmp_path):
+    """PCA's GPU_BATCH_FACTOR: 8 x mini_batch_size a batch on CUDA, the same components as the CPU's."""
+    from onepass import pca
+    from onepass.train import read_size
+
+    dev = torch.device("cuda")
+    assert read_size(pca, {"mini_batch_size": 500}, dev) == 4000
+    assert read_size(pca, {"mini_batch_size": 500}, torch.device("cpu")) == 500
+    data = T.decaying_spectrum(20_000, 0)
+    csv = write_csv(tmp_path / "x.csv", data)
+    for d in ("cpu", "cuda"):
+        assert run_cli("train", "pca", "--data", str(csv), "--out", str(tmp_path / d), "--num-components", "3",
+                       "--mini-batch-size", "500", "--device", d).returncode == 0
+    cpu, gpu = load_model(tmp_path / "cpu"), load_model(tmp_path / "cuda")
+    x = torch.tensor(data[:2000], dtype=torch.float64)
+    assert torch.allclose(cpu.transform(x).abs(), gpu.transform(x).abs().cpu(), rtol=1e-6, atol=1e-6)

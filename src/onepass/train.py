@@ -30,6 +30,7 @@ from .data.bad_records import BadRecords, resolve as resolve_bad_records
 from .data.hashing import SLOTS_TENSOR, summary as hashing_summary
 from .data import memory
 from .data.batches import Stream
+from .data.to_device import to_device
 from .data.live import is_live
 from .data.epoch_cache import DEFAULT_MIB as DEFAULT_CACHE_MIB, CacheBudget, EpochCache
 from .errors import IncompatibleStateError, Interrupted, UsageError
@@ -61,6 +62,13 @@ class TrainResult:
     @property
     def model_path(self) -> Path:
         return self.out / MODEL_FILE
+
+
+def read_size(algo, hp: dict[str, Any], dev: torch.device) -> int:
+    """Records a batch the trainer reads: mini_batch_size, times the algorithm's GPU_BATCH_FACTOR on a GPU (an
+    algorithm whose result does not depend on how the stream is cut says so there; off on the CPU, whose results
+    stay those of mini_batch_size)."""
+    return hp["mini_batch_size"] * (getattr(algo, "GPU_BATCH_FACTOR", 1) if dev.type == "cuda" else 1)
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -350,7 +358,8 @@ def train(algorithm: str, data, out: str | Path, *, hyperparameters: dict[str, A
                         resume=resume, init_from=str(init_from) if init_from else None, epoch=start_epoch)
             for epoch in range(start_epoch, epochs):
                 # closed however the loop ends, so the read-ahead thread stops before the process exits
-                with closing(cache.batches(hp["mini_batch_size"], start=position, prefetch=read_ahead)) as batches:
+                with closing(cache.batches(read_size(algo, hp, dev), start=position, prefetch=read_ahead)) as read:
+                    batches = to_device(read, dev)  # on a GPU: pinned, copied one batch ahead (the CPU: as read)
                     for batch in (session.batches(batches, lambda: state, checkpoint) if session else batches):
                         if not len(batch):  # a quiet live stream: nothing to train, a look at signals and the clock
                             if stop.signal is not None and state is None:

@@ -233,7 +233,7 @@ def _checked(state: State, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, to
     x = batch.x.to(dev)
     x = x.float() if x.layout == torch.sparse_csr else x.float().to_sparse_csr()
     col = x.col_indices()
-    if col.numel() and (int(col.max()) >= d or int(col.min()) < 0):
+    if col.numel() and bool(((col >= d) | (col < 0)).any()):  # one read from a GPU, not two
         e = int(((col >= d) | (col < 0)).nonzero()[0, 0])
         r = int(torch.searchsorted(x.crow_indices(), torch.tensor(e, device=dev), right=True)) - 1
         raise DataError(f"record {record(r)} (of the stream) has feature index {int(col[e])}, past feature_dim = "
@@ -276,7 +276,8 @@ def _gathered(state: State, x: torch.Tensor, params: dict[str, torch.Tensor] | N
     t = params or state.tensors
     crow, col = x.crow_indices(), x.col_indices()
     J, inverse = _present_columns(col, x.shape[1])
-    rows_of = torch.repeat_interleave(torch.arange(x.shape[0], device=col.device), crow.diff())
+    rows_of = torch.repeat_interleave(torch.arange(x.shape[0], device=col.device), crow.diff(),
+                                      output_size=col.numel())  # known: no read of the sum from a GPU
     xj = torch.sparse_csr_tensor(crow, inverse, x.values(), size=(x.shape[0], len(J)), check_invariants=False)
     return J, rows_of, xj, t["linear"].index_select(0, J), t["factors"].index_select(0, J)
 
@@ -316,7 +317,8 @@ def gradients(state: State, x: torch.Tensor, G: torch.Tensor,
     col = xj.col_indices()
     order = torch.sort(col, stable=True).indices
     crow_t = torch.zeros(len(J) + 1, dtype=torch.int64, device=col.device)
-    crow_t[1:] = torch.bincount(col, minlength=len(J)).cumsum(0)
+    crow_t[1:] = torch.zeros(len(J), dtype=torch.int64, device=col.device).index_add_(
+        0, col, torch.ones_like(col)).cumsum(0)  # bincount's length would be read from a GPU
     values = xj.values()[order]
     xt = torch.sparse_csr_tensor(crow_t, rows_of[order], values, size=(len(J), x.shape[0]), check_invariants=False)
     xt2 = torch.sparse_csr_tensor(crow_t, rows_of[order], values * values, size=xt.shape, check_invariants=False)
@@ -332,16 +334,18 @@ def _step(state: State, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, index
     """Score the batch with every model (validation records go to the summaries), then one AdaGrad step of
     every model on its training records, touching only the rows of the batch's features."""
     hp, t = state.hyperparameters, state.tensors
-    held = _held_out(state, index).to(x.device)
+    held_host = _held_out(state, index)  # from the records' positions, on the host: no read from a GPU below
+    held = held_host.to(x.device)
     forward = _forward(state, x)
     s = forward[5]
-    validating = held if bool(held.any()) or hp["holdout_fraction"] > 0 or state.meta.get("external_validation") \
-        else torch.ones_like(held)  # no holdout: validate progressively on training records, before their update
+    validating = held_host if bool(held_host.any()) or hp["holdout_fraction"] > 0 or \
+        state.meta.get("external_validation") else torch.ones_like(held_host)  # no holdout: validate progressively
     if bool(validating.any()):
         _rotate_summaries(state, int(index[0]))
-        _summarize(state, "current_", s[validating], y[validating], w[validating])
+        rows = validating.nonzero().squeeze(1).to(x.device)
+        _summarize(state, "current_", s[rows], y[rows], w[rows])
     train = ~held
-    n_train = int(train.sum())
+    n_train = len(held_host) - int(held_host.sum())
     if n_train == 0:
         return
     G = grad_only(_loss(hp), s, _learnt_labels(state, y)) * (w * train.float() / n_train)[:, None]

@@ -205,9 +205,8 @@ def update(state: State, batch: Batch) -> State:
     arrival = 0.0
     if rest.shape[0]:
         idx, d2 = _nearest(rest, C[:active])
-        arrival = float(d2.sum())
         # 2. Facility location: open far records as centres where a Ward merge is cheaper.
-        opening = _open_far_records(rest, d2, C, w, sse, active)
+        opening, arrival = _open_far_records(rest, d2, C, w, sse, active)
         if opening is not None:
             opened, changed = opening
             rest, idx, d2 = _csr.take(rest, ~opened), idx[~opened], d2[~opened]
@@ -260,11 +259,11 @@ def _refine(state: State, x: torch.Tensor) -> None:
         return
     R, count = t["refined"], t["refined_count"]
     idx = _nearest(x, R, with_d2=False)
-    n = torch.bincount(idx, minlength=len(R)).to(torch.float64)
+    n = _counts(idx, len(R))
     sums = _csr.index_add_rows(torch.zeros_like(R), idx, x)
-    hit = n > 0
-    count[hit] += n[hit]
-    R[hit] += (sums[hit] - n[hit, None] * R[hit]) / count[hit, None]  # running means
+    count += n  # + 0 where no record came: unchanged
+    # running means, where records came (a select, not a boolean mask: no read from a GPU)
+    R.copy_(torch.where((n > 0)[:, None], R + (sums - n[:, None] * R) / count[:, None], R))
     if meta["records_seen"] >= meta["refine_restart_at"]:
         count.zero_()
         meta["refine_restart_at"] = 2 * meta["records_seen"]
@@ -364,16 +363,23 @@ def _absorb(x: torch.Tensor, idx: torch.Tensor, d2: torch.Tensor, C: torch.Tenso
             sse: torch.Tensor) -> None:
     """Add records x to their centres idx (d2: their squared distances to them), updating c, w, sse exactly."""
     K = C.shape[0]
-    count = torch.bincount(idx, minlength=K).to(torch.float64)
+    count = _counts(idx, K)
     sums = _csr.index_add_rows(torch.zeros_like(C), idx, x)
     d2_old = torch.zeros(K, dtype=torch.float64, device=C.device).index_add_(0, idx, d2)
+    # Every slot computed, then kept where records came: boolean masks would read their counts from a GPU (the
+    # slots no record reached, empty ones included, compute 0/0 and are not kept).
     hit = count > 0
-    w_new = w[hit] + count[hit]
-    c_new = (w[hit, None] * C[hit] + sums[hit]) / w_new[:, None]
-    sse[hit] = sse[hit] + d2_old[hit] - w_new * ((c_new - C[hit]) ** 2).sum(1)
-    sse.clamp_(min=0.0)
-    C[hit] = c_new
-    w[hit] = w_new
+    w_new = w + count
+    c_new = (w[:, None] * C + sums) / w_new[:, None]
+    sse.copy_(torch.where(hit, sse + d2_old - w_new * ((c_new - C) ** 2).sum(1), sse)).clamp_(min=0.0)
+    C.copy_(torch.where(hit[:, None], c_new, C))
+    w.copy_(torch.where(hit, w_new, w))
+
+
+def _counts(idx: torch.Tensor, K: int) -> torch.Tensor:
+    """Records per centre, float64 (K,): an index_add, since bincount reads its length back from a GPU."""
+    return torch.zeros(K, dtype=torch.float64, device=idx.device).index_add_(
+        0, idx, torch.ones(len(idx), dtype=torch.float64, device=idx.device))
 
 
 def _ward_nearest(C: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -435,19 +441,23 @@ def _merge_into(a: int, b: int, cost: float, C, w, sse) -> None:
     w[a] = wa + wb
 
 
-def _open_far_records(x, d2, C, w, sse, active: int) -> tuple[torch.Tensor, list[int]] | None:
+def _open_far_records(x, d2, C, w, sse, active: int) -> tuple[tuple[torch.Tensor, list[int]] | None, float]:
     """Open the farthest records as centres where that is cheaper than the cheapest disjoint Ward merges.
 
-    Returns the opened records (a mask of x) and the centres that changed, or None when nothing opened.
+    Returns the opened records (a mask of x) and the centres that changed, or None when nothing opened; and the
+    records' cost on arrival (the sum of d2).
     """
     if active < C.shape[0] or active < 2:
-        return None
+        return None, float(d2.sum())
     limit = max(1, active // 8)
     far = torch.topk(d2, min(limit, len(d2))).indices  # farthest first
     # Joining its nearest centre adds about d2 to the cost; the cheapest merge adds `cost`.
     best, partner = _ward_nearest(C[:active], w[:active])
-    if float(d2[far[0]]) <= float(best.min()):
-        return None
+    # The one read from a GPU a steady-state batch makes: whether to open is a host decision (the greedy loop
+    # below), read together with the arrival cost for the metadata.
+    arrival, farthest, cheapest = torch.cat([d2.sum()[None], d2[far[:1]], best.min()[None]]).tolist()
+    if farthest <= cheapest:
+        return None, arrival
     pairs = _cheapest_pairs(best, partner, limit)
     gains = d2[far].tolist()
     opened = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
@@ -460,7 +470,7 @@ def _open_far_records(x, d2, C, w, sse, active: int) -> tuple[torch.Tensor, list
         C[b], w[b], sse[b] = _csr.dense_rows(x, far[i:i + 1])[0], 1.0, 0.0
         opened[r] = True
         changed += [a, b]
-    return (opened, changed) if changed else None
+    return ((opened, changed) if changed else None), arrival
 
 
 def _renearest(x: torch.Tensor, idx: torch.Tensor, d2: torch.Tensor, C: torch.Tensor,

@@ -328,12 +328,13 @@ def _step(state: State, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, index
     """Score a batch with every model (validation records go to the summaries), then one update of every model
     on the training records."""
     hp, t = state.hyperparameters, state.tensors
-    held = _held_out(state, index).to(x.device)
+    held_host = _held_out(state, index)  # from the records' positions, on the host: counting it reads no GPU
+    held = held_host.to(x.device)
     xs = _scale(state, x)
     s = _raw_scores(state, xs)
-    _validate(state, x, s, y, w, index, held)
+    _validate(state, x, s, y, w, index, held_host)
     train = ~held
-    n_train = int(train.sum())
+    n_train = len(held_host) - int(held_host.sum())
     if n_train == 0:
         return
     grad = grad_only(resolved_loss(hp), s, _labels_for_loss(state, y), **_loss_options(hp))
@@ -357,12 +358,12 @@ def _validate(state: State, x: torch.Tensor, s: torch.Tensor, y: torch.Tensor, w
               index: torch.Tensor, held: torch.Tensor) -> None:
     """Held-out records go to the sample (the first epoch offers them; later epochs repeat them), or, without a
     sample, their scores s by the models as they are go to the progressive summaries (without held-out records:
-    the training records' scores, before their update)."""
+    the training records' scores, before their update). `held` is on the host (see `_step`)."""
     if _sampling(state):
         if state.meta["reservoir_open"] and bool(held.any()):
-            rows = held.nonzero().squeeze(1)
+            rows = held.nonzero().squeeze(1).to(x.device)
             wh = w[rows]
-            key = selection.sample_keys(index[held.cpu()], state.meta["seed"]).to(wh.device)
+            key = selection.sample_keys(index[held], state.meta["seed"]).to(wh.device)
             reservoir.add(state.tensors, state.meta["reservoir"], "reservoir_", reservoir.take_rows(x, rows),
                           y[rows], wh, reservoir.priorities(key, wh))
         return
@@ -370,7 +371,8 @@ def _validate(state: State, x: torch.Tensor, s: torch.Tensor, y: torch.Tensor, w
     validating = torch.ones_like(held) if progressive and not bool(held.any()) else held
     if bool(validating.any()):
         _rotate_summaries(state, int(index[0]))
-        _summarize(state, "current_", s[validating], y[validating], w[validating])
+        rows = validating.nonzero().squeeze(1).to(s.device)  # indices found on the host: no mask on a GPU
+        _summarize(state, "current_", s[rows], y[rows], w[rows])
 
 
 def _rotate_summaries(state: State, position: int) -> None:

@@ -71,6 +71,10 @@ from .base import Model, check_mergeable, takes_arrays
 
 NAME = "pca"
 VERSION = 1
+# The trainer reads batches this many times mini_batch_size on a GPU, where a 5,000-record batch is mostly kernel
+# launches: the result does not depend on how the stream is cut (regular: exact float64 sums, the same up to
+# rounding; randomized: Frequent Directions' bound holds for any batch, a whole batch being shrunk at once).
+GPU_BATCH_FACTOR = 8
 STRUCTURAL = ("algorithm_mode", "extra_components", "feature_dim")  # fix the state's shape: --init-from keeps them
 ACCEPTS_SPARSE = True  # update, transform and evaluate take sparse CSR batches (the trainer asks)
 
@@ -154,10 +158,10 @@ def update(state: State, batch: Batch) -> State:
     between = _between(n_a, n_b, mean, mu_b)  # the join's row: sqrt(n_a n_b / n) (mu_a - mu_b)
     if sparse:  # centred implicitly: sum (x - mu_b)(x - mu_b)^T = X^T X - n_b mu_b mu_b^T
         shift = mu_b
-        trace_b = float((x.values() ** 2).sum()) - n_b * float(mu_b @ mu_b)
+        trace_b = (x.values() ** 2).sum() - n_b * (mu_b @ mu_b)
     else:
         x, shift = x - mu_b, torch.zeros_like(mu_b)
-        trace_b = float((x * x).sum())
+        trace_b = (x * x).sum()  # sums stay tensors: reading them would make the host wait for a GPU
     if "scatter" in t:
         S = t["scatter"]
         if sparse:
@@ -177,7 +181,7 @@ def update(state: State, batch: Batch) -> State:
                 shrink += delta
         t["sketch"] = B
         t["shrinkage"] += shrink
-    t["trace"] += trace_b + float(between @ between)
+    t["trace"] += trace_b + between @ between
     mean.add_(mu_b - mean, alpha=n_b / (n_a + n_b))
     state.meta["records_seen"] = n_a + n_b
     return state
@@ -213,7 +217,7 @@ COVARIANCE_FD_MAX_D = 512
 
 
 def fd_shrink_covariance(D: torch.Tensor, X: torch.Tensor, shift: torch.Tensor,
-                         ell: int) -> tuple[torch.Tensor, float]:
+                         ell: int) -> tuple[torch.Tensor, torch.Tensor | float]:
     """The Frequent Directions step of `fd_shrink` for a whole batch, through C = M^T M (d x d), M = [D; X - 1
     shift^T]: with C = V diag(lambda) V^T, B = diag(sqrt(max(lambda_i - delta, 0))) V_i^T for i <= ell and delta =
     lambda_{ell+1}, so B^T B = C - sum_i min(lambda_i, delta) v_i v_i^T, exactly as `fd_shrink` gives (FD depends
@@ -229,7 +233,7 @@ def fd_shrink_covariance(D: torch.Tensor, X: torch.Tensor, shift: torch.Tensor,
     lam, V = torch.linalg.eigh(C)
     lam, V = lam.flip(0), V.flip(1)
     d = C.shape[0]
-    delta = max(float(lam[ell]), 0.0) if ell < d else 0.0
+    delta = lam[ell].clamp(min=0.0) if ell < d else 0.0  # a tensor: not read back from a GPU
     keep = min(ell, d)
     B = (lam[:keep] - delta).clamp(min=0).sqrt()[:, None] * V[:, :keep].T
     if keep < ell:
