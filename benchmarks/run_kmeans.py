@@ -376,7 +376,28 @@ def prepare(args) -> dict[str, Path]:
                 small.with_suffix(".tmp").rename(small)
             files[f"blobs {_n(args.blobs_prefix)}"] = small
         files[f"blobs {_n(args.blobs_n)}"] = big
+    for name, n in zip(("digits784", "mixture500", "mixture1000"), args.hd_n):
+        if name in args.datasets:
+            target = DATA / f"{name}_{n}.csv"
+            if not target.exists():
+                _write_hd(name, n, target)
+            files[f"{name} ({_n(n)})"] = target
     return files
+
+
+def _write_hd(name: str, n: int, target: Path) -> None:
+    """One of kmeans_hd_sets' data sets as CSV, written in chunks (appears only whole)."""
+    sys.path.insert(0, str(HERE))
+    import kmeans_hd_sets
+    from onepass.datasets import write_csv
+
+    print(f"writing {target} ...", flush=True)
+    parts = kmeans_hd_sets.digits_up(n) if name == "digits784" else kmeans_hd_sets.mixture(n, int(name[7:]))
+    tmp = target.with_suffix(".tmp")
+    with open(tmp, "wb") as out:
+        for x in parts:
+            write_csv(x, None, out)
+    tmp.rename(target)
 
 
 def _n(n: int) -> str:
@@ -621,7 +642,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
                    help="a smoke run: blobs of 200,000 records (prefix 50,000), River budget 10 s, time limit 300 s")
-    p.add_argument("--datasets", nargs="+", default=["digits", "kdd04", "blobs"], choices=("digits", "kdd04", "blobs"))
+    p.add_argument("--datasets", nargs="+", default=["digits", "kdd04", "blobs"],
+                   choices=("digits", "kdd04", "blobs", "digits784", "mixture500", "mixture1000"),
+                   help="digits784, mixture500, mixture1000: the high-dimensional sets of kmeans_hd_sets.py")
+    p.add_argument("--hd-n", type=int, nargs=3, default=[60_000, 200_000, 100_000], metavar=("D784", "M500", "M1000"),
+                   help="records of digits784, mixture500 and mixture1000")
     p.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
     p.add_argument("--ks", nargs="+", type=int, default=[10, 100])
     p.add_argument("--blobs-n", type=int, default=10_000_000, help="records of the generated stream")
