@@ -33,12 +33,16 @@ Wide records.  The update's work is the search of each batch against the K centr
 them, K d (n + K) a batch of n, and the reductions to k (at the refinement's start and at finalize) grow with K
 too. From WIDE_FROM = 100 features on, auto keeps 5 k centres instead of 20 k: at high dimension the model comes
 from the refined centres (online Lloyd over the stream), not the summary's reduction, and a smaller summary starts
-refining sooner (REFINE_AFTER x K records). Measured on 60,000 digits upsampled to 784 features at k = 100
-(benchmarks/profile_kmeans_hd.py, a loaded machine): 20 k centres ended 1.18 % above scikit-learn's KMeans,
-10 k 1.26 %, 5 k 0.86 % (MiniBatchKMeans: 1.86 %), at a quarter of the search. Finishing with Lloyd over the
-reservoir sample (10,000 records) was worse, +1.1 %: 100 records a centre in 784 dimensions over-fit; nor did
-keeping half the running means' counts at each restart help (+0.87 %). Below 100 features (kdd04's 74, the
-50-feature blobs) nothing changes.
+refining sooner (REFINE_AFTER x K records). Measured at k = 100 (benchmarks/profile_kmeans_hd.py, CPU seconds
+of update + finalize on a loaded machine; cost on every record):
+- 60,000 digits upsampled to 784 features: 20 k centres 14.5 s (nearest-centre search 3.4, Ward's search and
+  opening 1.1, the search again after opening 1.1, absorbing 0.5, sample 0.1, refinement (its start a reduction
+  to k) 3.9, finalize 4.6), 1.18 % above scikit-learn's KMeans; 10 k 1.26 %; 5 k 6.7 s (1.7, 0.1,
+  0.4, 0.2, 0.1, 2.1, 1.9), 0.86 % above KMeans and 0.99 % below MiniBatchKMeans.
+- 10^5 records of a 500-feature mixture with a decaying spectrum: 20 k 12.5 s, 5 k 6.4 s and 0.77 % cheaper.
+Finishing with Lloyd over the reservoir sample (10,000 records) was worse on the digits, +1.1 % over KMeans:
+100 records a centre in 784 dimensions over-fit; nor did keeping half the running means' counts at each
+restart help (+0.87 %). Below 100 features (kdd04's 74, the 50-feature blobs) nothing changes.
 
 Sparse records (LibSVM, sparse RecordIO-protobuf).  A batch wider than DENSE_WIDTH features stays a sparse CSR
 tensor: distances are |x|^2 - 2 x.c + |c|^2 with the sparse product x C^T (float64), the centre sums a scatter of
