@@ -1,3 +1,10 @@
+#!/usr/bin/env python
+"""Would Lloyd over the reservoir sample improve the finished model at high dimension? (issue 29; measured no:
+on 60,000 digits at 784 features, k = 100, 20 Lloyd iterations over the 10,000-record sample made the
+model 0.25 % dearer on the data, from the refined centres too.) Prints the data's cost of each candidate.
+
+    python benchmarks/exp_sample_lloyd.py digits 60000 784 100 5   # set, records, features, k, centre factor
+"""
 import json, sys, time
 import numpy as np, torch
 sys.path.insert(0, ".")
