@@ -161,6 +161,22 @@ def test_wide_records_get_a_smaller_summary_of_the_same_quality():
     assert kmeans_cost(kmeans.finalize(state), x) <= 1.01 * reference
 
 
+def test_merge_with_a_state_of_the_wider_summary_made_before_keeps_its_size(monkeypatch):
+    # states written before auto's size depended on the width hold 20 k centres at 100+ features
+    x = gaussian_mixture(600, 0, d=kmeans.WIDE_FROM, k=3)
+    monkeypatch.setattr(kmeans, "WIDE_CENTER_FACTOR", kmeans.AUTO_CENTER_FACTOR)
+    old = stream(x, {"k": 3})
+    monkeypatch.undo()
+    new = stream(x, {"k": 3}, seed=1)
+    assert (old.meta["summary_size"], new.meta["summary_size"]) == (60, 3 * kmeans.WIDE_CENTER_FACTOR)
+    for a, b in ((old, new), (new, old)):
+        merged = kmeans.merge(a, b)
+        assert merged.meta["summary_size"] == len(merged.tensors["centers"]) == a.meta["summary_size"]
+        assert merged.meta["records_seen"] == 1200
+        kmeans.update(merged, Batch(torch.tensor(x[:100])))
+        assert kmeans.finalize(merged).meta["records"] == pytest.approx(1300)
+
+
 def test_finalize_takes_the_cheapest_candidate_on_the_sample():
     # candidates: the summary's reduction, the refined centres, and those polished by Lloyd on the summary (on
     # kdd04 at k = 100, a drifting stream, the polished ones are 0.35 % cheaper on the data than the refined)

@@ -522,6 +522,10 @@ def merge(a: State, b: State) -> State:
         keep[gone] = False
         C, w, sse = C[keep], w[keep], sse[keep]
     out = init(a.hyperparameters, a.meta["n_features"], a.meta["seed"], C.device)
+    if out.meta["summary_size"] != K:  # a state from before auto's size depended on the width keeps its size
+        for name in ("centers", "weights", "sse"):
+            out.tensors[name] = out.tensors[name].new_zeros((K,) + tuple(out.tensors[name].shape[1:]))
+        out.meta["summary_size"] = K
     m = len(C)
     out.tensors["centers"][:m], out.tensors["weights"][:m], out.tensors["sse"][:m] = C, w, sse
     gen = _files.tensor_to_rng(a.tensors["rng"])
