@@ -376,7 +376,28 @@ def prepare(args) -> dict[str, Path]:
                 small.with_suffix(".tmp").rename(small)
             files[f"blobs {_n(args.blobs_prefix)}"] = small
         files[f"blobs {_n(args.blobs_n)}"] = big
+    for name, n in zip(("digits784", "mixture500", "mixture1000"), args.hd_n):
+        if name in args.datasets:
+            target = DATA / f"{name}_{n}.csv"
+            if not target.exists():
+                _write_hd(name, n, target)
+            files[f"{name} ({_n(n)})"] = target
     return files
+
+
+def _write_hd(name: str, n: int, target: Path) -> None:
+    """One of kmeans_hd_sets' data sets as CSV, written in chunks (appears only whole)."""
+    sys.path.insert(0, str(HERE))
+    import kmeans_hd_sets
+    from onepass.datasets import write_csv
+
+    print(f"writing {target} ...", flush=True)
+    parts = kmeans_hd_sets.digits_up(n) if name == "digits784" else kmeans_hd_sets.mixture(n, int(name[7:]))
+    tmp = target.with_suffix(".tmp")
+    with open(tmp, "wb") as out:
+        for x in parts:
+            write_csv(x, None, out)
+    tmp.rename(target)
 
 
 def _n(n: int) -> str:
@@ -469,6 +490,7 @@ def write_report(results: dict, path: Path) -> None:
          f"Spark `local[{meta['threads']}]` (plus the JVM's own GC/JIT threads), `spark.driver.memory="
          f"{meta['spark_memory']}`; River is pure Python, one thread. The machine has {os.cpu_count()} cores.",
          "- Settings are each library's defaults, seed 0: onepass `train kmeans --k K` (summary of 20 k centres, "
+         "5 k from 100 features on, "
          "mini-batch 5000, one pass); scikit-learn `KMeans(n_clusters=k)` (k-means++, n_init 1, up to 300 Lloyd "
          "iterations, tol 1e-4) and `MiniBatchKMeans(n_clusters=k)` (batch 1024, early stopping), both fit on "
          "the whole file loaded into memory as float32 with pyarrow; River `cluster.KMeans(n_clusters=k)` "
@@ -523,9 +545,9 @@ def write_report(results: dict, path: Path) -> None:
                          f"{_ratio(r['peak_bytes'], op['peak_bytes']) if op_ok else '—'} | "
                          f"{_ratio(cost, op.get('cost'), 4) if ok and op_ok else '—'} | {'; '.join(note)} |")
             L.append("")
-            bars.append((ds, k, _bars(runs, ds, k)))
+            bars.append((ds, k, _bars(runs, ds, k, 0.01 if meta["dims"].get(ds, 0) >= 100 else 0.02)))
     L += ["## The bars of the issue", "",
-          "| data set | k | cost within 2 % of KMeans | cost better than MiniBatchKMeans | faster than "
+          "| data set | k | cost within 2 % of KMeans (1 % from 100 features on) | cost better than MiniBatchKMeans | faster than "
           "MiniBatchKMeans | >= 10 x faster than Spark |", "|---|---:|---|---|---|---|"]
     for ds, k, b in bars:
         L.append(f"| {ds} | {k} | " + " | ".join(b) + " |")
@@ -535,7 +557,7 @@ def write_report(results: dict, path: Path) -> None:
     path.write_text("\n".join(L) + notes)
 
 
-def _bars(runs, ds, k) -> list[str]:
+def _bars(runs, ds, k, tol: float = 0.02) -> list[str]:
     op, km, mb, sp = (runs.get(f"{ds}|{k}|{s}") for s in ("onepass", "sklearn-kmeans", "sklearn-minibatch",
                                                            "spark"))
     ok = lambda r: r is not None and r["status"] == "ok" and r.get("cost") is not None
@@ -544,7 +566,7 @@ def _bars(runs, ds, k) -> list[str]:
     out = []
     if ok(km):
         gap = op["cost"] / km["cost"] - 1
-        out.append(f"{'met' if gap <= 0.02 else '**missed**'} ({gap:+.2%})")
+        out.append(f"{'met' if gap <= tol else '**missed**'} ({gap:+.2%})")
     else:
         out.append("no reference (KMeans did not finish)" if km else "not run")
     if ok(mb):
@@ -621,7 +643,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
                    help="a smoke run: blobs of 200,000 records (prefix 50,000), River budget 10 s, time limit 300 s")
-    p.add_argument("--datasets", nargs="+", default=["digits", "kdd04", "blobs"], choices=("digits", "kdd04", "blobs"))
+    p.add_argument("--datasets", nargs="+", default=["digits", "kdd04", "blobs"],
+                   choices=("digits", "kdd04", "blobs", "digits784", "mixture500", "mixture1000"),
+                   help="digits784, mixture500, mixture1000: the high-dimensional sets of kmeans_hd_sets.py")
+    p.add_argument("--hd-n", type=int, nargs=3, default=[60_000, 100_000, 50_000], metavar=("D784", "M500", "M1000"),
+                   help="records of digits784, mixture500 and mixture1000")
     p.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
     p.add_argument("--ks", nargs="+", type=int, default=[10, 100])
     p.add_argument("--blobs-n", type=int, default=10_000_000, help="records of the generated stream")

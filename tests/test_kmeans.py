@@ -148,6 +148,35 @@ def test_refinement_beats_the_summary_in_high_dimension():
     assert model.meta["cost"] == pytest.approx(kmeans_cost(model, x), rel=0.02)  # the sample's estimate
 
 
+def test_wide_records_get_a_smaller_summary_of_the_same_quality():
+    # From WIDE_FROM features on, auto keeps 5 k centres, not 20 k (4 x less search a batch); an explicit factor
+    # holds at any width. The model still matches scikit-learn's Lloyd on the data.
+    assert kmeans.init({"k": 4}, kmeans.WIDE_FROM - 1).meta["summary_size"] == 4 * kmeans.AUTO_CENTER_FACTOR
+    assert kmeans.init({"k": 4}, kmeans.WIDE_FROM).meta["summary_size"] == 4 * kmeans.WIDE_CENTER_FACTOR
+    assert kmeans.init({"k": 4, "extra_center_factor": 20}, 300).meta["summary_size"] == 80
+    x = gaussian_mixture(5000, 0, d=120, k=6)
+    state = stream(x, {"k": 6}, batch=1000)
+    assert state.meta["summary_size"] == 6 * kmeans.WIDE_CENTER_FACTOR and state.meta["refine_restart_at"]
+    reference = SkKMeans(6, n_init=1, random_state=0).fit(x).inertia_
+    assert kmeans_cost(kmeans.finalize(state), x) <= 1.01 * reference
+
+
+def test_merge_with_a_state_of_the_wider_summary_made_before_keeps_its_size(monkeypatch):
+    # states written before auto's size depended on the width hold 20 k centres at 100+ features
+    x = gaussian_mixture(600, 0, d=kmeans.WIDE_FROM, k=3)
+    monkeypatch.setattr(kmeans, "WIDE_CENTER_FACTOR", kmeans.AUTO_CENTER_FACTOR)
+    old = stream(x, {"k": 3})
+    monkeypatch.undo()
+    new = stream(x, {"k": 3}, seed=1)
+    assert (old.meta["summary_size"], new.meta["summary_size"]) == (60, 3 * kmeans.WIDE_CENTER_FACTOR)
+    for a, b in ((old, new), (new, old)):
+        merged = kmeans.merge(a, b)
+        assert merged.meta["summary_size"] == len(merged.tensors["centers"]) == a.meta["summary_size"]
+        assert merged.meta["records_seen"] == 1200
+        kmeans.update(merged, Batch(torch.tensor(x[:100])))
+        assert kmeans.finalize(merged).meta["records"] == pytest.approx(1300)
+
+
 def test_finalize_takes_the_cheapest_candidate_on_the_sample():
     # candidates: the summary's reduction, the refined centres, and those polished by Lloyd on the summary (on
     # kdd04 at k = 100, a drifting stream, the polished ones are 0.35 % cheaper on the data than the refined)
