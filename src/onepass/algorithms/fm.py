@@ -36,7 +36,7 @@ SageMaker's step sizes and initialisation 0.558; AdaGrad steps (linear and facto
 MovieLens 100k (u1, ids and side features, 10 epochs) the default grid's test RMSE is 0.9455 (the linear learner's
 0.9591); factors_wd 10 x higher 0.9512; num_factors 4 0.9410.
 
-Validation, selection.  As the linear learner (`linear.py`, whose selection functions this module imports): a
+Validation, selection.  As the linear learner (the grid's summaries and choice are `selection.py`'s): a
 hash-chosen `holdout_fraction` of the records (or the trainer's validation source) is scored by every model into
 bounded score summaries (`score_summaries`), so `finalize` chooses model and threshold under any
 `binary_classifier_model_selection_criteria`, again and again, without data. With several epochs each model's best
@@ -79,9 +79,7 @@ from ..state import State
 from . import score_summaries as summaries
 from .base import check_mergeable
 from .fm_model import NAME, FMModel, _kind, evaluate, metrics, named as _named, summary  # noqa: F401 (protocol)
-from . import selection
-# The linear learner's progressive summaries and sparse gathers (private there: to move to a shared module).
-from .linear import _epoch_summary, _held_out, _present_columns, _rotate_summaries, _summary
+from . import _csr, selection
 from .losses import grad_only, loss_only
 
 VERSION = 1
@@ -174,8 +172,7 @@ def init(hyperparameters: dict[str, Any], n_features: int, seed: int = 0,
          device: str | torch.device = "cpu") -> State:
     """M models of `n_features` features, initialised from `seed` (drawn on the CPU, so every device agrees)."""
     hp = HYPERPARAMETERS.parse(hyperparameters)
-    if hp["feature_dim"] is not None and hp["feature_dim"] != n_features:
-        raise UsageError(f"hyperparameter feature_dim = {hp['feature_dim']} but the data has {n_features} features")
+    selection.check_feature_dim(hp, n_features)
     grid = model_grid(hp)
     M, k = len(grid), hp["num_factors"]
     gen = torch.Generator().manual_seed(seed)
@@ -273,7 +270,7 @@ def _gathered(state: State, x: torch.Tensor, params: dict[str, torch.Tensor] | N
     """The batch over its distinct columns J: (J, each entry's row, the CSR over J, w_J, V_J)."""
     t = params or state.tensors
     crow, col = x.crow_indices(), x.col_indices()
-    J, inverse = _present_columns(col, x.shape[1])
+    J, inverse = _csr.present_columns(col, x.shape[1])
     rows_of = torch.repeat_interleave(torch.arange(x.shape[0], device=col.device), crow.diff())
     xj = torch.sparse_csr_tensor(crow, inverse, x.values(), size=(x.shape[0], len(J)), check_invariants=False)
     return J, rows_of, xj, t["linear"].index_select(0, J), t["factors"].index_select(0, J)
@@ -330,13 +327,13 @@ def _step(state: State, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, index
     """Score the batch with every model (validation records go to the summaries), then one AdaGrad step of
     every model on its training records, touching only the rows of the batch's features."""
     hp, t = state.hyperparameters, state.tensors
-    held = _held_out(state, index).to(x.device)
+    held = selection.records_held_out(state, index).to(x.device)
     forward = _forward(state, x)
     s = forward[5]
     validating = held if bool(held.any()) or hp["holdout_fraction"] > 0 or state.meta.get("external_validation") \
         else torch.ones_like(held)  # no holdout: validate progressively on training records, before their update
     if bool(validating.any()):
-        _rotate_summaries(state, int(index[0]))
+        selection.rotate_summaries(state, int(index[0]))
         _summarize(state, "current_", s[validating], y[validating], w[validating])
     train = ~held
     n_train = int(train.sum())
@@ -401,13 +398,13 @@ def end_epoch(state: State, validation: Iterable[Batch] | None = None) -> tuple[
             if x.shape[0]:
                 _summarize(state, "validation_", scores(state, x), y, w)
     else:
-        t.update({f"validation_{k}": v for k, v in _epoch_summary(state).items()})
+        t.update({f"validation_{k}": v for k, v in selection.epoch_summary(state).items()})
     for k in [k for k in t if k.startswith("previous_")]:
         del t[k]
     for k in [k for k in t if k.startswith("current_")]:
         t[k].zero_()
     meta.update(summary_restart_at=FIRST_ROTATION, epochs_done=meta["epochs_done"] + 1, epoch_records=0)
-    values = _values(state, _summary(state, "validation_"), _criterion(hp))
+    values = _values(state, selection.prefixed(state, "validation_"), _criterion(hp))
     if hp["epochs"] > 1:  # keep each model's best epoch: its parameters and the summaries that chose it
         selection.keep_best(t, values, PARAMETERS)
     selection.early_stopping(meta, values, hp["early_stopping_patience"], hp["early_stopping_tolerance"])
@@ -512,8 +509,8 @@ def finalize(state: State, **choice: Any) -> FMModel:
         raise UsageError("the state has seen no records: nothing to finalize")
     best = "best_bias" in t
     params = {p: t[("best_" if best else "") + p] for p in PARAMETERS}
-    summary = _summary(state, "best_validation_") if best else _summary(state, "validation_") \
-        if "validation_weight" in t else _epoch_summary(state)
+    summary = selection.prefixed(state, "best_validation_") if best else selection.prefixed(state, "validation_") \
+        if "validation_weight" in t else selection.epoch_summary(state)
     criterion = _criterion({**hp, **c})
     targets = {k: c[k] for k in ("f_beta", "target_precision", "target_recall")}
     values = _values(state, summary, criterion, **targets)
@@ -562,7 +559,7 @@ def epoch_metrics(state: State) -> dict[str, Any]:
     """What a `validation` event reports at an epoch's end: this epoch's best model's figures, and apart from them
     the best so far (the model finalize would give now)."""
     hp = state.hyperparameters
-    summary = _summary(state, "validation_")
+    summary = selection.prefixed(state, "validation_")
     values = _values(state, summary, _criterion(hp))
     m = int(torch.where(torch.isfinite(values), values, torch.full_like(values, -math.inf)).argmax()) \
         if bool(torch.isfinite(values).any()) else 0
@@ -575,7 +572,7 @@ def describe(state: State) -> dict[str, Any]:
     """The grid, and each model's validation metrics."""
     hp, t, meta = state.hyperparameters, state.tensors, state.meta
     prefix = "best_validation_" if "best_validation_weight" in t else "validation_"
-    summary = _summary(state, prefix) if prefix + "weight" in t else _epoch_summary(state)
+    summary = selection.prefixed(state, prefix) if prefix + "weight" in t else selection.epoch_summary(state)
     models = [{**g, "validation": _metrics_of(hp, summary, m, summaries.BINS // 2, hp["f_beta"])}
               for m, g in enumerate(meta["grid"])]
     return {"records_seen": meta["records_seen"], "records_trained": meta["records_trained"],
