@@ -385,10 +385,31 @@ def run_one(system: str, ds: str, spec: dict, args, env: dict) -> dict:
     return r
 
 
+def table(paths: list[Path]) -> str:
+    """Markdown tables of the runs in results files (later files' runs replace earlier ones of the same pair)."""
+    runs: dict[tuple[str, str], dict] = {}
+    for path in paths:
+        for r in json.loads(path.read_text())["runs"]:
+            runs[(r["dataset"], r["system"])] = r
+    lines = ["| data set | system | test metric | wall s | training records/s | peak MiB | status |", "|---" * 7 + "|"]
+    for (ds, system), r in runs.items():
+        m = r.get("metrics") or {}
+        metric = f"RMSE {m['rmse']:.4f}" if "rmse" in m else f"AUC {m['roc_auc_score']:.4f}, log loss " \
+            f"{m.get('binary_classification_cross_entropy', m.get('objective_loss', float('nan'))):.4f}" if m else ""
+        rate = f"{r['records_per_s']:,.0f}" if r.get("records_per_s") else ""
+        wall = f"{r['wall_s']:.1f}" if r.get("wall_s") else ""
+        peak = f"{r['peak_bytes'] / 2**20:,.0f}" if r.get("peak_bytes") else ""
+        lines.append(f"| {ds} | {LABELS[system]} | {metric} | {wall} | {rate} | {peak} | {r['status'][:60]} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["_worker"]:
         return _worker(argv[1:])
+    if argv[:1] == ["--table"]:  # run_fm.py --table RESULTS.json ...: the report's table
+        print(table([Path(a) for a in argv[1:]]))
+        return 0
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sets", default="movielens,adult,flights,click")
     p.add_argument("--systems", default=",".join(SYSTEMS))
