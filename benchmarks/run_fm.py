@@ -392,7 +392,10 @@ def table(paths: list[Path]) -> str:
         for r in json.loads(path.read_text())["runs"]:
             runs[(r["dataset"], r["system"])] = r
     lines = ["| data set | system | test metric | wall s | training records/s | peak MiB | status |", "|---" * 7 + "|"]
-    for (ds, system), r in runs.items():
+    order = ("MovieLens", "adult", "flights", "click")
+    rank = lambda key: (next(i for i, o in enumerate(order + ("",)) if key[0].startswith(o)), key[0],  # noqa: E731
+                        SYSTEMS.index(key[1]))
+    for (ds, system), r in sorted(runs.items(), key=lambda kv: rank(kv[0])):
         m = r.get("metrics") or {}
         metric = f"RMSE {m['rmse']:.4f}" if "rmse" in m else f"AUC {m['roc_auc_score']:.4f}, log loss " \
             f"{m.get('binary_classification_cross_entropy', m.get('objective_loss', float('nan'))):.4f}" if m else ""
