@@ -144,8 +144,14 @@ def test_a_continued_state_learns_new_data_and_forgets_earlier_best_epochs():
     state = _train(fm, hp, old, epochs=2)
     assert "best_bias" in state.tensors
     before = fm.finalize(state)
+    factors = state.tensors["factors"].clone()
     state = fm.continued(state)
     assert not any(k.startswith(("best_", "validation_")) for k in state.tensors) and state.meta["bad_epochs"] == 0
+    # the grid's first half goes on from the old factors, its second half starts afresh (small factors again)
+    M, k = len(state.meta["grid"]), BINARY["num_factors"]
+    kept, now = factors.view(-1, M, k), state.tensors["factors"].view(-1, M, k)
+    assert torch.equal(now[:, :M - M // 2], kept[:, :M - M // 2])
+    assert now[:, M - M // 2:].abs().mean() < 0.2 * kept[:, M - M // 2:].abs().mean()
     for _ in range(2):
         for s in range(0, len(new), 500):
             part = torch.from_numpy(new[s:s + 500])

@@ -11,6 +11,7 @@ import torch
 import onepass
 from onepass import DataError, IncompatibleStateError, State, load_model
 from onepass.algorithms import linear as ll
+from onepass.algorithms import _csr, selection
 from onepass.algorithms import score_summaries as summaries
 from onepass.algorithms.losses import LOSSES, MULTICLASS, REGRESSION, loss_and_grad
 from onepass.data.batches import Batch
@@ -171,7 +172,7 @@ def test_holdout_records_are_never_trained_on_and_balanced_weights_follow_the_sa
     y[:9000][torch.arange(9000) % 4 != 0] = 0.0  # about 1 in 8 positive
     state = _fit({"predictor_type": "binary_classifier", "positive_example_weight_mult": "auto",
                   "holdout_fraction": 0.2}, x, y)
-    held = ll._held_out(state, torch.arange(10000))
+    held = selection.records_held_out(state, torch.arange(10000))
     assert state.meta["records_trained"] == 10000 - int(held.sum())
     assert 0.17 < float(held.float().mean()) < 0.23
     balanced = float((y == 0).sum() / (y == 1).sum())  # the scaling sample is all 10,000 records
@@ -274,7 +275,7 @@ def test_present_columns_are_torch_unique_by_either_path(d):
     g = torch.Generator().manual_seed(d)
     for n in (0, 1, 50, 5000):
         col = (torch.rand(n, generator=g) ** 2 * d).long()
-        cols, place = ll._present_columns(col, d)
+        cols, place = _csr.present_columns(col, d)
         want_cols, want_place = torch.unique(col, return_inverse=True)
         assert torch.equal(cols, want_cols) and torch.equal(place, want_place)
         assert torch.equal(cols[place], col)

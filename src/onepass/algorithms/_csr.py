@@ -85,3 +85,18 @@ def index_add_rows(out: torch.Tensor, idx: torch.Tensor, x: torch.Tensor) -> tor
     rows = torch.repeat_interleave(idx, x.crow_indices().diff(), output_size=x.values().shape[0])
     out.view(-1).index_add_(0, rows * d + x.col_indices(), x.values().to(out.dtype))
     return out
+
+
+def present_columns(col: torch.Tensor, d: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distinct columns of a batch, ascending, and each entry's place among them: torch.unique(col,
+    return_inverse=True). While d is at most 32 x the entries a mask of the d columns is faster than unique's
+    sort (1,838 columns, 27,000 entries: 0.15 against 1.2 ms); at 10^6 columns and 20,000 entries they are
+    even, and beyond the mask's O(d) loses."""
+    if d > 32 * len(col):
+        return torch.unique(col, return_inverse=True)
+    present = torch.zeros(d, dtype=torch.bool, device=col.device)
+    present[col] = True
+    cols = present.nonzero().squeeze(1)
+    place = torch.empty(d, dtype=torch.long, device=col.device)
+    place[cols] = torch.arange(len(cols), device=col.device)
+    return cols, place[col]

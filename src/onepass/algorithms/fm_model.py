@@ -8,17 +8,11 @@ from typing import Any
 import torch
 
 from ..data.batches import Batch
-from ..errors import UsageError
-from . import score_summaries as summaries
 from .base import Model, takes_arrays
-from .linear_model import metrics as _linear_metrics
-from .losses import loss_only
+from .linear_model import labelled_sums, metrics as _metrics
+from .linear_options import kind as _kind
 
 NAME = "factorization_machines"
-
-
-def _kind(hp: dict[str, Any]) -> str:
-    return "binary" if hp["predictor_type"] == "binary_classifier" else "regression"
 
 
 class FMModel(Model):
@@ -59,21 +53,12 @@ def named(hp: dict[str, Any], values: dict[str, float]) -> dict[str, float]:
 
 def evaluate(model: FMModel, batch: Batch) -> dict[str, torch.Tensor]:
     """Summary sums of one batch (the trainer adds them up over a test or validation source)."""
-    if batch.y is None:
-        raise UsageError("evaluating factorization machines needs labels: name the label column (--label-column)")
-    x = batch.x.to(model.weight.device)
-    y = batch.y.to(x.device, torch.float32)
-    w = batch.w.to(x.device, torch.float32) if batch.w is not None else torch.ones_like(y)
-    s = model.decision_function(x)[:, None]
-    kind = _kind(model.meta)
-    part = summaries.empty(kind, 1, 1, x.device)
-    summaries.add(part, kind, s, y, w, loss_only(model.meta["loss"], s, y))
-    return part
+    return labelled_sums(model, batch, "factorization machines")
 
 
 def metrics(model: FMModel, sums: dict[str, Any]) -> dict[str, float]:
     """SageMaker's metric names from summed `evaluate` results."""
-    return named(model.meta, _linear_metrics(model, sums))
+    return named(model.meta, _metrics(model, sums))
 
 
 def summary(model: FMModel) -> list[str]:

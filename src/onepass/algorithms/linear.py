@@ -54,7 +54,7 @@ import torch
 from ..data.batches import Batch
 from ..errors import DataError, UsageError
 from ..state import State
-from . import _fast_sparse, reservoir, selection
+from . import _csr, _fast_sparse, reservoir, selection
 from . import score_summaries as summaries
 from .base import check_mergeable
 from .grid import DEFAULT_LR, LR_STEPS, OPTIMIZERS, PENALTY_STEPS, model_grid  # noqa: F401 (public names)
@@ -84,8 +84,7 @@ def init(hyperparameters: dict[str, Any], n_features: int, seed: int = 0,
          device: str | torch.device = "cpu") -> State:
     """M models of `n_features` features, initialized from `seed`; the scaling sample still to collect."""
     hp = HYPERPARAMETERS.parse(hyperparameters)
-    if hp["feature_dim"] is not None and hp["feature_dim"] != n_features:
-        raise UsageError(f"hyperparameter feature_dim = {hp['feature_dim']} but the data has {n_features} features")
+    selection.check_feature_dim(hp, n_features)
     grid = model_grid(hp)
     M, C = len(grid), hp["num_classes"] if hp["predictor_type"] == "multiclass_classifier" else 1
     gen = torch.Generator().manual_seed(seed)
@@ -273,14 +272,6 @@ def _class_weights(state: State, y: torch.Tensor, w: torch.Tensor) -> None:
 
 # ----------------------------------------------------------------------------------------------- training
 
-def _held_out(state: State, index: torch.Tensor) -> torch.Tensor:
-    """Whether each record (by its position in the epoch) is held out for validation: a fixed hash, so the same
-    records are held out in every epoch and after a resume."""
-    if state.meta.get("external_validation"):
-        return torch.zeros(len(index), dtype=torch.bool)
-    return selection.held_out(index, state.hyperparameters["holdout_fraction"], state.meta["seed"])
-
-
 def _sampling(state: State) -> bool:
     """Whether held-out records go to the reservoir (else to progressive summaries): records are held out, and
     the sample has a budget."""
@@ -328,7 +319,7 @@ def _step(state: State, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, index
     """Score a batch with every model (validation records go to the summaries), then one update of every model
     on the training records."""
     hp, t = state.hyperparameters, state.tensors
-    held_host = _held_out(state, index)  # from the records' positions, on the host: counting it reads no GPU
+    held_host = selection.records_held_out(state, index)  # on the host, from the positions: reads no GPU
     held = held_host.to(x.device)
     xs = _scale(state, x)
     s = _raw_scores(state, xs)
@@ -370,35 +361,14 @@ def _validate(state: State, x: torch.Tensor, s: torch.Tensor, y: torch.Tensor, w
     progressive = state.hyperparameters["holdout_fraction"] <= 0 and not state.meta.get("external_validation")
     validating = torch.ones_like(held) if progressive and not bool(held.any()) else held
     if bool(validating.any()):
-        _rotate_summaries(state, int(index[0]))
+        selection.rotate_summaries(state, int(index[0]))
         rows = validating.nonzero().squeeze(1).to(s.device)  # indices found on the host: no mask on a GPU
         _summarize(state, "current_", s[rows], y[rows], w[rows])
 
 
-def _rotate_summaries(state: State, position: int) -> None:
-    """Held-out records are scored by the models as they are then, so early records judge early models. When the
-    epoch reaches the next doubling point, the summary so far becomes `previous_` and a new one starts: the two
-    together always cover at least the latest half of the epoch's validation records."""
-    t, meta = state.tensors, state.meta
-    if position < meta["summary_restart_at"]:
-        return
-    while meta["summary_restart_at"] <= position:
-        meta["summary_restart_at"] *= 2
-    for k in [k for k in t if k.startswith("current_")]:
-        t["previous_" + k[len("current_"):]] = t[k].clone()
-        t[k].zero_()
-
-
-def _epoch_summary(state: State) -> dict[str, torch.Tensor]:
-    """This epoch's validation summary: the current part plus the previous one (see `_rotate_summaries`)."""
-    t = state.tensors
-    return {k[len("current_"):]: v + t["previous_" + k[len("current_"):]] if "previous_" + k[len("current_"):] in t
-            else v.clone() for k, v in t.items() if k.startswith("current_")}
-
-
 def _summarize(state: State, prefix: str, s: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> None:
     """Add scored records (raw scores s, labels y in their own units) to the summaries named `prefix`."""
-    _summarize_into(state, _summary(state, prefix), s, y, w)
+    _summarize_into(state, selection.prefixed(state, prefix), s, y, w)
 
 
 def _summarize_into(state: State, part: dict[str, torch.Tensor], s: torch.Tensor, y: torch.Tensor,
@@ -439,7 +409,7 @@ def _apply(state: State, xs: torch.Tensor, G: torch.Tensor) -> None:
         if sparse:  # lazy: only the rows of features present in the batch
             # index_select / index_copy_ rather than W[cols]: 3-4 x faster gathers and scatters of (d, M C) rows
             rows_of = torch.repeat_interleave(torch.arange(xs.shape[0], device=G.device), xs.crow_indices().diff())
-            cols, inverse = _present_columns(xs.col_indices(), xs.shape[1])
+            cols, inverse = _csr.present_columns(xs.col_indices(), xs.shape[1])
             gW = torch.zeros(len(cols), G.shape[1], device=G.device).index_add_(
                 0, inverse, G.index_select(0, rows_of).mul_(xs.values()[:, None]))
             W, m1, m2 = (t[k].index_select(0, cols) for k in ("weight", "m1", "m2"))
@@ -461,21 +431,6 @@ def _kinds(state: State) -> np.ndarray:
     """Each column's optimizer as the C kernel numbers them (int8, one per column of W)."""
     C = state.meta["classes"]
     return np.repeat(np.array([_fast_sparse.KINDS[g["optimizer"]] for g in state.meta["grid"]], np.int8), C)
-
-
-def _present_columns(col: torch.Tensor, d: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The distinct columns of a batch, ascending, and each entry's place among them: torch.unique(col,
-    return_inverse=True). While d is at most 32 x the entries a mask of the d columns is faster than unique's
-    sort (1,838 columns, 27,000 entries: 0.15 against 1.2 ms); at 10^6 columns and 20,000 entries they are
-    even, and beyond the mask's O(d) loses."""
-    if d > 32 * len(col):
-        return torch.unique(col, return_inverse=True)
-    present = torch.zeros(d, dtype=torch.bool, device=col.device)
-    present[col] = True
-    cols = present.nonzero().squeeze(1)
-    place = torch.empty(d, dtype=torch.long, device=col.device)
-    place[cols] = torch.arange(len(cols), device=col.device)
-    return cols, place[col]
 
 
 def _optimize(state: State, p: torch.Tensor, g: torch.Tensor, m1: torch.Tensor, m2: torch.Tensor,
@@ -525,7 +480,7 @@ def end_epoch(state: State, validation: Iterable[Batch] | None = None) -> tuple[
         for k, v in _sample_summary(state, t["weight"], t["bias"]).items():
             t["validation_" + k] = v
     else:
-        for k, v in _epoch_summary(state).items():
+        for k, v in selection.epoch_summary(state).items():
             t["validation_" + k] = v
     for k in [k for k in t if k.startswith("previous_")]:
         del t[k]
@@ -534,7 +489,7 @@ def end_epoch(state: State, validation: Iterable[Batch] | None = None) -> tuple[
     meta["summary_restart_at"] = hp["num_point_for_scaler"]
     meta["epochs_done"] += 1
     meta["epoch_records"] = 0
-    summary = _summary(state, "validation_")
+    summary = selection.prefixed(state, "validation_")
     values = selection.values(summary, _criterion(state, summary), _targets(hp, {}))
     if hp["epochs"] > 1:  # keep each model's best epoch: its weights and the summaries that chose it
         selection.keep_best(t, values, ("weight", "bias"))
@@ -587,10 +542,6 @@ def _judged_on(state: State, summary: dict[str, torch.Tensor]) -> float:
     return float(summary["weight"].max()) if summary["weight"].numel() else 0.0
 
 
-def _summary(state: State, prefix: str) -> dict[str, torch.Tensor]:
-    return {k[len(prefix):]: v for k, v in state.tensors.items() if k.startswith(prefix)}
-
-
 def _targets(hp: dict[str, Any], given: dict[str, Any]) -> dict[str, float]:
     return selection.targets(hp, given)
 
@@ -622,8 +573,8 @@ def _choice_summary(st: State) -> tuple[torch.Tensor, torch.Tensor, dict[str, to
     if _sampling(st) and st.meta["reservoir"]["rows"]:
         return W, bias, _sample_summary(st, W, bias)
     if "best_weight" in t:
-        return W, bias, _summary(st, "best_validation_")
-    return W, bias, _summary(st, "validation_") if "validation_weight" in t else _epoch_summary(st)
+        return W, bias, selection.prefixed(st, "best_validation_")
+    return W, bias, selection.prefixed(st, "validation_") if "validation_weight" in t else selection.epoch_summary(st)
 
 
 # ----------------------------------------------------------------------------------------------------- merge
@@ -785,7 +736,7 @@ def epoch_metrics(state: State) -> dict[str, Any]:
     """What a `validation` event reports at an epoch's end: the figures of this epoch's models (the best of them
     under the criterion), and apart from them the best so far, the model finalize would give now."""
     hp = state.hyperparameters
-    summary = _summary(state, "validation_")
+    summary = selection.prefixed(state, "validation_")
     crit = _criterion(state, summary)
     target = _targets(hp, {})
     m = selection.best_model(selection.values(summary, crit, target))

@@ -53,17 +53,23 @@ class LinearModel(Model):
 def evaluate(model: LinearModel, batch: Batch) -> dict[str, Any]:
     """Summary sums of one batch (the trainer adds them up over a test or validation source)."""
     meta = model.meta
-    kind = {"binary_classifier": "binary", "multiclass_classifier": "multiclass", "regressor": "regression"}[
-        meta["predictor_type"]]
+    return labelled_sums(model, batch, "a linear learner", meta["classes"], meta["loss_options"],
+                         meta["accuracy_top_k"])
+
+
+def labelled_sums(model: Model, batch: Batch, what: str, classes: int = 1, loss_options: dict[str, float] | None = None,
+                  top_k: int = 3) -> dict[str, Any]:
+    """A model's score summary of one labelled batch (the models whose `decision_function` gives raw scores)."""
     if batch.y is None:
-        raise UsageError("evaluating a linear learner needs labels: name the label column (--label-column)")
+        raise UsageError(f"evaluating {what} needs labels: name the label column (--label-column)")
     x = batch.x.to(model.weight.device)
     y = batch.y.to(x.device, torch.float32)
     w = batch.w.to(x.device, torch.float32) if batch.w is not None else torch.ones_like(y)
     s = model.decision_function(x)[:, None]
-    part = summaries.empty(kind, 1, meta["classes"], x.device)
-    loss = loss_only(meta["loss"], s, y, **meta["loss_options"])
-    summaries.add(part, kind, s, y, w, loss, top_k=meta["accuracy_top_k"])
+    kind = _kind(model.meta)
+    part = summaries.empty(kind, 1, classes, x.device)
+    loss = loss_only(model.meta["loss"], s, y, **(loss_options or {}))
+    summaries.add(part, kind, s, y, w, loss, top_k=top_k)
     return part
 
 

@@ -1,6 +1,6 @@
 """Choosing a model of a grid and its decision threshold from held-out records, so that the choice holds on new data.
 
-Shared by the algorithms that train a grid of models at once (the linear learner; factorization machines next).
+Shared by the algorithms that train a grid of models at once (the linear learner, factorization machines).
 
 Which records are held out.  A fixed hash of a record's position in the epoch (SplitMix64 of seed and position)
 below `holdout_fraction`: the same records in every epoch and after a resume, never trained on.
@@ -56,6 +56,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import UsageError
+from ..state import State
 from . import score_summaries as summaries
 
 # Held-out records below which `auto` chooses by the loss, not by accuracy (the table in the docstring: at 42-300
@@ -222,3 +224,46 @@ def model_metrics(kind: str, summary: dict[str, torch.Tensor], m: int, edge: int
     else:
         out.update(summaries.regression_metrics(summary["errors"][m], weight))
     return out
+
+# ------------------------------------------------------------------ a grid's progressive validation summaries
+# The state keeps summaries under prefixes: `current_` (this epoch, since the last restart), `previous_` (the part
+# before it), `validation_` (the last epoch's) and `best_validation_` (each model's best epoch).
+
+def check_feature_dim(hp: dict[str, Any], n_features: int) -> None:
+    """The data's width against a given `feature_dim`."""
+    if hp["feature_dim"] is not None and hp["feature_dim"] != n_features:
+        raise UsageError(f"hyperparameter feature_dim = {hp['feature_dim']} but the data has {n_features} features")
+
+
+def records_held_out(state: State, index: torch.Tensor) -> torch.Tensor:
+    """Whether each record (by its position in the epoch) is held out for validation: a fixed hash, so the same
+    records are held out in every epoch and after a resume."""
+    if state.meta.get("external_validation"):
+        return torch.zeros(len(index), dtype=torch.bool)
+    return held_out(index, state.hyperparameters["holdout_fraction"], state.meta["seed"])
+
+
+def rotate_summaries(state: State, position: int) -> None:
+    """Held-out records are scored by the models as they are then, so early records judge early models. When the
+    epoch reaches the next doubling point, the summary so far becomes `previous_` and a new one starts: the two
+    together always cover at least the latest half of the epoch's validation records."""
+    t, meta = state.tensors, state.meta
+    if position < meta["summary_restart_at"]:
+        return
+    while meta["summary_restart_at"] <= position:
+        meta["summary_restart_at"] *= 2
+    for k in [k for k in t if k.startswith("current_")]:
+        t["previous_" + k[len("current_"):]] = t[k].clone()
+        t[k].zero_()
+
+
+def epoch_summary(state: State) -> dict[str, torch.Tensor]:
+    """This epoch's validation summary: the current part plus the previous one (see `rotate_summaries`)."""
+    t = state.tensors
+    return {k[len("current_"):]: v + t["previous_" + k[len("current_"):]] if "previous_" + k[len("current_"):] in t
+            else v.clone() for k, v in t.items() if k.startswith("current_")}
+
+
+def prefixed(state: State, prefix: str) -> dict[str, torch.Tensor]:
+    """The summary tensors stored under `prefix`, by their own names."""
+    return {k[len(prefix):]: v for k, v in state.tensors.items() if k.startswith(prefix)}
