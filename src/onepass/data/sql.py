@@ -36,7 +36,7 @@ def read(inp: Input, file_index: int, *, label: str | int | None = None, header:
     """Yield chunks of the query's rows; a chunk's base is the rows before it (the query cannot restart midway).
     `bad` (on_bad_record="skip"): rows holding a NULL, a value that is not a number or not finite are left out and
     attached to the chunks; base then counts the good rows."""
-    with _rows(inp) as (names, fetches):
+    with query_rows(inp) as (names, fetches):
         y_col, w_col, x_cols = resolve_columns(label, weight, names, inp.path)
         if not x_cols:
             raise DataError("the query returns no feature columns (only the label or the weight)", source=inp.path,
@@ -85,7 +85,7 @@ def _numbers(rows: list, names: list[str], source: str, first: int,
 
 
 @contextmanager
-def _rows(inp: Input):
+def query_rows(inp: Input):
     """(column names, an iterator of row lists) for the query of `inp`; the connection closes on exit."""
     url = inp.connect or inp.path
     if url.lower().startswith("sqlite://"):
