@@ -107,8 +107,8 @@ from .base import Model, check_mergeable, takes_arrays
 NAME = "ntm"
 VERSION = 1
 ACCEPTS_SPARSE = True
-STRUCTURAL = ("num_topics", "extra_num_topics", "decoder", "encoder_layers", "encoder_layers_activation", "batch_norm", "feature_dim",
-              "optimizer")
+STRUCTURAL = ("num_topics", "extra_num_topics", "decoder", "encoder_layers", "encoder_layers_activation", "batch_norm",
+              "feature_dim", "optimizer")
 DEFAULT_DECODER = "prodlda"
 TOP_WORDS = 10          # words per topic in the model's `topics` and in topic uniqueness (SageMaker's TU: 10)
 PARAMETER_SEED = 0x5EED  # the initial parameters' generator: the same start for every run (see the docstring)
