@@ -129,7 +129,8 @@ def run_method(method: str, k: int, variant: dict) -> dict:
         t0 = time.perf_counter()  # from the raw training text: tokenizing and counting are part of the run
         hp = {"num_topics": k, "vocab": str(WORK / "vocab.txt"),
               "decoder": "nvdm" if method == "onepass_nvdm" else "prodlda", **variant}
-        result = onepass.train("ntm", str(WORK / "train.csv"), WORK / f"run_{method}_{k}_{os.getpid()}", text_column="text",
+        result = onepass.train("ntm", str(WORK / "train.csv"), WORK / f"run_{method}_{k}_{os.getpid()}",
+                               text_column="text",
                                validation=str(WORK / "held.csv"), hyperparameters=hp, threads=1, overwrite=True,
                                checkpoint_seconds=None)
         topics = result.model.meta["topics"]
@@ -206,7 +207,7 @@ import resource, subprocess, sys
 gen = subprocess.Popen([sys.executable, "-m", "onepass", "datasets", "topics", "--n", sys.argv[1], "--d", "200",
                         "--no-label"], stdout=subprocess.PIPE)
 subprocess.run([sys.executable, "-m", "onepass", "train", "ntm", "--data", "-", "--out", sys.argv[2], "--quiet",
-                "--threads", "1", "--num-topics", "20", "--epochs", "1"], stdin=gen.stdout, check=True)
+                "--threads", "1", "--num-topics", "20", "--epochs", "1", "--overwrite"], stdin=gen.stdout, check=True)
 peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the trainer's: the generator is not reaped yet
 gen.stdout.close()
 assert gen.wait() == 0
