@@ -261,6 +261,26 @@ def test_plain_text_and_json_lines_read_alike_and_words_outside_the_vocabulary_a
     assert np.allclose(rows, expected.numpy(), atol=1e-6)
 
 
+def test_a_text_column_of_a_sql_query_trains_as_the_same_texts_in_csv(tmp_path):
+    import sqlite3
+    texts = _texts(600, 3)
+    with sqlite3.connect(tmp_path / "docs.db") as db:
+        db.execute("CREATE TABLE reviews (id INTEGER, review TEXT)")
+        db.executemany("INSERT INTO reviews VALUES (?, ?)", list(enumerate(texts)) + [(600, None)])
+    db.close()
+    url, hp = f"sqlite:///{tmp_path / 'docs.db'}", {"num_topics": 3}
+    from_sql = train("ntm", url, tmp_path / "s", query="SELECT id, review FROM reviews WHERE id < 600 ORDER BY id",
+                     text_column="review", hyperparameters=hp, epochs=1, threads=1)
+    from_csv = train("ntm", str(_csv_of_texts(tmp_path / "docs.csv", texts)), tmp_path / "c", text_column="review",
+                     hyperparameters=hp, epochs=1, threads=1)
+    for name in ntm.parameters(from_sql.state.tensors, from_sql.state.hyperparameters):
+        assert torch.equal(from_sql.state.tensors[name], from_csv.state.tensors[name]), name
+    assert ntm.vocabulary(from_sql.state) == ntm.vocabulary(from_csv.state)
+    with pytest.raises(DataError, match="row 601: field 'review' is missing, not text"):
+        train("ntm", url, tmp_path / "bad", query="SELECT review FROM reviews ORDER BY id", text_column="review",
+              hyperparameters=hp, epochs=1, threads=1)
+
+
 def test_a_run_on_raw_text_resumes_with_the_same_vocabulary_and_state(tmp_path):
     from test_trainer_interface import _CrashAt
     path = str(_csv_of_texts(tmp_path / "docs.csv", _texts(3000, 2)))
@@ -330,3 +350,37 @@ def test_the_scikit_learn_transformer_fits_counts_like_latent_dirichlet_allocati
     with pytest.raises(ValueError, match="negative"):
         NTM(n_components=2).fit(-docs[:10])
     assert onepass.NTM is NTM
+
+
+# ------------------------------------------------------------------------------------ packed topic counts
+
+def test_packed_topic_counts_train_in_one_pass_and_num_topics_network_is_the_unpacked_one():
+    docs = _documents(1200, 4, d=30, k=3)
+    alone = ntm.init({"num_topics": 3, "sub_sample": 0.8}, n_features=30)
+    both = ntm.init({"num_topics": 3, "extra_num_topics": "2,6", "sub_sample": 0.8}, n_features=30)
+    for i in range(0, len(docs), 200):
+        alone = ntm.update(alone, Batch(torch.from_numpy(docs[i:i + 200])))
+        both = ntm.update(both, Batch(torch.from_numpy(docs[i:i + 200])))
+    for name, t in ntm.parameters(alone.tensors, alone.hyperparameters).items():
+        assert torch.equal(t, both.tensors[name]), name
+    six = ntm.finalize(both, num_topics=6)
+    assert six.meta["num_topics"] == 6 and six.transform(torch.from_numpy(docs[:5])).shape == (5, 6)
+    assert ntm.finalize(both).meta["num_topics"] == 3
+    with pytest.raises(UsageError, match="trained 3, 2, 6 topics"):
+        ntm.finalize(both, num_topics=5)
+    with pytest.raises(UsageError, match="extra_num_topics"):
+        ntm.init({"num_topics": 3, "extra_num_topics": "3"}, n_features=30)
+
+
+def test_finalize_picks_a_packed_topic_count_by_validation_perplexity_and_plots_its_topics(tmp_path):
+    docs = _documents(2000, 5, d=30, k=3)
+    result = train("ntm", docs[:1600], tmp_path / "r", validation=docs[1600:], epochs=2, threads=1,
+                   hyperparameters={"num_topics": 2, "extra_num_topics": "3,8", "learning_rate": 0.02})
+    counts = ntm.describe(result.state)["topic_counts"]  # what inspect --json shows of the state
+    assert sorted(counts) == ["2", "3", "8"] and len(counts["8"]["topics"]) == 8
+    best = min(counts, key=lambda k: counts[k]["validation_perplexity"])
+    assert ntm.finalize(result.state, select="perplexity").meta["num_topics"] == int(best)
+    done = run_cli("finalize", str(tmp_path / "r"), "--num-topics", "8", "--plot", str(tmp_path / "topics.png"),
+                   check=True)
+    assert "model: 8 topics" in done.stdout and (tmp_path / "topics.png").read_bytes()[:4] == b"\x89PNG"
+    assert load_model(tmp_path / "r").meta["num_topics"] == 8

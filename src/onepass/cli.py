@@ -201,7 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--k-range", metavar="A:B", help="kmeans: report the cost for each k in A..B (elbow)")
     f.add_argument("--plot", metavar="FILE.png", help="kmeans: the cost against k; linear_learner (binary): "
                    "precision against recall; pca: the explained variance "
-                   "of every component the state holds (needs matplotlib)")
+                   "of every component the state holds; ntm: each topic's top words with their weights "
+                   "(needs matplotlib)")
 
     p = sub.add_parser("predict", allow_abbrev=False, help="apply a model to a source")
     p.add_argument("model", help="a run folder or a model file")
@@ -486,10 +487,10 @@ def _print_model(algorithm: str, model: Model) -> None:
 def cmd_finalize(args, extra: list[str]) -> int:
     state = State.load(args.state)
     algo = algorithms.get(state.algorithm)
-    plotted = ("kmeans", "pca", "linear_learner")
+    plotted = ("kmeans", "pca", "linear_learner", "ntm")
     if (args.k_range and state.algorithm != "kmeans") or (args.plot and state.algorithm not in plotted):
         raise UsageError(f"{state.algorithm} has no {'--k-range' if args.k_range else '--plot'} "
-                         "(--k-range: kmeans; --plot: kmeans, pca and binary linear_learner)")
+                         "(--k-range: kmeans; --plot: kmeans, pca, binary linear_learner and ntm)")
     choice = _extra_options(extra, "finalize")
     if args.k_range:  # every request checked before anything is written: a refusal leaves the old model as it was
         _k_range(args.k_range, 1, state.meta["n_active"])
@@ -521,6 +522,9 @@ def cmd_finalize(args, extra: list[str]) -> int:
         recall, precision = algo.precision_recall(model)
         point = (model.meta["validation"].get("recall"), model.meta["validation"].get("precision"))
         print(f"plot:  {precision_recall(recall, precision, args.plot, chosen=point)}")
+    elif state.algorithm == "ntm" and args.plot:
+        from .plots import topics
+        print(f"plot:  {topics(model.top_word_weights(), args.plot)}")
     model.save(out)  # last: a failure above leaves the model file as it was
     print(f"model: {out}")
     return 0

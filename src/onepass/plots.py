@@ -91,3 +91,28 @@ def precision_recall(recall: list[float], precision: list[float], path: str | Pa
     _save(fig, path)
     plt.close(fig)
     return Path(path)
+
+
+def topics(weights: list[list[tuple[str, float]]], path: str | Path, most: int = 50,
+           title: str = "topics: top words and their weights") -> Path:
+    """A topic model's topics, one small panel each: its top words as bars of their weight in the topic."""
+    plt = _pyplot()
+    shown = weights[:most]
+    cols = min(5, len(shown))
+    rows = -(-len(shown) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 0.25 * max(len(t) for t in shown) * rows + 0.6 * rows),
+                             dpi=100, squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        if k >= len(shown):
+            ax.axis("off")
+            continue
+        words, ws = [w for w, _ in shown[k]][::-1], [v for _, v in shown[k]][::-1]  # the largest on top
+        ax.barh(range(len(ws)), ws, color=plt.cm.tab20(k % 20))
+        ax.set_yticks(range(len(ws)), words, fontsize=8)
+        ax.tick_params(axis="x", labelsize=7)
+        ax.set_title(f"topic {k}", fontsize=9)
+    fig.suptitle(title + (f" (the first {most} of {len(weights)})" if len(weights) > most else ""))
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+    return Path(path)

@@ -28,6 +28,15 @@ tensors of the state: a state saved after any batch and resumed gives the same s
 a run never stopped. The initial parameters come from a fixed generator, the same for every seed (the seed draws
 eps and sub-samples), so that states trained apart start alike and can be averaged.
 
+Packing.  `extra_num_topics` (e.g. 10,50,100) trains a network for each of those topic counts beside num_topics's,
+in the same pass: each mini-batch is read, checked and sub-sampled once, then every network takes its own step on
+it (SageMaker's model packing applied to topics; the networks differ in shape, so their steps run one after the
+other, not fused). num_topics's network keeps its tensors' names and its generator, so it is bit for bit the
+network an unpacked run trains; topic count K's live under "k{K}/" with their own generator. Every epoch scores each
+network (validation perplexity, early stopping: training stops once none improves), `describe` (inspect) shows
+each one's figures and topics, and finalize picks one without the data: `--num-topics K`, or `--select perplexity`
+(lowest last validation perplexity) or `--select uniqueness` (highest topic uniqueness).
+
 Input.  Word counts as sparse CSR batches (LibSVM, sparse RecordIO-protobuf; the first layer is a gather of the
 present words' weights, never a dense batch) or dense rows (CSV, dense RecordIO). A count that is negative or not
 finite, or a document of another width, is refused with a DataError naming the record; empty documents are
@@ -98,8 +107,8 @@ from .base import Model, check_mergeable, takes_arrays
 NAME = "ntm"
 VERSION = 1
 ACCEPTS_SPARSE = True
-STRUCTURAL = ("num_topics", "decoder", "encoder_layers", "encoder_layers_activation", "batch_norm", "feature_dim",
-              "optimizer")
+STRUCTURAL = ("num_topics", "extra_num_topics", "decoder", "encoder_layers", "encoder_layers_activation", "batch_norm",
+              "feature_dim", "optimizer")
 DEFAULT_DECODER = "prodlda"
 TOP_WORDS = 10          # words per topic in the model's `topics` and in topic uniqueness (SageMaker's TU: 10)
 PARAMETER_SEED = 0x5EED  # the initial parameters' generator: the same start for every run (see the docstring)
@@ -113,11 +122,27 @@ AVERAGED = ("network",)  # --sync-every: every parameter, as one flat tensor (sh
 def _check(hp: dict[str, Any]) -> None:
     if hp["num_topics"] is None:
         raise UsageError("hyperparameter num_topics is required: the number of topics (2 to 1000)")
+    topic_counts(hp)
     layers(hp)
+
+
+def topic_counts(hp: dict[str, Any]) -> list[int]:
+    """The topic counts the state trains: num_topics first, then `extra_num_topics` (model packing)."""
+    try:
+        extra = [int(k) for k in hp.get("extra_num_topics") or []]
+    except ValueError:
+        extra = [0]
+    if any(not 2 <= k <= 1000 for k in extra) or len(set(extra + [hp["num_topics"]])) != len(extra) + 1:
+        raise UsageError(f"hyperparameter extra_num_topics = {hp.get('extra_num_topics')!r} is invalid: expected "
+                         "distinct topic counts from 2 to 1000 other than num_topics, e.g. 10,50,100")
+    return [hp["num_topics"]] + extra
 
 
 HYPERPARAMETERS = HyperParameters([
     HP("num_topics", "int", None, "topics K (required)", low=2, high=1000),
+    HP("extra_num_topics", "list", [], "further topic counts trained in the same pass over the same batches, each "
+       "its own network (SageMaker's model packing applied to topics), e.g. 10,50,100; finalize --num-topics K or "
+       "--select perplexity|uniqueness picks one"),
     HP("feature_dim", "int", None, "vocabulary size V (required for LibSVM); checked against the data", low=1,
        high=1_000_000),
     HP("decoder", "str", DEFAULT_DECODER, "prodlda: softmax(softmax(z) B), a Dirichlet-like prior; nvdm: "
@@ -149,7 +174,13 @@ HYPERPARAMETERS = HyperParameters([
        low=0.0, high=1.0),
 ], check=_check)
 
-CHOICES = HyperParameters([])  # one model per state: the network as trained
+SELECT = ("perplexity", "uniqueness")
+CHOICES = HyperParameters([
+    HP("num_topics", "int", None, "which of the packed topic counts (num_topics, extra_num_topics) to finalize "
+       "(default: num_topics, or the one --select picks)", low=2, high=1000),
+    HP("select", "str", None, "pick the topic count by the last validation's perplexity (lowest; needs "
+       "--validation in training) or its topic uniqueness (highest)", choices=SELECT),
+])
 
 
 def layers(hp: dict[str, Any]) -> list[int]:
@@ -189,6 +220,24 @@ def init(hyperparameters: dict[str, Any], n_features: int, seed: int = 0,
     hp = HYPERPARAMETERS.parse({k: v for k, v in hyperparameters.items() if k != "vocabulary"})
     if hp["feature_dim"] is not None and hp["feature_dim"] != n_features:
         raise UsageError(f"hyperparameter feature_dim = {hp['feature_dim']} but the data has {n_features} words")
+    tensors: dict[str, torch.Tensor] = {}
+    for K in topic_counts(hp):
+        pre = prefix(hp, K)
+        tensors.update({pre + k: v for k, v in _network({**hp, "num_topics": K}, n_features, seed).items()})
+    tensors = {k: (v if k.endswith("rng") else v.to(device)) for k, v in tensors.items()}
+    meta = {"n_features": n_features, "records_seen": 0, "documents_trained": 0, "step": 0, "seed": seed,
+            "algorithm_version": VERSION, "epochs_done": 0, "best_loss": None, "bad_epochs": 0}
+    if len(topic_counts(hp)) > 1:  # each packed network's early-stopping record and latest validation
+        meta["packed"] = {str(K): {"best_loss": None, "bad_epochs": 0} for K in topic_counts(hp)[1:]}
+    state = State(NAME, hp, tensors, meta)
+    if built is not None or hp["vocab"]:
+        set_vocabulary(state, built.words if built is not None else vocab_file.read(hp["vocab"]))
+    return state
+
+
+def _network(hp: dict[str, Any], n_features: int, seed: int) -> dict[str, torch.Tensor]:
+    """One network's tensors: parameters from the fixed generator, zero moments, batch-norm statistics, the
+    epoch's sums and the generator that draws eps."""
     gen = torch.Generator().manual_seed(PARAMETER_SEED)
     tensors: dict[str, torch.Tensor] = {}
     for name, shape in _parameter_shapes(hp, n_features).items():
@@ -206,14 +255,25 @@ def init(hyperparameters: dict[str, Any], n_features: int, seed: int = 0,
         tensors["dec.bn_mean"], tensors["dec.bn_var"] = torch.zeros(n_features), torch.ones(n_features)
     # loss, words, documents of the epoch so far (early stopping without a validation source)
     tensors["epoch_sums"] = torch.zeros(3, dtype=torch.float64)
-    tensors = {k: v.to(device) for k, v in tensors.items()}
     tensors["rng"] = torch.Generator().manual_seed(seed).get_state()
-    meta = {"n_features": n_features, "records_seen": 0, "documents_trained": 0, "step": 0, "seed": seed,
-            "algorithm_version": VERSION, "epochs_done": 0, "best_loss": None, "bad_epochs": 0}
-    state = State(NAME, hp, tensors, meta)
-    if built is not None or hp["vocab"]:
-        set_vocabulary(state, built.words if built is not None else vocab_file.read(hp["vocab"]))
-    return state
+    return tensors
+
+
+def prefix(hp: dict[str, Any], K: int) -> str:
+    """Where topic count K's tensors live in the state: num_topics's under their own names (a packed state's
+    first network is the unpacked state's, bit for bit), a packed K's under "k{K}/"."""
+    return "" if K == hp["num_topics"] else f"k{K}/"
+
+
+def packed(state: State, K: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Topic count K's tensors (the state's own objects: in-place changes reach the state) and hyperparameters."""
+    hp = state.hyperparameters
+    if K not in topic_counts(hp):
+        raise UsageError(f"num_topics = {K}: the state trained {', '.join(map(str, topic_counts(hp)))} topics "
+                         "(num_topics, extra_num_topics)")
+    pre = prefix(hp, K)
+    t = {k[len(pre):]: v for k, v in state.tensors.items() if k.startswith(pre) and (pre or "/" not in k)}
+    return t, {**hp, "num_topics": K}
 
 
 def examples(stream: Stream, hyperparameters: dict[str, Any],
@@ -264,7 +324,9 @@ def parameters(tensors: dict[str, torch.Tensor], hp: dict[str, Any]) -> dict[str
 
 
 def update(state: State, batch: Batch) -> State:
-    """One optimizer step on the mini-batch's mean negative ELBO (the state's tensors change in place)."""
+    """One optimizer step of each packed network on the mini-batch's mean negative ELBO (the state's tensors
+    change in place). The documents (and `sub_sample`'s choice, drawn by num_topics's generator) are the same for
+    every topic count; each draws its own eps."""
     t, hp, meta = state.tensors, state.hyperparameters, state.meta
     x = checked_counts(batch, t["beta"].device, meta["n_features"], meta["records_seen"])
     meta["records_seen"] += x.shape[0]
@@ -279,20 +341,32 @@ def update(state: State, batch: Batch) -> State:
     if n == 0:
         t["rng"] = gen.get_state()
         return state
-    eps = torch.randn(n, hp["num_topics"], generator=gen).to(x.device)
-    t["rng"] = gen.get_state()
+    meta["step"] += 1
+    words = float(_lengths(x).sum())
+    for K in topic_counts(hp):
+        tk, hk = packed(state, K)
+        if K != hp["num_topics"]:
+            gen = torch.Generator()
+            gen.set_state(tk["rng"])
+        t[prefix(hp, K) + "rng"] = _step(tk, hk, x, gen, meta["step"], words)
+    meta["documents_trained"] += n
+    return state
+
+
+def _step(t: dict[str, torch.Tensor], hp: dict[str, Any], x: torch.Tensor, gen: torch.Generator, step: int,
+          words: float) -> torch.Tensor:
+    """One network's optimizer step on the non-empty documents x; returns its generator's new state."""
+    eps = torch.randn(x.shape[0], hp["num_topics"], generator=gen).to(x.device)
     params = {k: v.detach().requires_grad_(True) for k, v in parameters(t, hp).items()}
     rec, kl = _losses(params, t, hp, x, eps, training=True)
     loss = (rec + kl).mean()
     grads = torch.autograd.grad(loss, list(params.values()))
-    meta["step"] += 1
     with torch.no_grad():
         for (name, p), g in zip(parameters(t, hp).items(), grads):
-            _optimize(hp, meta["step"], p, g, t["m1." + name], t["m2." + name])
-        t["epoch_sums"] += torch.tensor([float((rec + kl).sum()), float(_lengths(x).sum()), n], dtype=torch.float64,
+            _optimize(hp, step, p, g, t["m1." + name], t["m2." + name])
+        t["epoch_sums"] += torch.tensor([float((rec + kl).sum()), words, x.shape[0]], dtype=torch.float64,
                                         device=t["epoch_sums"].device)
-    meta["documents_trained"] += n
-    return state
+    return gen.get_state()
 
 
 def checked_counts(batch: Batch, device: torch.device, n_features: int, before: int) -> torch.Tensor:
@@ -430,27 +504,36 @@ def _optimize(hp: dict[str, Any], step: int, p: torch.Tensor, g: torch.Tensor, m
 # ------------------------------------------------------------------------------------------ epochs, merge
 
 def end_epoch(state: State, validation: Iterable[Batch] | None = None) -> tuple[State, bool]:
-    """Close an epoch: score the validation source (or take the epoch's training loss), and say whether to stop."""
-    t, hp, meta = state.tensors, state.hyperparameters, state.meta
+    """Close an epoch: score the validation source (or take the epoch's training loss) with every packed
+    network, and say whether to stop: when none of them improved for `num_patience_epochs` epochs."""
+    hp, meta = state.hyperparameters, state.meta
+    counts = topic_counts(hp)
     if validation is not None:
-        model = finalize(state)
-        sums: dict[str, float] = {}
+        models = {K: finalize(state, num_topics=K) for K in counts}
+        sums: dict[int, dict[str, float]] = {K: {} for K in counts}
         for batch in validation:
-            for k, v in evaluate(model, batch).items():
-                sums[k] = sums.get(k, 0.0) + v
-        scores = metrics(model, sums)
+            for K, model in models.items():
+                for k, v in evaluate(model, batch).items():
+                    sums[K][k] = sums[K].get(k, 0.0) + v
+        scores = {K: metrics(models[K], sums[K]) for K in counts}
     else:
-        loss, words, docs = (float(v) for v in t["epoch_sums"])
-        scores = {"total_loss": loss / docs if docs else math.nan}
-    t["epoch_sums"].zero_()
+        scores = {}
+        for K in counts:
+            loss, words, docs = (float(v) for v in packed(state, K)[0]["epoch_sums"])
+            scores[K] = {"total_loss": loss / docs if docs else math.nan}
     meta["epochs_done"] += 1
-    meta["validation"] = scores
-    loss, best = scores["total_loss"], meta["best_loss"]
-    if math.isfinite(loss) and (best is None or loss < best - hp["tolerance"] * abs(best)):
-        meta["best_loss"], meta["bad_epochs"] = loss, 0
-    else:
-        meta["bad_epochs"] += 1
-    return state, meta["bad_epochs"] >= hp["num_patience_epochs"]
+    stop = True
+    for K in counts:
+        packed(state, K)[0]["epoch_sums"].zero_()
+        record = meta if K == hp["num_topics"] else meta["packed"][str(K)]
+        record["validation"] = scores[K]
+        loss, best = scores[K]["total_loss"], record["best_loss"]
+        if math.isfinite(loss) and (best is None or loss < best - hp["tolerance"] * abs(best)):
+            record["best_loss"], record["bad_epochs"] = loss, 0
+        else:
+            record["bad_epochs"] += 1
+        stop = stop and record["bad_epochs"] >= hp["num_patience_epochs"]
+    return state, stop
 
 
 def merge(a: State, b: State) -> State:
@@ -464,10 +547,10 @@ def merge(a: State, b: State) -> State:
     na, nb = a.meta["documents_trained"], b.meta["documents_trained"]
     wb = nb / (na + nb) if na + nb else 0.0
     for name, ta in out.tensors.items():
-        if name in ("rng", "vocabulary"):
+        if name.endswith("rng") or name == "vocabulary":
             continue
         tb = b.tensors[name].to(ta.device)
-        if name == "epoch_sums":
+        if name.endswith("epoch_sums"):
             ta.add_(tb)
         else:
             ta.mul_(1 - wb).add_(tb, alpha=wb)
@@ -477,14 +560,19 @@ def merge(a: State, b: State) -> State:
     return out
 
 
+def _all_parameters(state: State) -> list[torch.Tensor]:
+    """Every packed network's trainable tensors."""
+    return [p for K in topic_counts(state.hyperparameters) for p in parameters(*packed(state, K)).values()]
+
+
 def shared_parameters(state: State) -> dict[str, torch.Tensor]:
-    """The network as one flat tensor (fresh), for averaging over processes (`--sync-every`)."""
-    return {"network": torch.cat([p.reshape(-1) for p in parameters(state.tensors, state.hyperparameters).values()])}
+    """The networks as one flat tensor (fresh), for averaging over processes (`--sync-every`)."""
+    return {"network": torch.cat([p.reshape(-1) for p in _all_parameters(state)])}
 
 
 def set_shared_parameters(state: State, shared: dict[str, torch.Tensor]) -> None:
     flat, at = shared["network"], 0
-    for p in parameters(state.tensors, state.hyperparameters).values():
+    for p in _all_parameters(state):
         p.copy_(flat[at:at + p.numel()].view(p.shape))
         at += p.numel()
 
@@ -530,35 +618,70 @@ class NTMModel(Model):
     def top_words(self, n: int = TOP_WORDS) -> list[list[str]]:
         """Each topic's n words of largest weight, largest first: in B for nvdm (without the background b), in
         the batch-normalized logits (B - mean) / sd for prodlda (the decoder's view of the topic)."""
+        return [[w for w, _ in topic] for topic in self.top_word_weights(n)]
+
+    def top_word_weights(self, n: int = TOP_WORDS) -> list[list[tuple[str, float]]]:
+        """Each topic's n top words (as `top_words`) with their weights: the softmax of the scores they are
+        ranked by, the share of the topic's word distribution each holds (for nvdm, without the background)."""
         words = vocabulary(self)
         t = self.tensors
         scores = t["beta"] if "dec.bias" in t or "dec.bn_mean" not in t else \
             (t["beta"] - t["dec.bn_mean"]) / torch.sqrt(t["dec.bn_var"] + BN_EPS)
-        ids = scores.topk(min(n, scores.shape[1]), dim=1).indices.tolist()
-        return [[words[i] for i in row] for row in ids]
+        top = torch.softmax(scores.double(), dim=1).topk(min(n, scores.shape[1]), dim=1)
+        return [[(words[i], w) for i, w in zip(ids, ws)] for ids, ws in zip(top.indices.tolist(), top.values.tolist())]
 
 
 Model = NTMModel
 
 
 def finalize(state: State, **choice: Any) -> NTMModel:
-    """The trained network as a model, with each topic's top words and their uniqueness; the state is unchanged."""
-    if choice:
-        raise UsageError(f"ntm's finalize takes no choices (got {', '.join(sorted(choice))})")
-    hp = state.hyperparameters
-    tensors = {k: v.detach().clone() for k, v in parameters(state.tensors, hp).items()}
-    for k in state.tensors:
-        if k.endswith((".bn_mean", ".bn_var")) or k == "vocabulary":
-            tensors[k] = state.tensors[k].clone()
+    """One topic count's network as a model (num_topics's, the one asked for, or the one `select` picks), with
+    each topic's top words and their uniqueness; the state is unchanged."""
+    K = chosen_topics(state, choice)
+    t, hp = packed(state, K)
+    tensors = {k: v.detach().clone() for k, v in parameters(t, hp).items()}
+    for k in t:
+        if k.endswith((".bn_mean", ".bn_var")):
+            tensors[k] = t[k].clone()
+    if "vocabulary" in state.tensors:
+        tensors["vocabulary"] = state.tensors["vocabulary"].clone()
     keep = ("num_topics", "decoder", "encoder_layers", "encoder_layers_activation", "batch_norm")
-    meta = {"n_features": state.meta["n_features"], "num_topics": hp["num_topics"],
+    record = state.meta if K == hp["num_topics"] else state.meta["packed"][str(K)]
+    meta = {"n_features": state.meta["n_features"], "num_topics": K,
             "hyperparameters": {k: hp[k] for k in keep}, "documents_trained": state.meta["documents_trained"],
-            "validation": state.meta.get("validation", {})}
+            "validation": record.get("validation", {})}
     model = NTMModel(tensors, meta)
     topics = model.top_words()
     model.meta["topics"] = topics
     model.meta["topic_uniqueness"] = topic_uniqueness(topics)
     return model
+
+
+def chosen_topics(state: State, choice: dict[str, Any]) -> int:
+    """The topic count finalize makes a model of: asked for, picked by `select`, or num_topics."""
+    c = CHOICES.parse({k: v for k, v in choice.items() if v is not None})
+    counts = topic_counts(state.hyperparameters)
+    if c["num_topics"] is not None and c["select"] is not None:
+        raise UsageError("finalize: give num_topics or select, not both")
+    if c["num_topics"] is not None:
+        packed(state, c["num_topics"])  # refuses a count the state did not train
+        return c["num_topics"]
+    if c["select"] is None or len(counts) == 1:
+        return counts[0]
+    if c["select"] == "uniqueness":
+        return max(counts, key=lambda K: (topic_uniqueness(_top_words(state, K)), -K))
+    seen = {K: (state.meta if i == 0 else state.meta["packed"][str(K)]).get("validation", {}).get("perplexity")
+            for i, K in enumerate(counts)}
+    if any(v is None or not math.isfinite(v) for v in seen.values()):
+        raise UsageError("select = perplexity needs each topic count's validation perplexity: train with "
+                         "--validation (or choose with --num-topics K or --select uniqueness)")
+    return min(counts, key=lambda K: (seen[K], K))
+
+
+def _top_words(state: State, K: int) -> list[list[str]]:
+    t, _ = packed(state, K)
+    return NTMModel({**t, **({"vocabulary": state.tensors["vocabulary"]} if "vocabulary" in state.tensors else {})},
+                    {"n_features": state.meta["n_features"]}).top_words()
 
 
 def topic_uniqueness(topics: list[list[str]]) -> float:
@@ -602,9 +725,16 @@ def describe(state: State) -> dict[str, Any]:
     m = state.meta
     out = {"records_seen": m["records_seen"], "documents_trained": m["documents_trained"], "steps": m["step"],
            "num_topics": state.hyperparameters["num_topics"], "decoder": state.hyperparameters["decoder"],
-           "vocabulary": m["n_features"], "topics": NTMModel(dict(state.tensors), dict(m)).top_words()}
+           "vocabulary": m["n_features"], "topics": _top_words(state, state.hyperparameters["num_topics"])}
     if m.get("validation"):
         out.update({f"validation_{k}": v for k, v in m["validation"].items()})
+    if m.get("packed"):  # every packed topic count's figures, num_topics's too, for choosing one
+        out["topic_counts"] = {}
+        for K in topic_counts(state.hyperparameters):
+            topics, record = _top_words(state, K), m if K == state.hyperparameters["num_topics"] else \
+                m["packed"][str(K)]
+            out["topic_counts"][str(K)] = {"topic_uniqueness": topic_uniqueness(topics), "topics": topics,
+                                           **{f"validation_{k}": v for k, v in record.get("validation", {}).items()}}
     if m.get("text"):
         out["tokens"], out["oov_tokens"] = m["text"]["tokens"], m["text"]["oov_tokens"]
         out["oov_share"] = m["text"]["oov_tokens"] / max(m["text"]["tokens"], 1)

@@ -39,7 +39,7 @@ def read(inp: Input, file_index: int, *, label: str | int | None = None, header:
     `bad` (on_bad_record="skip"): rows holding a NULL, a value that is not a number or not finite are left out and
     attached to the chunks; base then counts the good rows. `categorical`: columns whose values (text or numbers;
     NULL is the empty text) go with each row as `Chunk.cats`, to be hashed (hashing.py)."""
-    with _rows(inp) as (names, fetches):
+    with query_rows(inp) as (names, fetches):
         y_col, w_col, x_cols = resolve_columns(label, weight, names, inp.path)
         cat_cols, x_cols = resolve_categorical(categorical, names, inp.path, x_cols, y_col, w_col)
         if not x_cols and not cat_cols:
@@ -115,7 +115,7 @@ def _numbers(rows: list, names: list[str], source: str, first: int,
 
 
 @contextmanager
-def _rows(inp: Input):
+def query_rows(inp: Input):
     """(column names, an iterator of row lists) for the query of `inp`; the connection closes on exit."""
     url = inp.connect or inp.path
     if url.lower().startswith("sqlite://"):

@@ -1,5 +1,6 @@
-"""Raw text as bag-of-words: documents read from a text column (CSV, JSON lines, Parquet) or from plain text files
-(one document a line), tokenized, and counted over a vocabulary built in bounded memory from the head of the stream.
+"""Raw text as bag-of-words: documents read from a text column (CSV, JSON lines, Parquet, a SQL query) or from plain
+text files (one document a line), tokenized, and counted over a vocabulary built in bounded memory from the head of
+the stream.
 
 Tokens.  Lowercased, then the words of two or more letters or digits (scikit-learn's CountVectorizer pattern,
 ``\\b\\w\\w+\\b``, Unicode-aware), less the English stop words of `stopwords.py` and tokens of digits only.
@@ -30,13 +31,14 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from ..errors import DataError, UsageError
+from . import sql
 from .batches import Batch, Examples, Stream
 from .opening import open_input, random_access
 from .sparse import CSR
 from .stopwords import ENGLISH
 
 TOKEN = re.compile(r"(?u)\b\w\w+\b")
-TEXT_FORMATS = ("csv", "jsonl", "parquet", "text")
+TEXT_FORMATS = ("csv", "jsonl", "parquet", "text", "sql")
 SKETCH_FACTOR = 10    # Misra-Gries counters per vocabulary word: words in more than 1/(10 size) of the head survive
 CSV_BLOCK = 1 << 20   # bytes per CSV block (pyarrow's streaming reader)
 
@@ -166,7 +168,20 @@ def _parquet(inp, column, header) -> Iterator[str]:
             yield _checked_text(value, column, inp.path, row=row)
 
 
-_READERS = {"text": _text_lines, "jsonl": _jsonl, "csv": _csv, "parquet": _parquet}
+def _sql(inp, column, header) -> Iterator[str]:
+    """The text column of a query's rows (data/sql.py), fetched in batches; row 1 is the first."""
+    with sql.query_rows(inp) as (names, fetches):
+        j = names.index(_columns(list(names), column, inp.path))
+        row = 0
+        for rows in fetches:
+            if not rows:
+                break
+            for values in rows:
+                row += 1
+                yield _checked_text(values[j], column, inp.path, row=row)
+
+
+_READERS = {"text": _text_lines, "jsonl": _jsonl, "csv": _csv, "parquet": _parquet, "sql": _sql}
 
 
 def build_vocabulary(stream: Stream, column, size: int, head: int, min_df: int, max_df: float) -> list[str]:
