@@ -11,6 +11,9 @@ import pytest
 
 from onepass.testing import gaussian_mixture
 
+# Run by the SageMaker SDK's own venv (test_serve.py), never imported here: --doctest-modules would collect it.
+collect_ignore = ["sdk_client.py"]
+
 
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session, exitstatus):
