@@ -21,7 +21,7 @@ from conftest import run_cli
 
 P = 6
 HP = {"time_freq": "M", "prediction_length": P, "context_length": 12, "num_cells": 16, "num_layers": 1,
-      "likelihood": "gaussian", "learning_rate": 0.01}
+      "likelihood": "gaussian", "learning_rate": 0.01, "min_batches_per_epoch": 0}
 
 
 def _write(path: Path, records: list[dict]) -> Path:
@@ -197,6 +197,20 @@ def test_windows_resume_at_the_exact_next_window(tmp_path):
         assert len(rest) == len(whole) - k - 1
         for a, b in zip(whole[k + 1:], rest):
             assert torch.equal(a.x, b.x) and torch.equal(a.features, b.features) and torch.equal(a.last, b.last)
+
+
+def test_an_epoch_of_few_series_reads_them_again_for_other_windows_and_resumes_inside_a_round(tmp_path):
+    """min_batches_per_epoch: one series of 40 points gives 6 windows a pass; an epoch of at least 5 batches of 4
+    reads it 4 times, each round other windows (the series' last window every time), and resumes exactly."""
+    path = _write(tmp_path / "s.jsonl", T.series_records(T.seasonal_series(1, 1, length=40)))
+    spec = deepar.window_spec(deepar.HYPERPARAMETERS.parse(HP))
+    whole = list(SeriesWindows(Stream(path), spec, min_batches=5).batches(4, prefetch=0))
+    assert len(whole) == 6 and [b.position["round"] for b in whole] == [0, 1, 1, 2, 3, 3]
+    x = torch.cat([b.x for b in whole])
+    assert len({tuple(r.tolist()) for r in x}) > 12 and int(torch.cat([b.last for b in whole]).sum()) == 4
+    for k in (1, 3):
+        rest = list(SeriesWindows(Stream(path), spec, min_batches=5).batches(4, start=whole[k].position))
+        assert torch.equal(torch.cat([b.x for b in rest]), torch.cat([b.x for b in whole[k + 1:]]))
 
 
 def test_later_epochs_from_the_cache_train_the_same_model_as_reading_again(tmp_path):

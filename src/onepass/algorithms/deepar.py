@@ -86,6 +86,7 @@ STRUCTURAL = ("time_freq", "prediction_length", "context_length", "num_cells", "
 INIT_SEED = 0  # initial weights: the configuration's, not the run's seed, so that states trained apart can merge
 CLIP_NORM = 10.0  # GluonTS's gradient_clip_val
 EVAL_SEED = 12345  # forecasts for test metrics are drawn from this seed: the same model scores alike every time
+MIN_BATCHES = 10  # see the module docstring (Defaults) for the measurements behind it
 DEFAULT_QUANTILES = ["0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "0.9"]
 
 
@@ -134,8 +135,10 @@ HYPERPARAMETERS = HyperParameters([
     HP("prediction_length", "int", None, "steps to forecast (fixed at training)", low=1),
     HP("context_length", "int", None, "steps the network reads before forecasting (default: prediction_length); "
        "lags reach further back", low=1),
-    HP("epochs", "int", 100, "passes over the data (each cuts one window per prediction_length points of every "
-       "series)", low=1),
+    HP("epochs", "int", 100, "epochs: passes over the data (each cuts one window per prediction_length points of "
+       "every series), repeated within the epoch while it has fewer than min_batches_per_epoch batches", low=1),
+    HP("min_batches_per_epoch", "int", MIN_BATCHES, "an epoch's least mini-batches: few series are read again, "
+       "with other windows, until it has them (GluonTS's num_batches_per_epoch as a floor); 0: one pass", low=0),
     HP("mini_batch_size", "int", 128, "windows per mini-batch", low=1),
     HP("learning_rate", "float", 1e-3, "Adam's step size", low=0),
     HP("num_cells", "int", 40, "LSTM cells per layer", low=1),
@@ -174,7 +177,8 @@ def window_length(hyperparameters: dict[str, Any]) -> int:
 
 def examples(stream, hyperparameters: dict[str, Any]) -> SeriesWindows:
     """The trainer's hook: a stream of series records as batches of training windows."""
-    return SeriesWindows(stream, window_spec(hyperparameters))
+    return SeriesWindows(stream, window_spec(hyperparameters),
+                         hyperparameters.get("min_batches_per_epoch", MIN_BATCHES))
 
 
 def batches_of(records: Iterable[dict | SeriesRecord], hyperparameters: dict[str, Any],
