@@ -90,6 +90,21 @@ def test_predict_from_the_command_line_writes_one_prediction_a_series(family, mo
     assert len(body["predictions"]) == 60 and np.array(body["predictions"][0]["samples"]).shape == (4, P)
 
 
+def test_predict_draws_a_forecast_fan_of_the_chosen_series(family, capsys):
+    pytest.importorskip("matplotlib")
+    from onepass.cli import main
+
+    _, _, tmp = family
+    data = str(tmp / "train.jsonl")
+    assert main(["predict", str(tmp / "run"), "--data", data, "--output", str(tmp / "p.jsonl"),
+                 "--plot", str(tmp / "fan" / "fan.png"), "--series", "0,3"]) == 0
+    assert (tmp / "fan" / "fan.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len((tmp / "p.jsonl").read_text().splitlines()) == 60  # the forecasts are written too
+    assert main(["predict", str(tmp / "run"), "--data", data, "--output", str(tmp / "q.jsonl"),
+                 "--plot", str(tmp / "x.png"), "--series", "60"]) == 2
+    assert "--series 60" in capsys.readouterr().err and not (tmp / "x.png").exists()
+
+
 @pytest.mark.parametrize("name", lik.NAMES)
 def test_each_likelihood_is_the_negative_log_likelihood_of_its_distribution(name):
     g = torch.Generator().manual_seed(0)

@@ -82,20 +82,21 @@ class Frequency:
                 lags.update((s - 1, s, s + 1))
         return sorted(lags)
 
+    def times(self, start, lo: int, hi: int) -> np.ndarray:
+        """The times of steps lo .. hi - 1 after `start`: datetime64 in months (M, Q, Y) or minutes."""
+        i = np.arange(lo, hi, dtype=np.int64) * self.multiple
+        if self.unit in ("m", "q", "y"):
+            return np.datetime64(start, "M") + i * {"m": 1, "q": 3, "y": 12}[self.unit]
+        minutes = {"min": 1, "h": 60, "d": 1440, "w": 10080}[self.unit]
+        return np.datetime64(start, "m") + (i * minutes).astype("m8[m]")
+
     def time_features(self, start, lo: int, hi: int) -> np.ndarray:
         """Time features of steps lo .. hi - 1 after `start` (negative steps lie before it): (hi - lo, k)."""
         names = FEATURES[self.unit]
         if not names:
             return np.zeros((hi - lo, 0), np.float32)
-        i = np.arange(lo, hi, dtype=np.int64) * self.multiple
-        if self.unit in ("m", "q", "y"):
-            months = {"m": 1, "q": 3, "y": 12}[self.unit]
-            t = np.datetime64(start, "M") + i * months
-            day = t.astype("datetime64[D]")
-        else:
-            unit = {"min": "m", "h": "h", "d": "D", "w": "W"}[self.unit]
-            t = np.datetime64(start, "m") + (i * {"m": 1, "h": 60, "D": 1440, "W": 10080}[unit]).astype("m8[m]")
-            day = t.astype("datetime64[D]")
+        t = self.times(start, lo, hi)
+        day = t.astype("datetime64[D]")
         values = {}
         for name in names:
             if name == "minute_of_hour":
