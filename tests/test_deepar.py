@@ -228,6 +228,17 @@ def test_an_epoch_of_few_series_reads_them_again_for_other_windows_and_resumes_i
         assert torch.equal(torch.cat([b.x for b in rest]), torch.cat([b.x for b in whole[k + 1:]]))
 
 
+def test_nproc_2_divides_the_series_of_one_file_and_each_window_is_trained_once(tmp_path):
+    """Two processes, one file: each reads every other line, and the merged state counts the windows of all the
+    series once (both reading all would count twice)."""
+    path = _write(tmp_path / "s.jsonl", T.series_records(T.seasonal_series(9, 1, length=40)))
+    out = run_cli(*_run_args(path, tmp_path / "r", "--nproc", "2", "--threads", "1"), timeout=240)
+    assert out.returncode == 0, out.stderr
+    state = State.load(tmp_path / "r" / "state.safetensors")
+    assert state.meta["records_seen"] == 9 * math.ceil((40 - P) / P)
+    assert (tmp_path / "r" / "model.safetensors").exists()
+
+
 def test_later_epochs_from_the_cache_train_the_same_model_as_reading_again(tmp_path):
     path = _write(tmp_path / "s.jsonl", T.series_records(T.seasonal_series(30, 2, length=40)))
     cached = train("deepar", path, tmp_path / "c", hyperparameters={**HP, "epochs": 3}, mini_batch_size=16)
