@@ -86,7 +86,7 @@ STRUCTURAL = ("time_freq", "prediction_length", "context_length", "num_cells", "
 INIT_SEED = 0  # initial weights: the configuration's, not the run's seed, so that states trained apart can merge
 CLIP_NORM = 10.0  # GluonTS's gradient_clip_val
 EVAL_SEED = 12345  # forecasts for test metrics are drawn from this seed: the same model scores alike every time
-MIN_BATCHES = 10  # see the module docstring (Defaults) for the measurements behind it
+MIN_BATCHES = 20  # see the module docstring (Defaults) for the measurements behind it
 DEFAULT_QUANTILES = ["0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "0.9"]
 
 
