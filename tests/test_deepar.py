@@ -285,6 +285,7 @@ def test_the_python_estimator_fits_records_or_a_path_and_forecasts_quantiles(tmp
     records = [{"start": "2000-01-01", "target": row[1:-P].astype(float)} for row in data]
     records[0]["target"][3] = np.nan  # a missing value, as a NumPy user holds it
     est = onepass.DeepAR(prediction_length=P, time_freq="M", context_length=12, epochs=2, num_cells=8, num_layers=1,
+                         min_batches_per_epoch=0,
                          random_state=1).fit(records)
     assert est.state_.meta["records_seen"] > 0
     mean, q = est.predict(records), est.predict_quantiles(records, [0.1, 0.5, 0.9], num_samples=50)
@@ -292,7 +293,7 @@ def test_the_python_estimator_fits_records_or_a_path_and_forecasts_quantiles(tmp
     assert (q[:, 0] <= q[:, 1]).all() and (q[:, 1] <= q[:, 2]).all()
     path = _write(tmp_path / "s.jsonl", T.series_records(data, P))
     by_path = onepass.DeepAR(prediction_length=P, time_freq="M", context_length=12, epochs=2, num_cells=8,
-                             num_layers=1, random_state=1).fit(str(path))
+                             num_layers=1, min_batches_per_epoch=0, random_state=1).fit(str(path))
     assert by_path.predict(T.series_records(data, P)).shape == (12, P)
     with pytest.raises(UsageError, match="carry 0 cat fields and 0 dynamic features where the model has 1 and 0"):
         by_path.predict(records)  # trained with cat codes, asked without
