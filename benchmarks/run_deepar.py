@@ -184,6 +184,39 @@ def gluonts_deepar(series: list[dict], freq: str, horizon: int, m: int, context:
             "limit": {"epochs": epochs, "max_steps": max_steps, "max_seconds": max_seconds}}
 
 
+def init_from_cost(series: list[dict], freq: str, horizon: int, m: int, context: int,
+                   continued_epochs: tuple[int, ...] = (5, 10, 20)) -> dict:
+    """The cost of `--init-from` on grown series: a model trained (defaults) on each series less its last 2 x horizon
+    points, continued for a few epochs on the series less the last horizon (which are scored); retraining from
+    scratch on those is the onepass_deepar row."""
+    import onepass
+    from onepass.progress import Progress
+
+    hp = {"time_freq": freq, "prediction_length": horizon, "context_length": context}
+    quiet = Progress(enabled=False)
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        files = {}
+        for name, cut in (("old", 2 * horizon), ("grown", horizon)):
+            files[name] = Path(tmp) / f"{name}.jsonl"
+            files[name].write_text("".join(json.dumps({**s, "target": s["target"][:-cut]}) + "\n" for s in series))
+        t0 = time.perf_counter()
+        onepass.train("deepar", files["old"], Path(tmp) / "old", hyperparameters=hp, progress=quiet)
+        out["old_train_seconds"] = round(time.perf_counter() - t0, 1)
+        history = [{**s, "target": s["target"][:-horizon]} for s in series]
+        for epochs in continued_epochs:
+            t0 = time.perf_counter()
+            r = onepass.train("deepar", files["grown"], Path(tmp) / f"c{epochs}", init_from=Path(tmp) / "old",
+                              epochs=epochs, progress=quiet)
+            seconds = time.perf_counter() - t0
+            fc = r.model.forecast(history, num_samples=200, quantiles=QUANTILES)
+            mean = np.array([f["mean"] for f in fc])
+            quant = np.array([[f["quantiles"][f"{q:g}"] for q in QUANTILES] for f in fc])
+            out[f"continued_{epochs}_epochs"] = {**scores(series, horizon, m, mean, quant),
+                                                 "train_seconds": round(seconds, 1)}
+    return out
+
+
 def scale(n: int) -> dict:
     """One epoch of `onepass train deepar` (defaults, daily) over n generated series of 60 points read from a file,
     in a child process: its peak resident memory and series per second (memory must not grow with n)."""
@@ -220,6 +253,8 @@ def main() -> None:
     ap.add_argument("--gluonts-equal-time", action="store_true", help="also GluonTS's DeepAR given onepass's "
                     "training wall time (Lightning's max_time)")
     ap.add_argument("--statsforecast", action="store_true", help="also statsforecast's AutoETS and SeasonalNaive")
+    ap.add_argument("--init-from-cost", action="store_true", help="also --init-from on grown series (a model of all "
+                    "but the last 2 horizons continued on all but the last) against retraining")
     ap.add_argument("--skip-onepass", action="store_true")
     args = ap.parse_args()
     results = {}
@@ -233,6 +268,8 @@ def main() -> None:
         if args.statsforecast:
             row.update(statsforecast_models(series, freq, horizon, m))
             print(json.dumps({name: row}, indent=1), flush=True)
+        if args.init_from_cost:
+            row["init_from"] = init_from_cost(series, freq, horizon, m, context)
         if args.gluonts_epochs:
             row["gluonts_deepar"] = gluonts_deepar(series, freq, horizon, m, context, args.gluonts_epochs)
         if args.gluonts_steps:
