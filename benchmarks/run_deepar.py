@@ -99,6 +99,52 @@ def seasonal_naive(series: list[dict], horizon: int, m: int) -> dict:
     return scores(series, horizon, m, fc, np.repeat(fc[:, None, :], len(QUANTILES), 1))
 
 
+def _long_frame(series: list[dict], freq: str, horizon: int):
+    """Nixtla's long format (unique_id, ds, y) of the history, missing values interpolated (neither library takes
+    NaN), and the pandas frequency."""
+    import pandas as pd
+
+    pfreq = {"Y": "YS", "D": "D", "M": "MS"}[freq]
+    rows = []
+    for i, s in enumerate(series):
+        hist = pd.Series(s["target"][:-horizon]).interpolate(limit_direction="both")
+        rows.append(pd.DataFrame({"unique_id": i, "ds": pd.date_range(s["start"], periods=len(hist), freq=pfreq),
+                                  "y": hist.to_numpy()}))
+    return pfreq, pd.concat(rows)
+
+
+def _from_levels(fc, col: str, n: int, horizon: int, levels: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The point forecast and the quantiles 0.1 ... 0.9 from Nixtla's interval columns (level 80: 0.1 and 0.9)."""
+    fc = fc.sort_values(["unique_id", "ds"])
+    get = lambda c: fc[c].to_numpy().reshape(n, horizon)  # noqa: E731
+    median = f"{col}-median" if f"{col}-median" in fc else col  # statsforecast's intervals are symmetric
+    qs = [get(f"{col}-lo-{lv}") for lv in reversed(levels)] + [get(median)] + [get(f"{col}-hi-{lv}") for lv in levels]
+    return get(col), np.stack(qs, 1)
+
+
+def neuralforecast_deepar(series: list[dict], freq: str, horizon: int, m: int, context: int) -> dict:
+    """neuralforecast's DeepAR with its defaults (1,000 steps, batches of 32 series x 1,024 windows, 2 x 128 cells),
+    Student-T, input_size = context_length."""
+    import logging
+
+    from neuralforecast import NeuralForecast
+    from neuralforecast.losses.pytorch import DistributionLoss
+    from neuralforecast.models import DeepAR
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    pfreq, df = _long_frame(series, freq, horizon)
+    levels = [20, 40, 60, 80]
+    model = DeepAR(h=horizon, input_size=context, loss=DistributionLoss("StudentT", level=levels),
+                   enable_progress_bar=False, logger=False, enable_model_summary=False)
+    nf = NeuralForecast(models=[model], freq=pfreq)
+    t0, c0 = time.perf_counter(), time.process_time()
+    nf.fit(df=df)
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    mean, quant = _from_levels(nf.predict(), "DeepAR", len(series), horizon, levels)
+    return {**scores(series, horizon, m, mean, quant), "train_seconds": round(seconds, 1),
+            "train_cpu_seconds": round(cpu, 1), "steps": model.max_steps}
+
+
 def statsforecast_models(series: list[dict], freq: str, horizon: int, m: int) -> dict:
     """statsforecast's AutoETS and SeasonalNaive (season m), quantiles from their prediction intervals (levels 20
     ... 80 give 0.1 ... 0.9; the median is the point forecast); missing history values interpolated (neither
@@ -107,13 +153,7 @@ def statsforecast_models(series: list[dict], freq: str, horizon: int, m: int) ->
     from statsforecast import StatsForecast
     from statsforecast.models import AutoETS, SeasonalNaive
 
-    pfreq = {"Y": "YS", "D": "D", "M": "MS"}[freq]
-    rows = []
-    for i, s in enumerate(series):
-        hist = pd.Series(s["target"][:-horizon]).interpolate(limit_direction="both")
-        rows.append(pd.DataFrame({"unique_id": i, "ds": pd.date_range(s["start"], periods=len(hist), freq=pfreq),
-                                  "y": hist.to_numpy()}))
-    df = pd.concat(rows)
+    pfreq, df = _long_frame(series, freq, horizon)
     levels = [20, 40, 60, 80]
     out = {}
     for name, model in (("statsforecast_autoets", AutoETS(season_length=m)),
@@ -122,10 +162,8 @@ def statsforecast_models(series: list[dict], freq: str, horizon: int, m: int) ->
         fc = StatsForecast(models=[model], freq=pfreq, n_jobs=1).forecast(df=df, h=horizon, level=levels)
         seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
         col = [c for c in fc.columns if c not in ("unique_id", "ds") and "-lo-" not in c and "-hi-" not in c][0]
-        fc = fc.sort_values(["unique_id", "ds"])
-        get = lambda c: fc[c].to_numpy().reshape(len(series), horizon)  # noqa: E731
-        qs = [get(f"{col}-lo-{lv}") for lv in reversed(levels)] + [get(col)] + [get(f"{col}-hi-{lv}") for lv in levels]
-        out[name] = {**scores(series, horizon, m, get(col), np.stack(qs, 1)), "fit_predict_seconds": round(seconds, 1),
+        mean, quant = _from_levels(fc, col, len(series), horizon, levels)
+        out[name] = {**scores(series, horizon, m, mean, quant), "fit_predict_seconds": round(seconds, 1),
                      "cpu_seconds": round(cpu, 1)}
     return out
 
@@ -255,6 +293,7 @@ def main() -> None:
     ap.add_argument("--statsforecast", action="store_true", help="also statsforecast's AutoETS and SeasonalNaive")
     ap.add_argument("--init-from-cost", action="store_true", help="also --init-from on grown series (a model of all "
                     "but the last 2 horizons continued on all but the last) against retraining")
+    ap.add_argument("--neuralforecast", action="store_true", help="also neuralforecast's DeepAR (defaults)")
     ap.add_argument("--skip-onepass", action="store_true")
     args = ap.parse_args()
     results = {}
@@ -268,6 +307,8 @@ def main() -> None:
         if args.statsforecast:
             row.update(statsforecast_models(series, freq, horizon, m))
             print(json.dumps({name: row}, indent=1), flush=True)
+        if args.neuralforecast:
+            row["neuralforecast_deepar"] = neuralforecast_deepar(series, freq, horizon, m, context)
         if args.init_from_cost:
             row["init_from"] = init_from_cost(series, freq, horizon, m, context)
         if args.gluonts_epochs:
