@@ -228,6 +228,17 @@ def test_an_epoch_of_few_series_reads_them_again_for_other_windows_and_resumes_i
         assert torch.equal(torch.cat([b.x for b in rest]), torch.cat([b.x for b in whole[k + 1:]]))
 
 
+def test_a_run_paused_inside_a_round_resumes_bit_for_bit(tmp_path):
+    path = _write(tmp_path / "s.jsonl", T.series_records(T.seasonal_series(1, 1, length=40)))
+    hp = {**HP, "epochs": 2, "min_batches_per_epoch": 5}
+    whole = train("deepar", path, tmp_path / "w", hyperparameters=hp, mini_batch_size=4, threads=1)
+    assert whole.state.meta["step"] == 12  # 6 batches an epoch (4 rounds of 6 windows), not 2
+    paused = train("deepar", path, tmp_path / "p", hyperparameters=hp, mini_batch_size=4, threads=1, max_records=10)
+    assert paused.paused and paused.state.meta["position"]["round"] == 1
+    resumed = train("deepar", path, tmp_path / "p", hyperparameters=hp, mini_batch_size=4, threads=1, resume=True)
+    T.assert_states_equal(whole.state, resumed.state, "resumed inside a round")
+
+
 def test_nproc_2_divides_the_series_of_one_file_and_each_window_is_trained_once(tmp_path):
     """Two processes, one file: each reads every other line, and the merged state counts the windows of all the
     series once (both reading all would count twice)."""
