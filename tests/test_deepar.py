@@ -21,7 +21,7 @@ from conftest import run_cli
 
 P = 6
 HP = {"time_freq": "M", "prediction_length": P, "context_length": 12, "num_cells": 16, "num_layers": 1,
-      "likelihood": "gaussian", "learning_rate": 0.01}
+      "likelihood": "gaussian", "learning_rate": 0.01, "min_batches_per_epoch": 0}
 
 
 def _write(path: Path, records: list[dict]) -> Path:
@@ -88,6 +88,21 @@ def test_predict_from_the_command_line_writes_one_prediction_a_series(family, mo
     out = run_cli("predict", str(tmp / "run"), "--data", str(tmp / "train.jsonl"), "--format", "json", check=True)
     body = json.loads(out.stdout)
     assert len(body["predictions"]) == 60 and np.array(body["predictions"][0]["samples"]).shape == (4, P)
+
+
+def test_predict_draws_a_forecast_fan_of_the_chosen_series(family, capsys):
+    pytest.importorskip("matplotlib")
+    from onepass.cli import main
+
+    _, _, tmp = family
+    data = str(tmp / "train.jsonl")
+    assert main(["predict", str(tmp / "run"), "--data", data, "--output", str(tmp / "p.jsonl"),
+                 "--plot", str(tmp / "fan" / "fan.png"), "--series", "0,3"]) == 0
+    assert (tmp / "fan" / "fan.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len((tmp / "p.jsonl").read_text().splitlines()) == 60  # the forecasts are written too
+    assert main(["predict", str(tmp / "run"), "--data", data, "--output", str(tmp / "q.jsonl"),
+                 "--plot", str(tmp / "x.png"), "--series", "60"]) == 2
+    assert "--series 60" in capsys.readouterr().err and not (tmp / "x.png").exists()
 
 
 @pytest.mark.parametrize("name", lik.NAMES)
@@ -199,6 +214,42 @@ def test_windows_resume_at_the_exact_next_window(tmp_path):
             assert torch.equal(a.x, b.x) and torch.equal(a.features, b.features) and torch.equal(a.last, b.last)
 
 
+def test_an_epoch_of_few_series_reads_them_again_for_other_windows_and_resumes_inside_a_round(tmp_path):
+    """min_batches_per_epoch: one series of 40 points gives 6 windows a pass; an epoch of at least 5 batches of 4
+    reads it 4 times, each round other windows (the series' last window every time), and resumes exactly."""
+    path = _write(tmp_path / "s.jsonl", T.series_records(T.seasonal_series(1, 1, length=40)))
+    spec = deepar.window_spec(deepar.HYPERPARAMETERS.parse(HP))
+    whole = list(SeriesWindows(Stream(path), spec, min_batches=5).batches(4, prefetch=0))
+    assert len(whole) == 6 and [b.position["round"] for b in whole] == [0, 1, 1, 2, 3, 3]
+    x = torch.cat([b.x for b in whole])
+    assert len({tuple(r.tolist()) for r in x}) > 12 and int(torch.cat([b.last for b in whole]).sum()) == 4
+    for k in (1, 3):
+        rest = list(SeriesWindows(Stream(path), spec, min_batches=5).batches(4, start=whole[k].position))
+        assert torch.equal(torch.cat([b.x for b in rest]), torch.cat([b.x for b in whole[k + 1:]]))
+
+
+def test_a_run_paused_inside_a_round_resumes_bit_for_bit(tmp_path):
+    path = _write(tmp_path / "s.jsonl", T.series_records(T.seasonal_series(1, 1, length=40)))
+    hp = {**HP, "epochs": 2, "min_batches_per_epoch": 5}
+    whole = train("deepar", path, tmp_path / "w", hyperparameters=hp, mini_batch_size=4, threads=1)
+    assert whole.state.meta["step"] == 12  # 6 batches an epoch (4 rounds of 6 windows), not 2
+    paused = train("deepar", path, tmp_path / "p", hyperparameters=hp, mini_batch_size=4, threads=1, max_records=10)
+    assert paused.paused and paused.state.meta["position"]["round"] == 1
+    resumed = train("deepar", path, tmp_path / "p", hyperparameters=hp, mini_batch_size=4, threads=1, resume=True)
+    T.assert_states_equal(whole.state, resumed.state, "resumed inside a round")
+
+
+def test_nproc_2_divides_the_series_of_one_file_and_each_window_is_trained_once(tmp_path):
+    """Two processes, one file: each reads every other line, and the merged state counts the windows of all the
+    series once (both reading all would count twice)."""
+    path = _write(tmp_path / "s.jsonl", T.series_records(T.seasonal_series(9, 1, length=40)))
+    out = run_cli(*_run_args(path, tmp_path / "r", "--nproc", "2", "--threads", "1"), timeout=240)
+    assert out.returncode == 0, out.stderr
+    state = State.load(tmp_path / "r" / "state.safetensors")
+    assert state.meta["records_seen"] == 9 * math.ceil((40 - P) / P)
+    assert (tmp_path / "r" / "model.safetensors").exists()
+
+
 def test_later_epochs_from_the_cache_train_the_same_model_as_reading_again(tmp_path):
     path = _write(tmp_path / "s.jsonl", T.series_records(T.seasonal_series(30, 2, length=40)))
     cached = train("deepar", path, tmp_path / "c", hyperparameters={**HP, "epochs": 3}, mini_batch_size=16)
@@ -245,6 +296,7 @@ def test_the_python_estimator_fits_records_or_a_path_and_forecasts_quantiles(tmp
     records = [{"start": "2000-01-01", "target": row[1:-P].astype(float)} for row in data]
     records[0]["target"][3] = np.nan  # a missing value, as a NumPy user holds it
     est = onepass.DeepAR(prediction_length=P, time_freq="M", context_length=12, epochs=2, num_cells=8, num_layers=1,
+                         min_batches_per_epoch=0,
                          random_state=1).fit(records)
     assert est.state_.meta["records_seen"] > 0
     mean, q = est.predict(records), est.predict_quantiles(records, [0.1, 0.5, 0.9], num_samples=50)
@@ -252,7 +304,7 @@ def test_the_python_estimator_fits_records_or_a_path_and_forecasts_quantiles(tmp
     assert (q[:, 0] <= q[:, 1]).all() and (q[:, 1] <= q[:, 2]).all()
     path = _write(tmp_path / "s.jsonl", T.series_records(data, P))
     by_path = onepass.DeepAR(prediction_length=P, time_freq="M", context_length=12, epochs=2, num_cells=8,
-                             num_layers=1, random_state=1).fit(str(path))
+                             num_layers=1, min_batches_per_epoch=0, random_state=1).fit(str(path))
     assert by_path.predict(T.series_records(data, P)).shape == (12, P)
     with pytest.raises(UsageError, match="carry 0 cat fields and 0 dynamic features where the model has 1 and 0"):
         by_path.predict(records)  # trained with cat codes, asked without

@@ -220,6 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--join-source", choices=("none", "input"), default="none",
                    help="input: each output also holds the record as read (label, then features), as SageMaker's "
                         "batch transform join_source=Input (default none)")
+    p.add_argument("--plot", metavar="FILE.png", help="deepar: a forecast fan (median, 50 %% and 90 %% intervals "
+                   "after the last observed points) of the series --series picks (needs matplotlib)")
+    p.add_argument("--series", default="0", metavar="I,J,...", help="with --plot: which series of --data to draw, "
+                   "0-based in the order read (default 0)")
     _add_data_options(p)
     _add_bad_record_options(p)
 
@@ -577,6 +581,8 @@ def cmd_predict(args, extra: list[str]) -> int:
     model = Model.load(args.model)
     if hasattr(model, "forecast_stream"):  # DeepAR: series records in, SageMaker's forecasts out
         return _forecast(model, args)
+    if args.plot:
+        raise UsageError(f"predict --plot draws forecasts of series (deepar), not {model.algorithm}'s predictions")
     n_features = model.meta.get("n_features")
     stream = _stream(args, n_features, model)
     algo = algorithms.get(model.algorithm)
@@ -680,6 +686,11 @@ def _forecast(model: Model, args) -> int:
     except json.JSONDecodeError as e:
         raise UsageError(f"DEEPAR_INFERENCE_CONFIG is not JSON ({e})") from None
     stream = Stream(args.data, data_format=args.data_format, storage_options=args.storage_options, query=args.query)
+    chosen = _series_choice(args.series) if args.plot else []
+    if args.plot:
+        if not stream.rereadable:
+            raise UsageError(f"predict --plot reads the chosen series again: {stream.name} can be read only once")
+        _make_folder(Path(args.plot).parent, "--plot")
     if args.output != "-":
         _make_folder(Path(args.output).parent, "--output")
     with (atomic_output(args.output) if args.output != "-" else predictions.standard_output()) as out:
@@ -688,7 +699,39 @@ def _forecast(model: Model, args) -> int:
             text = json.dumps(pred)
             out.write(text + "\n" if fmt == "jsonl" else ("," if i else "") + text)
         out.write("]}\n" if fmt == "json" else "")
+    if args.plot:
+        path = _fan_plot(model, stream, chosen, args.plot)
+        print(f"plot:  {path}", file=sys.stderr)
     return 0
+
+
+def _series_choice(text: str) -> list[int]:
+    try:
+        chosen = sorted({int(v) for v in text.split(",") if v.strip()})
+    except ValueError:
+        chosen = [-1]
+    if not chosen or chosen[0] < 0:
+        raise UsageError(f"--series {text!r}: expected 0-based series numbers separated by commas, e.g. 0,3")
+    return chosen
+
+
+def _fan_plot(model: Model, stream: Stream, chosen: list[int], path: str) -> Path:
+    """The chosen series' last points (four horizons) and their forecast fans, in one picture."""
+    from .data.windows import Frequency
+    from .plots import forecast_fan
+
+    P = model.hp["prediction_length"]
+    recs = [r for i, r in zip(range(chosen[-1] + 1), stream.series(horizon=P)) if i in chosen]
+    if len(recs) < len(chosen):
+        raise UsageError(f"--series {chosen[-1]}: {stream.name} has fewer series (numbers are 0-based)")
+    fc = model.forecast(recs, quantiles=[0.05, 0.25, 0.5, 0.75, 0.95], output_types=["quantiles"])
+    freq, drawn = Frequency.parse(model.hp["time_freq"]), []
+    for i, r in zip(chosen, recs):
+        T = r.target.size
+        keep = min(T, 4 * P)
+        drawn.append((f"series {i} (line {r.line})", freq.times(r.start, T - keep, T + P).astype("datetime64[m]"),
+                      r.target[T - keep:]))
+    return forecast_fan(drawn, fc, path)
 
 
 def cmd_merge(args, extra: list[str]) -> int:

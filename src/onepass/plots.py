@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from .errors import UsageError
 
@@ -112,6 +113,27 @@ def topics(weights: list[list[tuple[str, float]]], path: str | Path, most: int =
         ax.tick_params(axis="x", labelsize=7)
         ax.set_title(f"topic {k}", fontsize=9)
     fig.suptitle(title + (f" (the first {most} of {len(weights)})" if len(weights) > most else ""))
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+    return Path(path)
+
+
+def forecast_fan(series: list[tuple[str, Any, Any]], forecasts: list[dict[str, Any]], path: str | Path) -> Path:
+    """DeepAR's forecasts as fans: for each (label, times, history) its last points and, after them, the median
+    with the 50 % and 90 % intervals of its forecast (`quantiles` "0.05" ... "0.95") at the forecast's `times`."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(series), 1, figsize=(8, 2.6 * len(series)), dpi=100, squeeze=False)
+    for ax, (label, times, history), f in zip(axes[:, 0], series, forecasts):
+        q = f["quantiles"]
+        ax.plot(times[:len(history)], history, color="black", linewidth=1, label="observed")
+        t = times[len(history):]
+        ax.fill_between(t, q["0.05"], q["0.95"], color="tab:blue", alpha=0.2, label="90 % interval")
+        ax.fill_between(t, q["0.25"], q["0.75"], color="tab:blue", alpha=0.4, label="50 % interval")
+        ax.plot(t, q["0.5"], color="tab:blue", linewidth=1.5, label="median")
+        ax.set_title(label, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)

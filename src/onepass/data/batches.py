@@ -306,11 +306,8 @@ class Stream:
         if self.format != "jsonl":
             raise UsageError(f"{self.name}: series records are JSON lines ({{\"start\": ..., \"target\": [...]}}), "
                              f"not {self.format}")
-        if self.stride:
-            raise UsageError(f"{self.name}: series are shared out between processes by file; give at least as many "
-                             "files as processes")
-        self._next_pass()
-        return read_series(self.inputs, start=start, horizon=horizon, on_bad=on_bad)
+        self._next_pass()  # fewer files than processes: each takes every world-th line (stride)
+        return read_series(self.inputs, start=start, horizon=horizon, on_bad=on_bad, stride=self.stride)
 
     def batches(self, batch_size: int, start: dict[str, Any] | None = None,
                 prefetch: int = 2) -> Iterator[Batch]:

@@ -62,11 +62,13 @@ class SeriesRecord:
 
 
 def read_series(source: str | os.PathLike | list, *, start: dict[str, Any] | None = None, horizon: int = 0,
-                block_size: int | None = None, on_bad: Callable[[DataError], None] | None = None
-                ) -> Iterator[SeriesRecord]:
+                block_size: int | None = None, on_bad: Callable[[DataError], None] | None = None,
+                stride: tuple[int, int] | None = None) -> Iterator[SeriesRecord]:
     """The validated series records of `source` (a path, glob, folder, ``-`` or a list; JSON lines, compressed or
     not; or a list of resolved `Input`s, as a `Stream` holds them), from `start` (a record's `position` or
-    `next_position`) when given. A bad record raises its DataError, or with `on_bad` is handed to it and left out."""
+    `next_position`) when given. A bad record raises its DataError, or with `on_bad` is handed to it and left out.
+    `stride` (rank, world): only the lines n of each file with (n - 1) % world == rank, the others not even parsed
+    (processes sharing fewer files than they are: each reads, and answers for, its own lines)."""
     if horizon < 0:
         raise UsageError(f"horizon must be 0 or more, got {horizon}")
     inputs = list(source) if isinstance(source, list) and source and all(isinstance(i, Input) for i in source) \
@@ -79,11 +81,12 @@ def read_series(source: str | os.PathLike | list, *, start: dict[str, Any] | Non
     for i in range(first, len(inputs)):
         at = start if (start and i == first) else None
         yield from _read(inputs[i], i, int(at["offset"]) if at else 0, int(at.get("line", 1)) if at else 1,
-                         horizon, block_size or BLOCK_SIZE, shape, on_bad)
+                         horizon, block_size or BLOCK_SIZE, shape, on_bad, stride)
 
 
 def _read(inp: Input, file_index: int, offset: int, line: int, horizon: int, block_size: int,
-          shape: dict[str, int], on_bad: Callable[[DataError], None] | None) -> Iterator[SeriesRecord]:
+          shape: dict[str, int], on_bad: Callable[[DataError], None] | None,
+          stride: tuple[int, int] | None = None) -> Iterator[SeriesRecord]:
     name = inp.path if inp.path != "-" else "<stdin>"
     f = None
     try:
@@ -101,7 +104,7 @@ def _read(inp: Input, file_index: int, offset: int, line: int, horizon: int, blo
                 stop = buf.find(b"\n", pos, end)
                 stop = end if stop < 0 else stop + 1
                 text = buf[pos:stop]
-                if text.strip():
+                if text.strip() and (stride is None or (lineno - 1) % stride[1] == stride[0]):
                     if pos == 0 and at == 0 and text.startswith(b"\xef\xbb\xbf"):
                         text = text[3:]  # a UTF-8 byte-order mark
                     try:

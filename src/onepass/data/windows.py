@@ -82,20 +82,21 @@ class Frequency:
                 lags.update((s - 1, s, s + 1))
         return sorted(lags)
 
+    def times(self, start, lo: int, hi: int) -> np.ndarray:
+        """The times of steps lo .. hi - 1 after `start`: datetime64 in months (M, Q, Y) or minutes."""
+        i = np.arange(lo, hi, dtype=np.int64) * self.multiple
+        if self.unit in ("m", "q", "y"):
+            return np.datetime64(start, "M") + i * {"m": 1, "q": 3, "y": 12}[self.unit]
+        minutes = {"min": 1, "h": 60, "d": 1440, "w": 10080}[self.unit]
+        return np.datetime64(start, "m") + (i * minutes).astype("m8[m]")
+
     def time_features(self, start, lo: int, hi: int) -> np.ndarray:
         """Time features of steps lo .. hi - 1 after `start` (negative steps lie before it): (hi - lo, k)."""
         names = FEATURES[self.unit]
         if not names:
             return np.zeros((hi - lo, 0), np.float32)
-        i = np.arange(lo, hi, dtype=np.int64) * self.multiple
-        if self.unit in ("m", "q", "y"):
-            months = {"m": 1, "q": 3, "y": 12}[self.unit]
-            t = np.datetime64(start, "M") + i * months
-            day = t.astype("datetime64[D]")
-        else:
-            unit = {"min": "m", "h": "h", "d": "D", "w": "W"}[self.unit]
-            t = np.datetime64(start, "m") + (i * {"m": 1, "h": 60, "D": 1440, "W": 10080}[unit]).astype("m8[m]")
-            day = t.astype("datetime64[D]")
+        t = self.times(start, lo, hi)
+        day = t.astype("datetime64[D]")
         values = {}
         for name in names:
             if name == "minute_of_hour":
@@ -175,8 +176,9 @@ class WindowBatch(Batch):
     last: torch.Tensor | None = None
 
 
-def training_ends(rec: SeriesRecord, spec: WindowSpec) -> np.ndarray:
-    """The window ends of one record (see the module docstring): its last point first, then one per stretch."""
+def training_ends(rec: SeriesRecord, spec: WindowSpec, round_: int = 0) -> np.ndarray:
+    """The window ends of one record (see the module docstring): its last point first, then one per stretch; a
+    later `round_` of the same epoch draws other points of the stretches."""
     T, P = rec.target.size, spec.prediction_length
     lowest = P + 1  # at least one point of context before the prediction part
     if T < lowest:
@@ -184,7 +186,7 @@ def training_ends(rec: SeriesRecord, spec: WindowSpec) -> np.ndarray:
     k = math.ceil((T - lowest + 1) / P)
     top = T - P * np.arange(k)  # stretch j holds ends in (top_j - P, top_j], clipped at `lowest`
     low = np.maximum(top - P + 1, lowest)
-    rng = np.random.default_rng([_SALT_WINDOWS, rec.file, rec.line])
+    rng = np.random.default_rng([_SALT_WINDOWS, rec.file, rec.line] + ([round_] if round_ else []))
     ends = low + np.floor(rng.random(k) * (top - low + 1)).astype(np.int64)
     ends[0] = T
     return ends
@@ -226,7 +228,7 @@ def to_batch(w: dict[str, np.ndarray], position: dict[str, Any] | None = None,
 
 
 def block_windows(records: list[SeriesRecord], spec: WindowSpec,
-                  on_bad: Callable[[DataError], None] | None = None) -> dict[str, np.ndarray] | None:
+                  on_bad: Callable[[DataError], None] | None = None, round_: int = 0) -> dict[str, np.ndarray] | None:
     """Every training window of a block of records, shuffled together (seeded by the block's first record); a record
     that does not fit the model raises, or with `on_bad` is handed to it and left out."""
     parts = []
@@ -238,22 +240,26 @@ def block_windows(records: list[SeriesRecord], spec: WindowSpec,
                 raise
             on_bad(e)
             continue
-        ends = training_ends(rec, spec)
+        ends = training_ends(rec, spec, round_)
         if len(ends):
             parts.append(cut(rec, spec, ends))
     if not parts:
         return None
     w = stack(parts)
-    order = np.random.default_rng([_SALT_SHUFFLE, records[0].file, records[0].line]).permutation(len(w["last"]))
+    seed = [_SALT_SHUFFLE, records[0].file, records[0].line] + ([round_] if round_ else [])
+    order = np.random.default_rng(seed).permutation(len(w["last"]))
     return {k: v[order] for k, v in w.items()}
 
 
 class SeriesWindows(Examples):
-    """A stream's series records as batches of training windows (see the module docstring)."""
+    """A stream's series records as batches of training windows (see the module docstring). An epoch hands out at
+    least `min_batches` batches: a pass that gives fewer windows (few series) is followed by further rounds over
+    the same series, each drawing other window ends, until it has; a stream of many series is read once."""
 
-    def __init__(self, stream, spec: WindowSpec):
+    def __init__(self, stream, spec: WindowSpec, min_batches: int = 0):
         super().__init__(stream)
         self.spec = spec
+        self.min_batches = min_batches
 
     def batches(self, batch_size: int, start: dict[str, Any] | None = None, prefetch: int = 2) -> Iterator[Batch]:
         if batch_size < 1:
@@ -264,6 +270,7 @@ class SeriesWindows(Examples):
     def _batches(self, batch_size: int, start: dict[str, Any] | None) -> Iterator[WindowBatch]:
         skip = int(start.get("skip", 0)) if start else 0
         handed = int(start.get("records", 0)) if start else 0
+        round_ = int(start.get("round", 0)) if start else 0
         sizes = [i.size or 0 for i in self.stream.inputs]
         total = self.stream.total_bytes
         tally = self.stream.bad  # on_bad_record skip: bad records are counted, once, even across a resume
@@ -276,16 +283,16 @@ class SeriesWindows(Examples):
         def on_bad(e: DataError) -> None:
             nonlocal drop, after_first, after_last
             after_first, after_last = after_first + 1, after_last + 1
+            if round_:  # a later round re-reads records the first one counted
+                return
             if drop:
                 drop -= 1
             else:
                 tally.add(e)
 
-        records = self.stream.series(start=start if start and start.get("file") is not None else None,
-                                     on_bad=on_bad if tally is not None else None)
         pending: list[dict[str, np.ndarray]] = []
         have = 0
-        block: list[SeriesRecord] = []
+        n_block = 0
 
         def emit(w: dict[str, np.ndarray], at: SeriesRecord, taken: int, nxt: SeriesRecord) -> WindowBatch:
             nonlocal handed
@@ -294,7 +301,7 @@ class SeriesWindows(Examples):
             # after its last record `nxt`
             inside = taken < n_block
             where = at.position if inside else nxt.next_position
-            position = {**where, "skip": taken if inside else 0, "records": handed}
+            position = {**where, "skip": taken if inside else 0, "records": handed, "round": round_}
             fraction = (sum(sizes[:nxt.file]) + nxt.end) / total if total else None
             bad = None
             if tally is not None:
@@ -303,36 +310,48 @@ class SeriesWindows(Examples):
                 position["bad_skip"] = after_first if inside else after_last
             return replace(to_batch(w, position, fraction), bad=bad)
 
-        n_block = 0
-        for rec in _chain(records):
-            if rec is not None:
+        last_block: list[SeriesRecord] = []
+        while True:
+            whole = not (start and start.get("file") is not None)  # this round reads the series from the first
+            records = self.stream.series(start=None if whole else start,
+                                         on_bad=on_bad if tally is not None else None)
+            block: list[SeriesRecord] = []
+            cut_any = False
+            for rec in _chain(records):
+                if rec is not None:
+                    if not block:
+                        after_first = 0
+                    after_last = 0
+                    block.append(rec)
+                    if len(block) < SHUFFLE_SERIES:
+                        continue
                 if not block:
-                    after_first = 0
-                after_last = 0
-                block.append(rec)
-                if len(block) < SHUFFLE_SERIES:
-                    continue
-            if not block:
+                    break
+                unfit = after_first
+                w = block_windows(block, self.spec, on_bad if tally is not None else None, round_)
+                if tally is not None and not round_:  # the block's series, less those that did not fit (bad)
+                    tally.records += 0 if recount else len(block) - (after_first - unfit)
+                    recount = False
+                n_block = 0 if w is None else len(w["last"])
+                cut_any = cut_any or n_block > 0
+                s = min(skip, n_block)
+                skip -= s
+                while s < n_block:
+                    take = min(batch_size - have, n_block - s)
+                    pending.append({k: v[s:s + take] for k, v in w.items()})
+                    s, have = s + take, have + take
+                    if have == batch_size:
+                        yield emit(stack(pending), block[0], s, block[-1])
+                        pending, have = [], 0
+                last_block = block
+                block = []
+                if rec is None:
+                    break
+            # another round while the epoch is short of its batches (a resumed round that had nothing left to read
+            # goes on too: `handed` counts the epoch's windows so far)
+            if handed + have >= self.min_batches * batch_size or (whole and not cut_any):
                 break
-            unfit = after_first
-            w = block_windows(block, self.spec, on_bad if tally is not None else None)
-            if tally is not None:  # the block's series, less those that did not fit (counted as bad)
-                tally.records += 0 if recount else len(block) - (after_first - unfit)
-                recount = False
-            n_block = 0 if w is None else len(w["last"])
-            s = min(skip, n_block)
-            skip -= s
-            while s < n_block:
-                take = min(batch_size - have, n_block - s)
-                pending.append({k: v[s:s + take] for k, v in w.items()})
-                s, have = s + take, have + take
-                if have == batch_size:
-                    yield emit(stack(pending), block[0], s, block[-1])
-                    pending, have = [], 0
-            last_block = block
-            block = []
-            if rec is None:
-                break
+            round_, start, skip, recount = round_ + 1, None, 0, False
         if have:
             yield emit(stack(pending), last_block[0], n_block, last_block[-1])
         if tally is not None:

@@ -36,7 +36,8 @@ class DeepAR(BaseEstimator):
     """
 
     def __init__(self, prediction_length: int = 1, *, time_freq: str = "D", context_length: int | None = None,
-                 epochs: int = 100, mini_batch_size: int = 128, learning_rate: float = 1e-3, num_cells: int = 40,
+                 epochs: int = 100, min_batches_per_epoch: int | None = None, mini_batch_size: int = 128,
+                 learning_rate: float = 1e-3, num_cells: int = 40,
                  num_layers: int = 2, dropout_rate: float = 0.1, likelihood: str = "student-T",
                  embedding_dimension: int = 10, cardinality: Any = "auto", num_dynamic_feat: Any = "auto",
                  early_stopping_patience: int | None = None, num_eval_samples: int = 100, random_state=None):
@@ -44,6 +45,7 @@ class DeepAR(BaseEstimator):
         self.time_freq = time_freq
         self.context_length = context_length
         self.epochs = epochs
+        self.min_batches_per_epoch = min_batches_per_epoch
         self.mini_batch_size = mini_batch_size
         self.learning_rate = learning_rate
         self.num_cells = num_cells
