@@ -193,7 +193,10 @@ def test_predict_stopped_by_a_signal_exits_4_and_leaves_no_output(tmp_path, kmea
         out = tmp_path / f"p{sig}.jsonl"
         proc = subprocess.Popen([sys.executable, "-m", "onepass", "predict", str(kmeans_run), "--data", "-",
                                  "--data-format", "csv", "--output", str(out), "--mini-batch-size", "1000"],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                # Ctrl-C's default, as in a terminal: a suite started in the background (`pytest &`,
+                                # CI) ignores SIGINT, and an ignored SIGINT is inherited and honoured by Python
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         proc.stdin.write(rows)
         proc.stdin.flush()  # the stream stays open: predict waits for more
         deadline = time.monotonic() + 60

@@ -23,7 +23,7 @@ BUDGET = {
     "linear_learner": (2, "the labels' check (a bad label stops the run, naming its record); the reservoir's keep mask"),
     "factorization_machines": (3, "the checks of feature indices and labels (an error names the record); the "
                                   "batch's distinct columns (their number is data)"),
-    "ntm": (4, "not reduced here (another branch edits ntm.py): the loss and the step's counts"),
+    "ntm": (2, "the bad-count check and whether every document is non-empty (the batch's rows)"),
     "deepar": (4, "not reduced here (another branch edits deepar.py): the loss and the windows' counts"),
 }
 # Updates before the steady state: the summary, scaler sample and refinement start (k-means: 20 K records).

@@ -342,7 +342,7 @@ def update(state: State, batch: Batch) -> State:
         t["rng"] = gen.get_state()
         return state
     meta["step"] += 1
-    words = float(_lengths(x).sum())
+    words = _lengths(x).sum()  # a tensor: no read from a GPU each batch
     for K in topic_counts(hp):
         tk, hk = packed(state, K)
         if K != hp["num_topics"]:
@@ -354,7 +354,7 @@ def update(state: State, batch: Batch) -> State:
 
 
 def _step(t: dict[str, torch.Tensor], hp: dict[str, Any], x: torch.Tensor, gen: torch.Generator, step: int,
-          words: float) -> torch.Tensor:
+          words: torch.Tensor) -> torch.Tensor:
     """One network's optimizer step on the non-empty documents x; returns its generator's new state."""
     eps = torch.randn(x.shape[0], hp["num_topics"], generator=gen).to(x.device)
     params = {k: v.detach().requires_grad_(True) for k, v in parameters(t, hp).items()}
@@ -364,8 +364,8 @@ def _step(t: dict[str, torch.Tensor], hp: dict[str, Any], x: torch.Tensor, gen: 
     with torch.no_grad():
         for (name, p), g in zip(parameters(t, hp).items(), grads):
             _optimize(hp, step, p, g, t["m1." + name], t["m2." + name])
-        t["epoch_sums"] += torch.tensor([float((rec + kl).sum()), words, x.shape[0]], dtype=torch.float64,
-                                        device=t["epoch_sums"].device)
+        sums = t["epoch_sums"]
+        sums += torch.stack([(rec + kl).sum().to(sums), words.to(sums), torch.tensor(x.shape[0]).to(sums)])
     return gen.get_state()
 
 
