@@ -166,8 +166,11 @@ _MEMORY = [pytest.param(a, marks=pytest.mark.xfail(reason=_FLAKY_MEMORY[a], stri
 @pytest.mark.slow
 @pytest.mark.parametrize("algo", _MEMORY)
 def test_peak_memory_does_not_grow_with_the_stream(algo, tmp_path):
-    """10^5 and 10^6 records through a pipe: peak RSS within 10 %."""
-    small = _peak_rss_kib(algo, 100_000, tmp_path)
+    """2 x 10^5 and 10^6 records through a pipe: peak RSS within 10 %. Not 10^5: a stream that short (18 MB of
+    CSV) may end before the reader's read-ahead window (threads + 2 blocks of 4 MiB and their parsed values) has
+    filled, and the linear learner's peak then grew 308 -> 344 MiB (+12 %) in a whole-suite run while within
+    10 % alone: a bounded buffer reaching its bound, not growth with the stream."""
+    small = _peak_rss_kib(algo, 200_000, tmp_path)
     large = _peak_rss_kib(algo, 1_000_000, tmp_path)
     assert large <= small * 1.10, f"peak RSS grew from {small / 1024:.0f} MiB to {large / 1024:.0f} MiB"
 
