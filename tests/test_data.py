@@ -580,11 +580,11 @@ def _float32(text: str) -> np.float32:
     """The float32 nearest the decimal `text` (ties to even). Rounding through a double first is wrong for a
     decimal within a double's precision of a midpoint between two float32s, e.g. 10.9999899864196777."""
     x = np.float32(float(text))
+    if not np.isfinite(x) or not 1e-37 < abs(x) < 1e38 or len(text) > 64:  # (an exponent of 10^9 digits would
+        return x  # make Fraction build that number; no near-tie to worry about out there)
     try:
         exact = Fraction(text.strip())
-    except (ValueError, ZeroDivisionError):  # nan, inf, forms Fraction does not read: the double's rounding
-        return x
-    if not np.isfinite(x):
+    except (ValueError, ZeroDivisionError):  # forms Fraction does not read: the double's rounding
         return x
     near = [x, np.nextafter(x, np.float32(-np.inf)), np.nextafter(x, np.float32(np.inf))]
     return min((v for v in near if np.isfinite(v)),
